@@ -1,0 +1,108 @@
+"""Zarr (v3) storage of datasets, written atomically and read back only when valid.
+
+Schema (DESIGN §4): variables ``u`` (sample, time, *state dims) and ``y`` (sample, time,
+*closure dims), both float64 and finite; coordinate ``time``; attribute ``system`` naming the
+system plus every parameter as ``system.<name>``. ``open_dataset`` refuses anything else and says
+what is wrong, so a half-written or hand-edited store never reaches training.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from ml4dynamics.errors import DatasetError
+
+REQUIRED_VARIABLES = ("u", "y")
+REQUIRED_ATTRS = ("system", "split", "seed", "scheme", "ml4dynamics_version", "git_revision")
+_COMPRESSOR = zarr.codecs.ZstdCodec(level=3)
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, dict]:
+    """One chunk per trajectory; fixed codec so bytes do not depend on library defaults."""
+    enc = {}
+    for name, var in ds.data_vars.items():
+        chunks = tuple(1 if d == "sample" else n for d, n in zip(var.dims, var.shape, strict=True))
+        enc[name] = {"chunks": chunks, "compressors": [_COMPRESSOR]}
+    return enc
+
+
+def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> list[Path]:
+    """Write ``{split: Dataset}`` as ``out_dir/<split>.zarr``, all or nothing.
+
+    Everything goes to a temporary sibling directory first and is moved into place only when
+    every split has been written and re-validated; on any failure nothing is left behind.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for split, ds in datasets.items():
+            validate_dataset(ds, f"{split} (before writing)")
+            ds.to_zarr(
+                tmp / f"{split}.zarr",
+                mode="w",
+                zarr_format=3,
+                consolidated=False,
+                encoding=_encoding(ds),
+            )
+            open_dataset(tmp / f"{split}.zarr")  # read back through the validating reader
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out_dir / f"{split}.zarr" for split in datasets]
+
+
+def open_dataset(path: str | Path) -> xr.Dataset:
+    """Open and validate a store; raise ``DatasetError`` naming the first problem."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        hint = "run `dvc repro` (or `ml4d generate SYSTEM`) to create it"
+        what = "is not a zarr store" if path.exists() else "does not exist"
+        raise DatasetError(f"{path} {what}; {hint}")
+    try:
+        ds = xr.open_zarr(path, consolidated=False, zarr_format=3).load()
+    except Exception as err:  # corrupt metadata or chunks: report, do not trace back
+        raise DatasetError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); regenerate it"
+        ) from None
+    validate_dataset(ds, str(path))
+    return ds
+
+
+def validate_dataset(ds: xr.Dataset, where: str) -> None:
+    """Check variables, dims, dtypes, finiteness and attributes of a dataset."""
+    for name in REQUIRED_VARIABLES:
+        if name not in ds.data_vars:
+            raise DatasetError(f"{where}: missing variable {name!r}; regenerate the dataset")
+        var = ds[name]
+        if var.dims[:2] != ("sample", "time"):
+            raise DatasetError(
+                f"{where}: variable {name!r} has dims {var.dims}, expected ('sample', 'time', ...)"
+            )
+        if var.dtype != np.float64:
+            raise DatasetError(
+                f"{where}: variable {name!r} has dtype {var.dtype}, expected float64"
+            )
+        finite = np.isfinite(var.values)
+        if not finite.all():
+            first = tuple(int(i[0]) for i in np.nonzero(~finite))
+            at = ", ".join(f"{d}={i}" for d, i in zip(var.dims, first, strict=True))
+            raise DatasetError(
+                f"{where}: variable {name!r} has {int((~finite).sum())} non-finite values "
+                f"(first at {at}); regenerate the dataset"
+            )
+    if "time" not in ds.coords:
+        raise DatasetError(f"{where}: missing coordinate 'time'")
+    for key in REQUIRED_ATTRS:
+        if key not in ds.attrs:
+            raise DatasetError(f"{where}: missing attribute {key!r}; regenerate the dataset")

@@ -1,0 +1,40 @@
+"""Simulated systems: one module each, all following ``ml4dynamics.systems.base.System``."""
+
+from __future__ import annotations
+
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.linear import Linear, LinearConfig
+from ml4dynamics.systems.reaction_diffusion import ReactionDiffusion, ReactionDiffusionConfig
+
+#: every system by the name used in params.yaml and on the command line
+SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Linear, ReactionDiffusion)}
+
+
+def system_class(name: str) -> type[System]:
+    """The system class called ``name``, or a clear error listing the known ones."""
+    try:
+        return SYSTEMS[name]
+    except KeyError:
+        raise ML4DError(f"unknown system {name!r}; known systems: {', '.join(SYSTEMS)}") from None
+
+
+def make_system(config: SystemConfig) -> System:
+    """Build the system whose config class is ``type(config)``."""
+    for cls in SYSTEMS.values():
+        if type(config) is cls.config_class:
+            return cls(config)
+    raise TypeError(f"no system takes {type(config).__name__}")
+
+
+__all__ = [
+    "SYSTEMS",
+    "Linear",
+    "LinearConfig",
+    "ReactionDiffusion",
+    "ReactionDiffusionConfig",
+    "System",
+    "SystemConfig",
+    "make_system",
+    "system_class",
+]

@@ -1,0 +1,105 @@
+"""Parameters are validated before any work: one line naming the key and the fix, exit 2,
+nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml4dynamics.cli import main
+from ml4dynamics.config import parse_params
+from tests.conftest import REPO, run_cli, small_params, write_params
+
+
+def edit(params: dict, dotted: str, value) -> dict:
+    *path, last = dotted.split(".")
+    node = params
+    for key in path:
+        node = node[key]
+    node[last] = value
+    return params
+
+
+BAD = [
+    # (dotted key, bad value, text the message must contain)
+    ("rd.system.dt", -0.01, "rd.system.dt: must be > 0 (the time step), got -0.01; set a positive"),
+    ("rd.system.dt", 0.0, "rd.system.dt: must be > 0"),
+    ("rd.system.n", 3, "rd.system.n: must be >= 4 grid points per side, got 3"),
+    ("rd.system.gamma_u", -0.1, "rd.system.gamma_u: must be >= 0 (a diffusion coefficient)"),
+    ("rd.system.n", "sixty-four", "rd.system.n: must be an integer, got 'sixty-four' (str)"),
+    ("rd.system.n", 64.0, "rd.system.n: must be an integer, got 64.0 (float)"),
+    ("rd.system.alpha", True, "rd.system.alpha: must be a number, got True (bool)"),
+    ("rd.system.laplacian", "fd4", "rd.system.laplacian: must be one of 'fd2', 'spectral'"),
+    ("rd.system.dtt", 0.01, "rd.system.dtt: unknown key; remove it or use one of: dt, n,"),
+    ("rd.data.store_every", 0, "rd.data.store_every: must be >= 1"),
+    ("rd.data.train.steps", 305, "rd.data.train.steps: 305 is not a multiple of store_every=10"),
+    ("rd.data.test.seed", 1, "rd.data.test.seed: equals the seed of split 'train'"),
+    ("rd.data.ood.system", {"gamma_u": [0.1, -0.2]}, "rd.data.ood.system.gamma_u: must be >= 0"),
+    ("rd.data.ood.system", {"gamma": [0.1]}, "rd.data.ood.system.gamma: not a parameter"),
+    (
+        "rd.data.ood.system",
+        {"gamma_u": 0.1},
+        "rd.data.ood.system.gamma_u: must be a non-empty list",
+    ),
+    ("linear.system.ic_std", -1.0, "linear.system.ic_std: must be > 0"),
+    (
+        "heat",
+        {"system": {}, "data": {}},
+        "heat: unknown section (not a known system); use one of: linear, rd",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_parameter_gives_one_line_and_writes_nothing(tmp_path, capsys, key, value, message):
+    params = write_params(tmp_path / "params.yaml", edit(small_params(), key, value))
+    out = tmp_path / "out"
+    code = main(["generate", "rd", "--params", str(params), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("ml4d: error: "), err
+    assert message in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_missing_key_names_it_and_the_default(tmp_path, capsys):
+    params = small_params()
+    del params["rd"]["system"]["alpha"]
+    code = main(["generate", "rd", "--params", str(write_params(tmp_path / "p.yaml", params))])
+    assert code == 2
+    assert (
+        "rd.system.alpha: missing; add it to params.yaml (default 0.01)" in capsys.readouterr().err
+    )
+
+
+def test_unknown_system_on_the_command_line(tmp_path):
+    """Through the real console script: exit code, one line, nothing written."""
+    params = write_params(tmp_path / "params.yaml", small_params())
+    result = run_cli(["generate", "heat", "--params", str(params)], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "ml4d: error: unknown system 'heat'; known systems: linear, rd\n"
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_and_malformed_parameter_files(tmp_path, capsys):
+    assert main(["generate", "rd", "--params", str(tmp_path / "nope.yaml")]) == 2
+    assert "no parameter file at" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("rd: [unclosed\n")
+    assert main(["params", "--params", str(tmp_path / "bad.yaml")]) == 2
+    assert "is not valid YAML at line" in capsys.readouterr().err
+
+
+def test_the_repository_params_are_valid():
+    params = parse_params(__import__("yaml").safe_load((REPO / "params.yaml").read_text()))
+    rd = params.setup("rd").system
+    # the paper's reaction-diffusion parameters (DESIGN §3)
+    assert (rd.length, rd.n, rd.dt, rd.alpha, rd.beta) == (6.4, 64, 0.01, 0.01, 1.0)
+    assert rd.gamma_v == 2 * rd.gamma_u
+    ood = params.setup("rd").data.ood
+    assert all(g != rd.gamma_u for g in ood.system["gamma_u"])  # ood: other gamma_u ...
+    assert ood.steps > params.setup("rd").data.train.steps  # ... and a longer horizon
+
+
+def test_configs_are_frozen():
+    setup = parse_params(small_params()).setup("rd")
+    with pytest.raises(AttributeError):
+        setup.system.dt = 1.0  # type: ignore[misc]

@@ -1,0 +1,166 @@
+"""Dataset schema, provenance, determinism, and the validating reader."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ml4dynamics import __version__
+from ml4dynamics.config import parse_params
+from ml4dynamics.datasets import open_dataset, write_datasets
+from ml4dynamics.errors import DatasetError
+from tests.conftest import run_cli, small_params, write_params
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_schema_of_the_generated_stores(generated):
+    setup = parse_params(small_params()).setup("rd")
+    for split, traj, steps in (("train", 2, 300), ("ood", 2, 600)):
+        ds = open_dataset(generated / "rd" / f"{split}.zarr")
+        n = setup.system.n
+        frames = steps // setup.data.store_every + 1
+        assert ds.u.dims == ("sample", "time", "field", "x1", "x2")
+        assert ds.u.shape == ds.y.shape == (traj, frames, 2, n, n)
+        assert ds.u.dtype == ds.y.dtype == np.float64
+        assert list(ds.field.values) == ["u", "v"]
+        np.testing.assert_allclose(ds.x1.values, np.arange(n) * 6.4 / n)
+        # first stored frame is the end of the warm-up; frames every store_every steps
+        np.testing.assert_allclose(ds.time.values, (50 + 10 * np.arange(frames)) * 0.01)
+
+
+def test_attributes_record_every_parameter_and_the_provenance(generated):
+    ds = open_dataset(generated / "rd" / "ood.zarr")
+    params = small_params()["rd"]
+    for key, value in params["system"].items():
+        if key != "gamma_u":
+            assert ds.attrs[f"system.{key}"] == value, key
+    # the overridden parameter: all values in the attrs, the value of each sample as a coordinate
+    assert ds.attrs["system.gamma_u"] == [0.1, 0.2]
+    assert list(ds.gamma_u.values) == [0.1, 0.2]
+    assert ds.attrs["system"] == "rd" and ds.attrs["boundary"] == "periodic"
+    assert "Crank-Nicolson" in ds.attrs["scheme"]
+    assert (ds.attrs["split"], ds.attrs["seed"], ds.attrs["steps"]) == ("ood", 4, 600)
+    assert (ds.attrs["warmup_steps"], ds.attrs["store_every"]) == (50, 10)
+    assert ds.attrs["ml4dynamics_version"] == __version__
+    assert ds.attrs["git_revision"]  # a sha (possibly -dirty) inside a checkout, else "unknown"
+
+
+def test_splits_hold_different_trajectories(generated):
+    first = {
+        s: open_dataset(generated / "rd" / f"{s}.zarr").u.values[:, 0]
+        for s in ("train", "val", "test")
+    }
+    assert not np.allclose(first["train"][0], first["test"][0])
+    assert not np.allclose(first["train"][0], first["val"][0])
+    assert not np.allclose(first["train"][0], first["train"][1])
+
+
+def test_generation_is_byte_deterministic(generated, tmp_path):
+    """A second run in a fresh process writes byte-identical stores (DVC hashes reproduce)."""
+    params = write_params(tmp_path / "params.yaml", small_params())
+    # same working directory as the fixture's run, so provenance is the same checkout
+    result = run_cli(
+        ["generate", "rd", "--params", str(params), "--out", str(tmp_path / "rd")],
+        cwd=generated.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = tree_digest(generated / "rd"), tree_digest(tmp_path / "rd")
+    assert len(first) > 10 and first == second
+
+
+def test_another_seed_gives_other_data(generated, tmp_path):
+    params = small_params()
+    params["rd"]["data"]["train"]["seed"] = 99
+    result = run_cli(
+        [
+            "generate",
+            "rd",
+            "--params",
+            str(write_params(tmp_path / "p.yaml", params)),
+            "--out",
+            str(tmp_path / "rd"),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    a = open_dataset(generated / "rd" / "train.zarr").u.values
+    b = open_dataset(tmp_path / "rd" / "train.zarr").u.values
+    assert np.abs(a - b).max() > 0.1
+
+
+@pytest.fixture
+def store(generated, tmp_path) -> Path:
+    path = tmp_path / "train.zarr"
+    shutil.copytree(generated / "rd" / "train.zarr", path)
+    return path
+
+
+def rewrite(path: Path, ds: xr.Dataset) -> None:
+    """Write a modified dataset with plain xarray, bypassing our validating writer."""
+    ds = ds.load()
+    shutil.rmtree(path)
+    ds.to_zarr(path, zarr_format=3, consolidated=False)
+
+
+def test_reader_refuses_a_missing_variable(store):
+    shutil.rmtree(store / "y")
+    with pytest.raises(DatasetError, match=r"train.zarr: missing variable 'y'; regenerate"):
+        open_dataset(store)
+
+
+def test_reader_refuses_a_wrong_dtype(store):
+    ds = xr.open_zarr(store, consolidated=False)
+    rewrite(store, ds.assign(u=ds.u.astype(np.float32)))
+    with pytest.raises(DatasetError, match=r"variable 'u' has dtype float32, expected float64"):
+        open_dataset(store)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_reader_refuses_non_finite_values(store, bad):
+    ds = xr.open_zarr(store, consolidated=False).load()
+    y = ds.y.values.copy()
+    y[1, 7, 0, 3, 4] = bad
+    rewrite(store, ds.assign(y=(ds.y.dims, y)))
+    with pytest.raises(
+        DatasetError,
+        match=r"variable 'y' has 1 non-finite values \(first at sample=1, time=7, field=0, x1=3, x2=4\)",
+    ):
+        open_dataset(store)
+
+
+def test_reader_refuses_missing_provenance(store):
+    ds = xr.open_zarr(store, consolidated=False).load()
+    del ds.attrs["git_revision"]
+    rewrite(store, ds)
+    with pytest.raises(DatasetError, match="missing attribute 'git_revision'"):
+        open_dataset(store)
+
+
+def test_reader_refuses_missing_and_foreign_paths(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist; run `dvc repro`"):
+        open_dataset(tmp_path / "absent.zarr")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DatasetError, match="is not a zarr store"):
+        open_dataset(tmp_path / "plain")
+
+
+def test_a_failed_write_leaves_nothing_behind(generated, tmp_path):
+    good = open_dataset(generated / "rd" / "val.zarr")
+    bad = good.copy(deep=True)
+    bad["u"].values[0, 1, 0, 0, 0] = np.nan
+    out = tmp_path / "rd"
+    with pytest.raises(DatasetError, match="non-finite"):
+        write_datasets({"train": good, "val": bad}, out)
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary directory
