@@ -68,6 +68,14 @@ class System(abc.ABC):
     def __init__(self, config: SystemConfig):
         self.config = config
 
+    # Systems are static arguments of jitted functions: two systems built from equal configs
+    # are equal, so jit reuses one compilation for them (e.g. the train, val and test splits).
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.config == other.config  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.config))
+
     @property
     def dt(self) -> float:
         return self.config.dt
