@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ import yaml
 import ml4dynamics  # noqa: F401  (enables float64 before any test builds an array)
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One JAX compilation cache for the whole session, shared by every `ml4d` subprocess (the same
+# programs are compiled again and again otherwise) and kept off the user's own cache.
+os.environ.setdefault("ML4D_CACHE_DIR", tempfile.mkdtemp(prefix="ml4d-test-cache-"))
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own stores
 BIN = Path(sys.executable).parent  # the venv's bin: ml4d, dvc
 
 # Small versions of params.yaml: same layout and physics, fewer and shorter trajectories.
@@ -59,6 +65,63 @@ SMALL_PARAMS = {
             "ood": {"trajectories": 1, "steps": 600, "seed": 4, "system": {"gamma_u": [0.1, 0.2]}},
         },
     },
+    "manifold": {
+        "linear": {
+            "model": {"kind": "linear", "latent": 1},
+            "optim": {
+                "optimizer": "adam",
+                "lr": 0.01,
+                "epochs": 50,
+                "batch_size": 0,
+                "seed": 0,
+                "checkpoint_every": 50,
+            },
+        },
+        "rd": {
+            "model": {"kind": "conv", "width": 4, "levels": 2, "latent_channels": 2},
+            "optim": {
+                "optimizer": "adam",
+                "lr": 0.003,
+                "epochs": 2,
+                "batch_size": 8,
+                "seed": 0,
+                "checkpoint_every": 1,
+            },
+        },
+    },
+    "train": {
+        "linear": {
+            "model": {"kind": "linear"},
+            "optim": {
+                "optimizer": "sgd",
+                "lr": 0.5,
+                "epochs": 100,
+                "batch_size": 0,
+                "seed": 0,
+                "checkpoint_every": 50,
+            },
+        },
+        "rd": {
+            "model": {"kind": "local", "hidden": 8, "depth": 2, "stencil": 1},
+            "optim": {
+                "optimizer": "adam",
+                "lr": 0.003,
+                "epochs": 3,
+                "batch_size": 8,
+                "seed": 0,
+                "checkpoint_every": 1,
+            },
+        },
+    },
+    "reg": {
+        "kind": "tr",
+        "lam": 1.0,
+        "normal": "projector",
+        "sigma": 0.01,
+        "wd": 1.0e-4,
+        "eps": 1.0e-8,
+    },
+    "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
 }
 
 
@@ -71,9 +134,11 @@ def write_params(path: Path, params: dict) -> Path:
     return path
 
 
-def run_cli(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run the installed console script as a user would."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**(env or os.environ), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(
         [str(BIN / "ml4d"), *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs
     )

@@ -44,7 +44,7 @@ BAD = [
     (
         "heat",
         {"system": {}, "data": {}},
-        "heat: unknown section (not a known system); use one of: linear, rd",
+        "heat: unknown section; use one of: linear, rd, manifold, train, reg, linear_theory",
     ),
 ]
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 
@@ -20,8 +21,7 @@ def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return result
 
 
-@pytest.fixture
-def clone(tmp_path) -> tuple[Path, dict[str, str]]:
+def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A new repository with the project's files (as in the working tree), small params."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -38,7 +38,7 @@ def clone(tmp_path) -> tuple[Path, dict[str, str]]:
         shutil.copy2(REPO / name, repo / name)
     write_params(repo / "params.yaml", small_params())
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),  # off the machine-wide cache
         "DVC_NO_ANALYTICS": "1",
@@ -53,16 +53,40 @@ def clone(tmp_path) -> tuple[Path, dict[str, str]]:
     return repo, env
 
 
+@pytest.fixture
+def clone(tmp_path) -> tuple[Path, dict[str, str]]:
+    return make_clone(tmp_path)
+
+
+STAGES = (
+    "generate@linear",
+    "generate@rd",
+    "fit_manifold@linear",
+    "fit_manifold@rd",
+    "train@linear",
+    "train@rd",
+    "linear_theory",
+)
+
+
+def ran(result: subprocess.CompletedProcess) -> set[str]:
+    return {
+        line.split("'")[1]
+        for line in result.stdout.splitlines()
+        if line.startswith("Running stage '")
+    }
+
+
 def lock_entry(repo: Path, stage: str) -> dict:
     return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
 
 
 @pytest.mark.slow
-def test_repro_then_nothing_then_only_what_changed(clone):
+def test_repro_then_nothing_then_only_what_changed_then_an_experiment(clone):
     repo, env = clone
     first = sh(["dvc", "repro"], repo, env)
-    assert "Running stage 'generate@linear'" in first.stdout
-    assert "Running stage 'generate@rd'" in first.stdout
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in first.stdout
     for system in ("linear", "rd"):
         for split in ("train", "val", "test", "ood"):
             assert (repo / "data" / system / f"{split}.zarr" / "zarr.json").is_file()
@@ -89,13 +113,27 @@ def test_repro_then_nothing_then_only_what_changed(clone):
     assert set(status) == {"generate@rd"}
     linear_before = lock_entry(repo, "generate@linear")
     third = sh(["dvc", "repro"], repo, env)
-    assert "Running stage 'generate@rd'" in third.stdout
-    assert "Running stage 'generate@linear'" not in third.stdout
+    assert ran(third) == {"generate@rd", "fit_manifold@rd", "train@rd"}
     assert lock_entry(repo, "generate@linear") == linear_before
     assert (
         lock_entry(repo, "generate@rd")["params"]["params.yaml"]["rd"]["system"]["gamma_u"] == 0.07
     )
     assert "up to date" in sh(["dvc", "status"], repo, env).stdout
+
+    # an experiment with another lambda reruns training only, and is listed with its metrics
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-q", "-m", "baseline"], repo, env)
+    exp = sh(["dvc", "exp", "run", "-S", "reg.lam=2.5", "-n", "lam-2.5"], repo, env)
+    assert ran(exp) == {"train@linear", "train@rd"}
+    shown = json.dumps(json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout))
+    assert '"lam": 2.5' in shown and '"name": "lam-2.5"' in shown
+    assert "metrics/rd/train.json" in shown and "val_tr_penalty" in shown
+    # its MLflow run landed in the workspace's store, tagged with the experiment's name
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("rd")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
+    tagged = [r for r in runs if r.data.tags.get("dvc_exp_name") == "lam-2.5"]
+    assert len(tagged) == 1 and tagged[0].data.params["reg.lam"] == "2.5"
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ is instant.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +30,12 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ml4dynamics.config import SPLITS, load_params
     from ml4dynamics.datasets import generate_split, write_datasets
+    from ml4dynamics.datasets.generation import GENERATION_CODE
     from ml4dynamics.provenance import provenance
 
     setup = load_params(args.params).setup(args.system)  # validates the whole file first
     out = Path(args.out) if args.out else Path("data") / args.system
-    prov = provenance()
+    prov = provenance(".", GENERATION_CODE)
     datasets = {}
     for split in SPLITS:
         datasets[split] = generate_split(setup, split, prov)
@@ -42,6 +45,59 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         )
     for path in write_datasets(datasets, out):
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_fit_manifold(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import manifold
+
+    result = manifold.run(
+        args.system,
+        args.params,
+        Path("data") / args.system,
+        Path("models") / args.system / "manifold",
+        Path("metrics") / args.system / "manifold.json",
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import train
+
+    models = Path("models") / args.system
+    result = train.run(
+        args.system,
+        args.params,
+        Path("data") / args.system,
+        models / "manifold",
+        models / "closure",
+        models / "checkpoints",
+        Path("metrics") / args.system / "train.json",
+        Path("plots") / args.system,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import bench
+
+    models = Path("models") / args.system
+    report = bench.time_steps(
+        args.system, args.params, Path("data") / args.system, models / "manifold", Path(args.out)
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_linear_theory(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import linear_theory
+
+    result = linear_theory.run(
+        args.params, Path("data") / "linear", Path("metrics") / "linear_theory.json", Path("plots")
+    )
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -99,6 +155,49 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("path", help="a .zarr store written by `ml4d generate`")
     ins.set_defaults(func=_cmd_inspect)
 
+    fm = sub.add_parser(
+        "fit-manifold",
+        help="train the autoencoder whose reconstruction error F measures distribution shift",
+        description="Train the autoencoder (E, D) on data/SYSTEM/train.zarr; write "
+        "models/SYSTEM/manifold and metrics/SYSTEM/manifold.json; log an MLflow run.",
+    )
+    fm.add_argument("system", help="system name: linear or rd")
+    fm.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    fm.set_defaults(func=_cmd_fit_manifold)
+
+    tr = sub.add_parser(
+        "train",
+        help="train the closure with the estimator chosen under reg (ols/mols/aols/tr)",
+        description="Train the closure on data/SYSTEM with the estimator in params.yaml `reg`; "
+        "checkpoint to models/SYSTEM/checkpoints (resumes after SIGINT/SIGTERM), export "
+        "models/SYSTEM/closure, write metrics/SYSTEM/train.json and plots/SYSTEM/; log to MLflow.",
+    )
+    tr.add_argument("system", help="system name: linear or rd")
+    tr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    tr.set_defaults(func=_cmd_train)
+
+    lt = sub.add_parser(
+        "linear-theory",
+        help="the paper's linear experiment: hybrid terminal error vs λ for OLS, mOLS and TR",
+        description="Closed-form OLS, mOLS and TR estimators on data/linear for every λ in "
+        "params.yaml `linear_theory`, rolled out with the system's step; writes "
+        "metrics/linear_theory.json and plots/linear_theory.{csv,png}.",
+    )
+    lt.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    lt.set_defaults(func=_cmd_linear_theory)
+
+    be = sub.add_parser(
+        "bench",
+        help="time one training step of every estimator (OLS, mOLS, aOLS, TR both forms)",
+        description="Time one optimisation step of each estimator on data/SYSTEM side by side "
+        "and write the medians and their ratios to OLS as JSON. Needs the generate and "
+        "fit_manifold outputs (`dvc repro fit_manifold@SYSTEM`).",
+    )
+    be.add_argument("system", nargs="?", default="rd", help="system name (default: rd)")
+    be.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    be.add_argument("--out", default="bench/train_step.json", help="output (default: %(default)s)")
+    be.set_defaults(func=_cmd_bench)
+
     par = sub.add_parser(
         "params",
         help="validate params.yaml and print the resolved configuration",
@@ -111,13 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def enable_compilation_cache() -> None:
+    """Keep JAX's compiled programs between runs (a sweep of `dvc exp run` recompiles the same
+    training step otherwise): ``$ML4D_CACHE_DIR/jax``, default ``~/.cache/ml4dynamics/jax``.
+    JAX keys entries by program, options and version, so a stale entry is never used."""
+    root = os.environ.get("ML4D_CACHE_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml4dynamics"
+    )
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(root) / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     try:
         return args.func(args)
     except ML4DError as err:
         print(f"ml4d: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        signum = getattr(err, "signum", None)  # interrupted training: the shell's convention
+        return 128 + signum if signum else EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -5,6 +5,16 @@ Layout of params.yaml: one top-level section per system (``linear``, ``rd``), ea
     system: every parameter of the system's config class (no hidden defaults)
     data:   warm-up, storage stride, label noise and the four splits train / val / test / ood
 
+and one section per later stage, keyed by system where the stage is per system:
+
+    manifold.<system>: {model: {kind, ...}, optim: {...}}   the autoencoder for F
+    train.<system>:    {model: {kind, ...}, optim: {...}}   the closure network
+    reg:               the estimator (kind, lam, normal, sigma, wd, eps), shared by all systems
+    linear_theory:     the λ sweep of the paper's linear experiment
+
+Stage sections are optional here and required by the stage that reads them, so each DVC stage
+depends on exactly the keys it uses.
+
 A split may override system parameters with a list of values per parameter
 (``ood: {system: {gamma_u: [0.25]}}``); it then holds trajectories for every combination.
 """
@@ -21,8 +31,18 @@ from typing import Any, get_type_hints
 import yaml
 
 from ml4dynamics.errors import ConfigError, ML4DError
+from ml4dynamics.estimators import RegConfig
+from ml4dynamics.models import CLOSURE_KINDS, MANIFOLD_KINDS, ClosureConfig, ManifoldConfig
 from ml4dynamics.systems import SYSTEMS, SystemConfig
-from ml4dynamics.validation import coerce, parse, require, require_non_negative
+from ml4dynamics.training import OptimConfig
+from ml4dynamics.validation import (
+    coerce,
+    parse,
+    parse_tagged,
+    require,
+    require_non_negative,
+    require_positive,
+)
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -122,19 +142,94 @@ def split_variants(
 
 
 @dataclasses.dataclass(frozen=True)
+class NetworkStage:
+    """``manifold.<system>`` or ``train.<system>``: an architecture and its optimisation."""
+
+    model: ClosureConfig | ManifoldConfig
+    optim: OptimConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearTheoryConfig:
+    """The paper's linear experiment: terminal error after ``horizon`` steps vs λ."""
+
+    lams: tuple[float, ...]
+    horizon: int
+    samples: int
+
+    def __post_init__(self) -> None:
+        require(len(self.lams) > 0, "lams", "must list at least one λ", "e.g. [1, 2, 4]")
+        for i, lam in enumerate(self.lams):
+            require_positive(lam, f"lams[{i}]", "a regularisation weight")
+        require(self.horizon >= 1, "horizon", "must be >= 1", "the paper uses 50 steps")
+        require(self.samples >= 1, "samples", "must be >= 1", "the paper uses 5")
+
+
+STAGE_SECTIONS = ("manifold", "train", "reg", "linear_theory")
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
     systems: Mapping[str, SystemSetup]
+    manifold: Mapping[str, NetworkStage] = dataclasses.field(default_factory=dict)
+    train: Mapping[str, NetworkStage] = dataclasses.field(default_factory=dict)
+    reg: RegConfig | None = None
+    linear_theory: LinearTheoryConfig | None = None
 
     def setup(self, name: str) -> SystemSetup:
-        if name not in SYSTEMS:
-            raise ML4DError(f"unknown system {name!r}; known systems: {', '.join(SYSTEMS)}")
+        _known_system(name)
         if name not in self.systems:
             raise ML4DError(
                 f"params.yaml has no section {name!r}; add one with 'system' and 'data' keys"
             )
         return self.systems[name]
+
+    def stage(self, section: str, name: str) -> NetworkStage:
+        _known_system(name)
+        found = getattr(self, section).get(name)
+        if found is None:
+            raise ML4DError(
+                f"params.yaml has no section '{section}.{name}'; add one with "
+                "'model' and 'optim' keys"
+            )
+        return found
+
+    def require(self, section: str) -> Any:
+        found = getattr(self, section)
+        if found is None:
+            raise ML4DError(f"params.yaml has no section {section!r}; add it (see README.md)")
+        return found
+
+
+def _known_system(name: str) -> None:
+    if name not in SYSTEMS:
+        raise ML4DError(f"unknown system {name!r}; known systems: {', '.join(SYSTEMS)}")
+
+
+def _network_stages(raw: Any, section: str, kinds: Mapping[str, type]) -> dict[str, NetworkStage]:
+    require(
+        isinstance(raw, Mapping),
+        section,
+        "must be a mapping from system to settings",
+        "see params.yaml in the repository",
+    )
+    out = {}
+    for name, entry in raw.items():
+        key = f"{section}.{name}"
+        require(name in SYSTEMS, key, "not a known system", f"use one of: {', '.join(SYSTEMS)}")
+        require(
+            isinstance(entry, Mapping) and set(entry) == {"model", "optim"},
+            key,
+            "must have exactly the keys 'model' and 'optim'",
+            "see params.yaml",
+        )
+        out[name] = NetworkStage(
+            model=parse_tagged(kinds, entry["model"], f"{key}.model"),
+            optim=parse(OptimConfig, entry["optim"], f"{key}.optim"),
+        )
+    return out
 
 
 def parse_params(raw: Any) -> Params:
@@ -142,12 +237,16 @@ def parse_params(raw: Any) -> Params:
     if not isinstance(raw, Mapping):
         raise ConfigError("(top level)", "must be a mapping of sections", "see README.md")
     systems: dict[str, SystemSetup] = {}
+    stages: dict[str, Any] = {}
     for name, section in raw.items():
+        if name in STAGE_SECTIONS:
+            stages[name] = section
+            continue
         require(
             name in SYSTEMS,
             str(name),
-            "unknown section (not a known system)",
-            f"use one of: {', '.join(SYSTEMS)}",
+            "unknown section",
+            f"use one of: {', '.join([*SYSTEMS, *STAGE_SECTIONS])}",
         )
         require(
             isinstance(section, Mapping) and set(section) == {"system", "data"},
@@ -161,7 +260,17 @@ def parse_params(raw: Any) -> Params:
         for split in SPLITS:
             setup.variants(split)  # validates every override combination now, not mid-run
         systems[name] = setup
-    return Params(systems=systems)
+    return Params(
+        systems=systems,
+        manifold=_network_stages(stages.get("manifold", {}), "manifold", MANIFOLD_KINDS),
+        train=_network_stages(stages.get("train", {}), "train", CLOSURE_KINDS),
+        reg=parse(RegConfig, stages["reg"], "reg") if "reg" in stages else None,
+        linear_theory=(
+            parse(LinearTheoryConfig, stages["linear_theory"], "linear_theory")
+            if "linear_theory" in stages
+            else None
+        ),
+    )
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ml4dynamics import __version__
 
-#: files whose content decides what the code computes
+#: files whose content decides what the code computes (default scope of ``git_revision``)
 CODE_PATHS = ("src", "pyproject.toml", "requirements.lock")
 
 
@@ -21,20 +21,21 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip()
 
 
-def git_revision(cwd: Path | str = ".") -> str:
-    """The last commit that changed the code (``CODE_PATHS``), with ``-dirty`` if it has
-    uncommitted changes; ``unknown`` outside a git checkout.
+def git_revision(cwd: Path | str = ".", paths: tuple[str, ...] = CODE_PATHS) -> str:
+    """The last commit that changed ``paths``, with ``-dirty`` if they have uncommitted
+    changes; ``unknown`` outside a git checkout.
 
-    Deliberately not ``HEAD``: committing ``dvc.lock`` or the README must not change the bytes
-    a stage writes, or a fresh clone could never reproduce the recorded hashes.
+    Deliberately not ``HEAD``: a stage records the revision of the code it depends on (its DVC
+    code deps), so committing ``dvc.lock``, the README or code of other stages does not change
+    the bytes it writes, and a fresh clone reproduces the recorded hashes.
     """
     cwd = Path(cwd)
-    rev = _git(["log", "-1", "--format=%H", "--", *CODE_PATHS], cwd)
+    rev = _git(["log", "-1", "--format=%H", "--", *paths], cwd)
     if not rev:
         return "unknown"
-    status = _git(["status", "--porcelain", "--", *CODE_PATHS], cwd)
+    status = _git(["status", "--porcelain", "--", *paths], cwd)
     return rev + ("-dirty" if status else "")
 
 
-def provenance(cwd: Path | str = ".") -> dict[str, str]:
-    return {"ml4dynamics_version": __version__, "git_revision": git_revision(cwd)}
+def provenance(cwd: Path | str = ".", paths: tuple[str, ...] = CODE_PATHS) -> dict[str, str]:
+    return {"ml4dynamics_version": __version__, "git_revision": git_revision(cwd, paths)}

@@ -127,3 +127,17 @@ def parse(cls: type[T], mapping: Any, key: str) -> T:
         return cls(**values)
     except ConfigError as err:  # re-key the dataclass's own checks under the full path
         raise ConfigError(f"{key}.{err.key}", err.problem, err.fix) from None
+
+
+def parse_tagged(kinds: Mapping[str, type[T]], mapping: Any, key: str) -> T:
+    """Parse a mapping whose ``kind`` selects the dataclass (one config class per model kind)."""
+    if not isinstance(mapping, Mapping) or "kind" not in mapping:
+        raise ConfigError(
+            key, "must be a mapping with a 'kind'", f"set kind to one of: {', '.join(kinds)}"
+        )
+    kind = mapping["kind"]
+    if kind not in kinds:
+        raise ConfigError(
+            f"{key}.kind", f"unknown kind {kind!r}", f"use one of: {', '.join(kinds)}"
+        )
+    return parse(kinds[kind], mapping, key)

@@ -20,6 +20,17 @@ from ml4dynamics.config import SystemSetup, jsonable
 from ml4dynamics.rollout import rollout
 from ml4dynamics.systems import System, make_system
 
+#: the code a generated dataset depends on: exactly the deps of the DVC stage ``generate``
+#: (tests/test_pipeline.py checks the two agree); its git revision goes into the attributes
+GENERATION_CODE = (
+    "src/ml4dynamics/systems",
+    "src/ml4dynamics/datasets",
+    "src/ml4dynamics/rollout.py",
+    "src/ml4dynamics/config.py",
+    "src/ml4dynamics/validation.py",
+    "src/ml4dynamics/provenance.py",
+)
+
 # independent random streams under one split seed
 _STREAM_INITIAL_STATE, _STREAM_LABEL_NOISE = 0, 1
 

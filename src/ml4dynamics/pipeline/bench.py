@@ -1,0 +1,86 @@
+"""Benchmark: the cost of one training step of each estimator, side by side in one run.
+
+Timed in one process on the same data and model, so the ratios to OLS are comparable even on a
+noisy shared machine; absolute times are for orientation only. Not a DVC stage (timings are not
+reproducible bytes); results go to a JSON file that the README quotes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import optax
+from flax import nnx
+
+from ml4dynamics.config import load_params
+from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.estimators import RegConfig
+from ml4dynamics.models import build_closure
+from ml4dynamics.models.io import load_model
+from ml4dynamics.pipeline.outputs import write_json
+from ml4dynamics.pipeline.train import estimator_objective, frozen, with_normals
+from ml4dynamics.training import make_step
+
+ESTIMATORS = {
+    "ols": {"kind": "ols"},
+    "mols": {"kind": "mols"},
+    "aols": {"kind": "aols"},
+    "tr-gradient": {"kind": "tr", "normal": "gradient"},
+    "tr-projector": {"kind": "tr", "normal": "projector"},
+}
+
+
+def time_steps(
+    system_name: str,
+    params_path: str,
+    data_dir: Path,
+    manifold_dir: Path,
+    out: Path,
+    repeats: int = 5,
+    steps: int = 20,
+) -> dict:
+    params = load_params(params_path)
+    stage = params.stage("train", system_name)
+    base: RegConfig = params.require("reg")
+    ds = open_dataset(data_dir / "train.zarr")
+    system = system_of(ds)
+    reconstruct = frozen(load_model(manifold_dir, "manifold", system)[0])
+    data = as_pairs(ds)
+    batch = stage.optim.batch_size or data["u"].shape[0]
+    idx = jax.numpy.arange(batch)
+    results = {}
+    for label, change in ESTIMATORS.items():
+        reg = dataclasses.replace(base, **change)
+        loss, regulariser = estimator_objective(system, reg, reconstruct)
+        local = with_normals(data, reconstruct, reg) if reg.normal == "gradient" else data
+        model = build_closure(stage.model, system, seed=0)
+        opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+        step = make_step(loss, regulariser)
+        key = jax.random.key(0)
+        jax.block_until_ready(step(model, opt, local, idx, key))  # compile
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                out_ = step(model, opt, local, idx, key)
+            jax.block_until_ready(out_)
+            samples.append((time.perf_counter() - start) / steps * 1e3)
+        results[label] = statistics.median(samples)
+    report = {
+        "what": f"one optimisation step of the {system_name} closure, batch {batch}",
+        "model": dataclasses.asdict(stage.model),
+        "ms_per_step_median": results,
+        "ratio_to_ols": {k: v / results["ols"] for k, v in results.items()},
+        "repeats": repeats,
+        "steps_per_repeat": steps,
+        "machine": f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)",
+        "jax": jax.__version__,
+    }
+    write_json(out, report)
+    return report

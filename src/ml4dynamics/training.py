@@ -1,0 +1,197 @@
+"""A minibatch training loop with deterministic resume from Orbax checkpoints.
+
+Determinism: the batch order of epoch e is a permutation drawn from (seed, e) and the noise key
+of step s from (seed, e, s), so a run resumed at (e, s) replays exactly what an uninterrupted run
+does and ends with bit-identical parameters. SIGINT and SIGTERM stop the run after the current
+step, save a checkpoint at that position and raise ``Interrupted``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from ml4dynamics.checkpoints import RunCheckpoints
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.validation import require, require_positive
+
+Batch = dict[str, jax.Array]
+LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """``batch_size: 0`` means full batch; checkpoints every ``checkpoint_every`` epochs."""
+
+    optimizer: Literal["adam", "sgd"]
+    lr: float
+    epochs: int
+    batch_size: int
+    seed: int
+    checkpoint_every: int
+
+    def __post_init__(self) -> None:
+        require_positive(self.lr, "lr", "the learning rate")
+        require(self.epochs >= 1, "epochs", "must be >= 1", "set a positive number of epochs")
+        require(self.batch_size >= 0, "batch_size", "must be >= 0", "use 0 for full batch")
+        require(self.seed >= 0, "seed", "must be >= 0", "set a non-negative integer seed")
+        require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1", "e.g. 1 (epoch)")
+
+    def transform(self) -> optax.GradientTransformation:
+        return optax.adam(self.lr) if self.optimizer == "adam" else optax.sgd(self.lr)
+
+
+class Interrupted(ML4DError):
+    """Training was stopped by a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, epoch: int, step: int):
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"training interrupted by {name}; checkpoint saved at epoch {epoch}, step {step}; "
+            "run the same command again to resume"
+        )
+
+
+class _SignalFlag:
+    """Turn SIGINT/SIGTERM into a flag checked between steps (restored on exit)."""
+
+    def __enter__(self) -> _SignalFlag:
+        self.signum: int | None = None
+        self._old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self._old:
+            signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch metrics, in order; survives resume through the checkpoint metadata."""
+
+    epochs: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+def _batches(n: int, batch_size: int) -> int:
+    return 1 if batch_size in (0, n) or batch_size > n else n // batch_size
+
+
+def make_step(loss_fn: LossFn, regulariser: Callable[[nnx.Module], jax.Array] | None = None):
+    """The compiled optimisation step ``step(model, optimizer, data, idx, key)``: gathers the
+    batch ``data[idx]``, adds ``regulariser(model)`` to the loss, updates in place, and returns
+    (loss, parts). Shared by ``fit`` and the benchmark, so both time the same computation."""
+
+    def total_loss(m: nnx.Module, batch: Batch, key: jax.Array):
+        loss, parts = loss_fn(m, batch, key)
+        if regulariser is not None:
+            loss = loss + regulariser(m)
+        return loss, parts
+
+    @nnx.jit
+    def step(m, opt, data, idx, key):
+        batch = jax.tree.map(lambda a: a[idx], data)
+        (loss, parts), grads = nnx.value_and_grad(total_loss, has_aux=True)(m, batch, key)
+        opt.update(m, grads)
+        return loss, parts
+
+    return step
+
+
+def fit(
+    model: nnx.Module,
+    loss_fn: LossFn,
+    train: Batch,
+    config: OptimConfig,
+    checkpoints: RunCheckpoints | None = None,
+    evaluate: Callable[[nnx.Module], dict[str, float]] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    regulariser: Callable[[nnx.Module], jax.Array] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> History:
+    """Train ``model`` in place; return the metrics of every epoch.
+
+    ``train`` maps names to arrays with a common leading sample axis; batches are gathered inside
+    the compiled step. ``regulariser(model)`` (e.g. weight decay) is added to the loss.
+    ``evaluate(model)`` gives extra metrics after each epoch; ``on_epoch`` receives all of them.
+    """
+    n = next(iter(train.values())).shape[0]
+    per_epoch = _batches(n, config.batch_size)
+    size = n if per_epoch == 1 else config.batch_size
+    optimizer = nnx.Optimizer(model, config.transform(), wrt=nnx.Param)
+    root = jax.random.key(config.seed)
+    shuffle_root, noise_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+
+    step = make_step(loss_fn, regulariser)
+    history, start_epoch, start_step, running = History(), 0, 0, {}
+    if checkpoints is not None:
+        meta = checkpoints.restore_latest(model, optimizer)
+        if meta is not None:
+            history.epochs = meta["history"]
+            start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
+
+    def save(epoch: int, step_in_epoch: int) -> None:
+        if checkpoints is not None:
+            meta = {
+                "epoch": epoch,
+                "step": step_in_epoch,
+                "history": history.epochs,
+                "running": running,
+            }
+            checkpoints.save(epoch * per_epoch + step_in_epoch, model, optimizer, meta)
+
+    bar = tqdm(
+        total=config.epochs,
+        initial=start_epoch,
+        desc=description,
+        disable=not progress,
+        unit="epoch",
+        leave=False,
+    )
+    with _SignalFlag() as flag:
+        for epoch in range(start_epoch, config.epochs):
+            order = jax.random.permutation(jax.random.fold_in(shuffle_root, epoch), n)
+            first = start_step if epoch == start_epoch else 0
+            if first == 0:
+                running = {}
+            for s in range(first, per_epoch):
+                idx = order[s * size : (s + 1) * size]
+                key = jax.random.fold_in(jax.random.fold_in(noise_root, epoch), s)
+                loss, parts = step(model, optimizer, train, idx, key)
+                for name, value in {"loss": loss, **parts}.items():
+                    running[name] = running.get(name, 0.0) + float(value)
+                if flag.signum is not None:
+                    save(epoch, s + 1)
+                    bar.close()
+                    raise Interrupted(flag.signum, epoch, s + 1)
+            metrics = {f"train_{k}": v / per_epoch for k, v in running.items()}
+            if evaluate is not None:
+                metrics.update(evaluate(model))
+            if not all(jnp.isfinite(v) for v in metrics.values()):
+                bar.close()
+                raise ML4DError(
+                    f"training diverged at epoch {epoch}: {metrics}; lower the learning rate"
+                )
+            history.epochs.append({"epoch": epoch, **metrics})
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3e}")
+            bar.update(1)
+            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                save(epoch + 1, 0)
+    bar.close()
+    return history

@@ -1,0 +1,162 @@
+"""Estimators against closed forms and known manifolds (DESIGN §2)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ml4dynamics import linear_theory as lt
+from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.estimators import (
+    RegConfig,
+    gradient_penalty,
+    projector_penalty,
+    tangent_penalty,
+    unit_normal,
+)
+from ml4dynamics.models import LinearAutoencoder, LinearClosure
+from ml4dynamics.pipeline.train import train_closure
+from ml4dynamics.training import OptimConfig
+
+
+def reg(kind: str, lam: float = 0.0, wd: float = 0.0, normal: str = "projector") -> RegConfig:
+    return RegConfig(kind=kind, lam=lam, normal=normal, sigma=0.0, wd=wd, eps=1e-12)
+
+
+@pytest.fixture(scope="module")
+def linear_data(generated):
+    ds = open_dataset(generated / "linear" / "train.zarr")
+    return system_of(ds), as_pairs(ds)
+
+
+def design_closed_forms(system, u: np.ndarray, y: np.ndarray, lam: float, wd: float):
+    """DESIGN §2 written out independently of the library: Σ on V, Ĉ_OLS = Γ Σ⁺, etc."""
+    a, b = np.asarray(system.A), np.asarray(system.B)
+    sigma = u.T @ u / len(u)
+    c_ols = (y.T @ u / len(u)) @ np.linalg.pinv(sigma)
+    p_v = np.outer([1.0, 0.0], [1.0, 0.0])  # V = span(e1)
+    p_perp = np.eye(2) - p_v
+    c_tr = np.linalg.inv(np.eye(2) + lam * b.T @ p_perp @ b) @ (
+        c_ols - lam * b.T @ p_perp @ a @ p_v
+    )
+    c_mols = c_ols @ sigma @ np.linalg.inv(sigma + wd * np.eye(2))
+    return {"ols": c_ols, "tr": c_tr, "mols": c_mols}
+
+
+@pytest.mark.parametrize("kind", ["ols", "mols", "tr"])
+def test_gradient_trained_linear_closures_match_the_closed_forms(linear_data, kind):
+    system, data = linear_data
+    lam, wd = 3.0, 0.05
+    u, y = np.asarray(data["u"]), np.asarray(data["y"])
+    expected = design_closed_forms(system, u, y, lam, wd)[kind]
+    # full-batch gradient descent from zero with step 1/L (L: the loss's largest curvature)
+    s_max = np.linalg.eigvalsh(u.T @ u / len(u)).max()
+    curvature = 2 * s_max * (1 + lam) + 2 * wd
+    model = LinearClosure(2, 2, rngs=nnx.Rngs(0))
+    exact_ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))
+    train_closure(
+        system,
+        model,
+        reg(kind, lam=lam if kind == "tr" else 0.0, wd=wd if kind == "mols" else 0.0),
+        OptimConfig(
+            optimizer="sgd",
+            lr=1 / curvature,
+            epochs=600,
+            batch_size=0,
+            seed=0,
+            checkpoint_every=600,
+        ),
+        data,
+        reconstruct=lambda v: exact_ae(v[None])[0],
+        progress=False,
+    )
+    trained = np.asarray(model.C[...])
+    np.testing.assert_allclose(trained, expected, rtol=0, atol=1e-6)
+    assert trained[0, 1] == trained[1, 1] == 0.0  # the column on V⊥ is never seen: stays at zero
+
+
+def test_library_closed_forms_equal_design(linear_data):
+    system, data = linear_data
+    u, y = np.asarray(data["u"]), np.asarray(data["y"])
+    sigma, gamma = lt.moments(u, y)
+    p_v = lt.subspace_projector(np.array([[1.0, 0.0]]))
+    for lam in (0.5, 64.0, 2048.0):
+        want = design_closed_forms(system, u, y, lam, lam)
+        np.testing.assert_allclose(lt.ols(sigma, gamma), want["ols"], atol=1e-14)
+        np.testing.assert_allclose(lt.mols(sigma, gamma, lam), want["mols"], atol=1e-14)
+        np.testing.assert_allclose(
+            lt.tr_projector(system, sigma, gamma, p_v, lam), want["tr"], atol=1e-14
+        )
+
+
+def circle_projection(u):
+    """Exact 'autoencoder' of the unit circle: u ↦ u/‖u‖, so F = (‖u‖ − 1)²."""
+    return u / jnp.linalg.norm(u)
+
+
+@pytest.mark.parametrize("theta", [0.3, 2.0, 4.5])
+def test_both_penalties_vanish_for_tangent_fields_and_not_for_normal_ones(theta):
+    on = jnp.array([np.cos(theta), np.sin(theta)])
+    tangent, normal = jnp.array([-on[1], on[0]]), on
+    # projector form, on the manifold: (I − J) kills the tangent direction only
+    assert projector_penalty(circle_projection, on, tangent) < 1e-28
+    assert projector_penalty(circle_projection, on, normal) == pytest.approx(1.0, rel=1e-12)
+    # gradient form, just off the manifold (∇F = 0 exactly on it): n is the radial direction
+    off = 1.01 * on
+    n = unit_normal(circle_projection, off, eps=1e-12)
+    np.testing.assert_allclose(n, on, atol=1e-9)
+    assert gradient_penalty(n, tangent) < 1e-18
+    assert gradient_penalty(n, normal) == pytest.approx(1.0, rel=1e-8)
+
+
+def test_penalties_through_the_hybrid_field_of_the_linear_system(linear_data):
+    """V_θ(u) = (S(u, φ_θ(u)) − u)/Δt with the system's own step: tangent to V for a closure
+    that cancels the e2 dynamics, normal for one that pushes data off V."""
+    system, _ = linear_data
+    ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))
+
+    def recon(v):
+        return ae(v[None])[0]
+
+    u = jnp.array([[0.7, 1e-3], [-1.2, -2e-3]])  # near V, so that ∇F ≠ 0 for the gradient form
+    batch = {"u": u, "t": jnp.zeros(2)}
+    tangent_c = jnp.array([[0.3, 0.0], [0.0, -0.2]])  # A + BĈ − I = diag(0.25, 0): V ∥ e1
+    normal_c = jnp.array([[0.05, 0.0], [1.0, -0.2]])  # A + BĈ − I = [[0, 0], [1, 0]]: V ∥ e2
+    for normal in ("gradient", "projector"):
+        r = reg("tr", lam=1.0, normal=normal)
+        n = jax.vmap(lambda v: unit_normal(recon, v, 1e-12))(u)
+        b = {**batch, "n": n}
+        assert tangent_penalty(r, system, lambda x: x @ tangent_c.T, b, recon) < 1e-20
+        assert tangent_penalty(r, system, lambda x: x @ normal_c.T, b, recon) > 0.5
+
+
+def test_gradient_form_degenerates_on_exact_data(linear_data):
+    """On the manifold itself ∇F = 0, so the paper's normal is 0 and the penalty vanishes even
+    for a normal field; the projector form still sees it. (Why we offer both.)"""
+    system, _ = linear_data
+    ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))
+
+    def recon(v):
+        return ae(v[None])[0]
+
+    u = jnp.array([[0.7, 0.0]])
+    normal_c = jnp.array([[0.05, 0.0], [1.0, -0.2]])
+    n = jax.vmap(lambda v: unit_normal(recon, v, 1e-12))(u)
+    batch = {"u": u, "t": jnp.zeros(1), "n": n}
+    assert np.all(np.asarray(n) == 0.0)
+    assert (
+        tangent_penalty(
+            reg("tr", 1.0, normal="gradient"), system, lambda x: x @ normal_c.T, batch, recon
+        )
+        == 0.0
+    )
+    assert (
+        tangent_penalty(
+            reg("tr", 1.0, normal="projector"), system, lambda x: x @ normal_c.T, batch, recon
+        )
+        > 0.4
+    )

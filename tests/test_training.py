@@ -1,0 +1,213 @@
+"""Training as a user runs it: kill-and-resume, MLflow records, and every estimator learning."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import mlflow
+import numpy as np
+import pytest
+from flax import nnx
+
+from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.estimators import RegConfig, estimator_loss
+from ml4dynamics.models import LocalClosureConfig, build_closure
+from ml4dynamics.models.io import load_model
+from ml4dynamics.pipeline.train import frozen, train_closure, with_normals
+from ml4dynamics.training import OptimConfig
+from tests.conftest import BIN, run_cli, small_params, write_params
+
+EPOCHS = 6
+
+
+def store(root: Path) -> mlflow.MlflowClient:
+    """The project's own MLflow store (a client: no process-wide tracking URI to leak)."""
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def train_runs(root: Path) -> list:
+    client = store(root)
+    experiment = client.get_experiment_by_name("rd")
+    return client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
+
+
+def project(root: Path, data: Path, epochs: int, batch_size: int) -> tuple[Path, dict]:
+    """A directory set up as the pipeline leaves it before `train`: params, data, manifold."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(data / "rd", root / "data" / "rd")  # the session's small rd data
+    params = small_params()
+    params["train"]["rd"]["optim"].update(epochs=epochs, batch_size=batch_size, checkpoint_every=1)
+    write_params(root / "params.yaml", params)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(DVC_ROOT=str(root), PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    result = run_cli(["fit-manifold", "rd"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def base_project(tmp_path_factory, generated) -> Path:
+    root, _ = project(tmp_path_factory.mktemp("project") / "p", generated, EPOCHS, batch_size=4)
+    return root
+
+
+@pytest.fixture(scope="module")
+def straight(base_project, tmp_path_factory) -> Path:
+    """The same training, never interrupted: the reference for resumed runs."""
+    root, env = copy_project(base_project, tmp_path_factory.mktemp("straight") / "p")
+    result = run_cli(["train", "rd"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def copy_project(base: Path, dest: Path) -> tuple[Path, dict]:
+    shutil.copytree(base, dest, ignore=shutil.ignore_patterns("mlruns"))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        DVC_ROOT=str(dest),
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        DVC_EXP_NAME="test-exp",
+        DVC_EXP_BASELINE_REV="0" * 40,
+        DVC_STAGE="train@rd",
+    )
+    return dest, env
+
+
+def final_params(root: Path) -> list[np.ndarray]:
+    ds = open_dataset(root / "data" / "rd" / "train.zarr")
+    model, _ = load_model(root / "models" / "rd" / "closure", "closure", system_of(ds))
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_killed_training_resumes_to_the_same_parameters(base_project, straight, tmp_path, signum):
+    killed, env_b = copy_project(base_project, tmp_path / "killed")
+    proc = subprocess.Popen(
+        [str(BIN / "ml4d"), "train", "rd"],
+        cwd=killed,
+        env=env_b,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoints = killed / "models" / "rd" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if any(p.name.isdigit() for p in checkpoints.glob("*")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    time.sleep(0.3)  # somewhere inside an epoch
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signum, err
+    assert f"training interrupted by {signal.Signals(signum).name}; checkpoint saved" in err
+    assert not (killed / "models" / "rd" / "closure").exists()
+
+    resumed = run_cli(["train", "rd"], cwd=killed, env=env_b)
+    assert resumed.returncode == 0, resumed.stderr
+    for a, b in zip(final_params(straight), final_params(killed), strict=True):
+        np.testing.assert_array_equal(a, b)  # bit for bit: same batches, same optimizer state
+
+    # one MLflow run, resumed, with the full per-epoch history and the expected records
+    runs = train_runs(killed)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["reg.kind"] == "tr" and run.data.params["reg.lam"] == "1.0"
+    assert run.data.params["optim.epochs"] == str(EPOCHS)
+    tags = run.data.tags
+    assert tags["estimator"] == "tr-projector" and tags["dvc_exp_name"] == "test-exp"
+    assert tags["dvc_stage"] == "train@rd" and tags["dvc_exp_baseline_rev"] == "0" * 40
+    assert tags["git_revision"]
+    client = store(killed)
+    for metric in ("train_loss", "val_loss", "train_tr_penalty", "val_tr_penalty"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert sorted(m.step for m in history) == list(range(EPOCHS)), metric
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
+    assert artifacts == ["figures/train_loss.png"]
+
+
+@pytest.mark.slow
+def test_a_changed_config_does_not_resume_anothers_checkpoint(straight, tmp_path):
+    root, env = copy_project(straight, tmp_path / "p")  # its checkpoints: a finished lam=1 run
+    params = small_params()
+    params["train"]["rd"]["optim"].update(epochs=EPOCHS, batch_size=4, checkpoint_every=1)
+    params["reg"]["lam"] = 2.0
+    write_params(root / "params.yaml", params)
+    result = run_cli(["train", "rd"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    runs = train_runs(root)
+    assert [r.data.params["reg.lam"] for r in runs] == ["2.0"]
+    # it trained every epoch itself instead of resuming at the end of the lam=1 run
+    assert len(store(root).get_metric_history(runs[0].info.run_id, "train_loss")) == EPOCHS
+
+
+ESTIMATORS = [
+    ("ols", "projector"),
+    ("mols", "projector"),
+    ("aols", "projector"),
+    ("tr", "gradient"),
+    ("tr", "projector"),
+]
+
+
+@pytest.mark.parametrize(("kind", "normal"), ESTIMATORS)
+def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, kind, normal):
+    ds = open_dataset(base_project / "data" / "rd" / "train.zarr")
+    system = system_of(ds)
+    manifold, _ = load_model(base_project / "models" / "rd" / "manifold", "manifold", system)
+    recon = frozen(manifold)
+    reg = RegConfig(kind=kind, lam=1.0, normal=normal, sigma=0.01, wd=1e-4, eps=1e-8)
+    data = as_pairs(ds)
+    scored = with_normals(data, recon, reg) if normal == "gradient" else data
+    model = build_closure(LocalClosureConfig("local", 8, 2, 1), system, seed=0)
+
+    @nnx.jit
+    def loss_of(m):
+        return estimator_loss(reg, system, m, scored, jax.random.key(0), recon)[0]
+
+    def loss_now() -> float:
+        return float(loss_of(model))
+
+    before = loss_now()
+    history = train_closure(
+        system,
+        model,
+        reg,
+        OptimConfig(optimizer="adam", lr=3e-3, epochs=3, batch_size=8, seed=0, checkpoint_every=3),
+        data,
+        reconstruct=recon,
+        progress=False,
+    )
+    after = loss_now()
+    assert after < 0.8 * before, (before, after)
+    losses = [h["train_loss"] for h in history.epochs]
+    assert losses[-1] < losses[0]
+    if kind == "tr":
+        assert "train_tr_penalty" in history.epochs[0]
+
+
+def test_reg_config_is_validated():
+    from ml4dynamics.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^lam: must be >= 0"):
+        RegConfig(kind="tr", lam=-1.0, normal="gradient", sigma=0.0, wd=0.0, eps=1e-8)
+    with pytest.raises(ConfigError, match="^sigma: must be > 0 for kind aols"):
+        RegConfig(kind="aols", lam=0.0, normal="gradient", sigma=0.0, wd=0.0, eps=1e-8)
+    assert (
+        dataclasses.replace(
+            RegConfig(kind="tr", lam=1.0, normal="gradient", sigma=0.0, wd=0.0, eps=1e-8),
+            normal="projector",
+        ).label
+        == "tr-projector"
+    )
