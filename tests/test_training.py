@@ -125,6 +125,9 @@ def test_killed_training_resumes_to_the_same_parameters(base_project, straight, 
     assert run.info.status == "FINISHED"
     assert run.data.params["reg.kind"] == "tr" and run.data.params["reg.lam"] == "1.0"
     assert run.data.params["optim.epochs"] == str(EPOCHS)
+    # the physics and data parameters of the training set are recorded too
+    assert run.data.params["data.system.gamma_u"] == "0.05"
+    assert run.data.params["data.system.n"] == "32" and run.data.params["data.seed"] == "1"
     tags = run.data.tags
     assert tags["estimator"] == "tr-projector" and tags["dvc_exp_name"] == "test-exp"
     assert tags["dvc_stage"] == "train@rd" and tags["dvc_exp_baseline_rev"] == "0" * 40

@@ -152,6 +152,8 @@ def run(
         "optim": dataclasses.asdict(stage.optim),
         "reg": dataclasses.asdict(reg),
         "system": system_name,
+        # the physics and data the closure is trained on, as recorded in the dataset
+        "data": {k: v for k, v in ds_train.attrs.items() if k != "system"},
     }
     fp = fingerprint(config, [data_dir / "train.zarr", data_dir / "val.zarr", manifold_dir])
     checkpoints = RunCheckpoints(checkpoint_dir, fp)
