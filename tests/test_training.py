@@ -25,7 +25,7 @@ from ml4dynamics.pipeline.train import frozen, train_closure, with_normals
 from ml4dynamics.training import OptimConfig
 from tests.conftest import BIN, run_cli, small_params, write_params
 
-EPOCHS = 6
+EPOCHS = 10  # long enough that a signal after the first checkpoint lands mid-run
 
 
 def store(root: Path) -> mlflow.MlflowClient:
@@ -106,7 +106,7 @@ def test_killed_training_resumes_to_the_same_parameters(base_project, straight, 
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be interrupted"
-    time.sleep(0.3)  # somewhere inside an epoch
+    time.sleep(0.05)  # inside the second of EPOCHS epochs
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, err
