@@ -17,7 +17,6 @@ from flax import nnx
 from ml4dynamics.checkpoints import load_params, save_params
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.models import CLOSURE_KINDS, MANIFOLD_KINDS, build_closure, build_manifold
-from ml4dynamics.pipeline.outputs import write_json
 from ml4dynamics.systems import System
 from ml4dynamics.validation import parse_tagged
 
@@ -29,9 +28,8 @@ def export_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_params(directory / "params", model)
-    write_json(
-        directory / "model.json", {"role": role, "model": dataclasses.asdict(config), **extra}
-    )
+    meta = {"role": role, "model": dataclasses.asdict(config), **extra}
+    (directory / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return directory
 
 
