@@ -113,14 +113,16 @@ SMALL_PARAMS = {
             },
         },
     },
-    "reg": {
-        "kind": "tr",
-        "lam": 1.0,
-        "normal": "projector",
-        "sigma": 0.01,
-        "wd": 1.0e-4,
-        "eps": 1.0e-8,
+    "estimators": {
+        "ols": {"kind": "ols"},
+        "mols": {"kind": "mols", "wd": 1.0e-4},
+        "aols": {"kind": "aols", "sigma": 0.01},
+        "tr-gradient": {"kind": "tr", "normal": "gradient"},
+        "tr-projector": {"kind": "tr", "normal": "projector"},
     },
+    "reg": {"lam": 1.0, "eps": 1.0e-8},
+    "evaluate": {"bound": 10.0, "report_time": 2.0},
+    "promote": {"max_error": 0.5, "max_shift": 2.0},
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
 }
 

@@ -44,8 +44,17 @@ BAD = [
     (
         "heat",
         {"system": {}, "data": {}},
-        "heat: unknown section; use one of: linear, rd, manifold, train, reg, linear_theory",
+        "heat: unknown section; use one of: linear, rd, manifold, train, estimators, reg,",
     ),
+    # estimators: each kind has exactly its own weight; TR takes lam from `reg`
+    ("estimators.mols", {"kind": "mols"}, "estimators.mols: an estimator of kind 'mols' has"),
+    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "the TR weight lam lives in `reg`"),
+    ("estimators.x", {"kind": "ridge"}, "estimators.x.kind: missing or unknown; use one of: ols"),
+    ("estimators.aols.sigma", 0.0, "estimators.aols.sigma: must be > 0 for kind aols"),
+    ("estimators.tr-gradient.normal", "hessian", "estimators.tr-gradient.normal: must be one of"),
+    ("reg.lam", -1.0, "reg.lam: must be >= 0"),
+    ("evaluate.bound", 0.5, "evaluate.bound: must be > 1"),
+    ("promote.max_error", 0.0, "promote.max_error: must be > 0"),
 ]
 
 
@@ -97,6 +106,15 @@ def test_the_repository_params_are_valid():
     ood = params.setup("rd").data.ood
     assert all(g != rd.gamma_u for g in ood.system["gamma_u"])  # ood: other gamma_u ...
     assert ood.steps > params.setup("rd").data.train.steps  # ... and a longer horizon
+
+
+def test_estimators_resolve_with_the_shared_tr_weight():
+    params = parse_params(small_params())
+    tr = params.estimator("tr-gradient")
+    assert (tr.kind, tr.normal, tr.lam) == ("tr", "gradient", 1.0)
+    assert params.estimator("mols").wd == 1.0e-4 and params.estimator("mols").lam == 0.0
+    with pytest.raises(Exception, match="no estimator 'ridge' under 'estimators'"):
+        params.estimator("ridge")
 
 
 def test_configs_are_frozen():

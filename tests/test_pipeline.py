@@ -21,6 +21,21 @@ def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return result
 
 
+# The test pipeline trains two rd estimators and the linear TR closure (the default trains five
+# rd estimators; the others are exercised in test_training). Thresholds are loose enough for
+# tiny trainings to pass, so a champion exists.
+TEST_MODELS = {
+    "linear-tr-projector": {"system": "linear", "estimator": "tr-projector", "weights": "reg"},
+    "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg"},
+}
+
+
+def test_params() -> dict:
+    params = small_params()
+    params["promote"] = {"max_error": 5.0, "max_shift": 20.0}
+    return params
+
+
 def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A new repository with the project's files (as in the working tree), small params."""
     files = subprocess.run(
@@ -32,11 +47,17 @@ def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     ).stdout.split()
     repo = tmp_path / "repo"
     for name in files:
-        if name == "dvc.lock" or name.startswith("data/") or not (REPO / name).is_file():
+        if name == "dvc.lock" or not (REPO / name).is_file():
             continue  # the lock and outputs of the real parameters do not belong to this run
+        if name.startswith(("data/", "metrics/", "plots/", "bench/")):
+            continue
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, repo / name)
-    write_params(repo / "params.yaml", small_params())
+    write_params(repo / "params.yaml", test_params())
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["vars"] = [{"systems": ["linear", "rd"]}, {"models": TEST_MODELS}]
+    pipeline.pop("plots")  # they name the default estimators' files
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     env = {
         **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -63,10 +84,13 @@ STAGES = (
     "generate@rd",
     "fit_manifold@linear",
     "fit_manifold@rd",
-    "train@linear",
-    "train@rd",
+    *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in TEST_MODELS),
+    "promote@linear",
+    "promote@rd",
     "linear_theory",
 )
+RD_TR = {"train@rd-tr-projector", "evaluate@rd-tr-projector", "promote@rd"}
+TR = RD_TR | {"train@linear-tr-projector", "evaluate@linear-tr-projector", "promote@linear"}
 
 
 def ran(result: subprocess.CompletedProcess) -> set[str]:
@@ -77,16 +101,24 @@ def ran(result: subprocess.CompletedProcess) -> set[str]:
     }
 
 
+def would_run(repo: Path, env: dict[str, str]) -> set[str]:
+    return ran(sh(["dvc", "repro", "--dry"], repo, env))
+
+
 def lock_entry(repo: Path, stage: str) -> dict:
     return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
 
 
+def registry(repo: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+
+
 @pytest.mark.slow
-def test_repro_then_nothing_then_only_what_changed_then_an_experiment(clone):
+def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
+    """The user's loop end to end: repro, champion, an experiment, pyfunc, simulate, refusal."""
     repo, env = clone
     first = sh(["dvc", "repro"], repo, env)
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in first.stdout
+    assert ran(first) == set(STAGES)
     for system in ("linear", "rd"):
         for split in ("train", "val", "test", "ood"):
             assert (repo / "data" / system / f"{split}.zarr" / "zarr.json").is_file()
@@ -96,44 +128,124 @@ def test_repro_then_nothing_then_only_what_changed_then_an_experiment(clone):
     attrs = json.loads((repo / "data/rd/train.zarr/zarr.json").read_text())["attributes"]
     assert attrs["git_revision"] == revision  # provenance: the commit of the code
 
-    # a second repro does nothing
-    second = sh(["dvc", "repro"], repo, env)
-    assert "Running stage" not in second.stdout
-    assert (repo / "dvc.lock").read_text() == lock
+    # evaluation metrics and plots are where DVC looks for them
+    metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    flat = json.dumps(metrics)
+    assert "metrics/rd/evaluate/tr-projector.json" in flat and "error_horizon" in flat
+    plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo, env).stdout)
+    assert any("evaluate/tr-projector/ood.csv" in key for key in json.dumps(plots).split('"'))
 
-    # rerunning a stage for real reproduces its recorded hashes byte for byte
+    # a champion exists; the linear TR closure at lam = 1 leaks off V and blows up on ood
+    # (100 steps of the unstable e2 direction, x1.2 per step): refused, with the reason tagged
+    client = registry(repo)
+    champion = client.get_model_version_by_alias("rd-closure", "champion")
+    assert champion.tags["promotion"] == "champion"
+    assert champion.tags["gate.finite_and_bounded"] == "passed"
+    linear = client.get_model_version_by_alias("linear-closure", "candidate")
+    assert linear.tags["promotion"] == "refused"
+    assert "finite_and_bounded: ood: 2 of 2 trajectories blow up" in linear.tags["refusal_reason"]
+    promotion = json.loads((repo / "metrics/linear/promotion.json").read_text())
+    assert promotion["champion"] is None
+
+    # a second repro does nothing; rerunning generate reproduces its hashes byte for byte
+    assert "Running stage" not in sh(["dvc", "repro"], repo, env).stdout
+    assert (repo / "dvc.lock").read_text() == lock
     sh(["dvc", "repro", "--force", "--no-run-cache", "generate@rd"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
 
-    # an rd parameter reruns generate@rd and nothing else
-    params = small_params()
+    # an rd parameter would rerun the rd chain and nothing else
+    params = test_params()
     params["rd"]["system"]["gamma_u"] = 0.07
     write_params(repo / "params.yaml", params)
-    status = json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)
-    assert set(status) == {"generate@rd"}
-    linear_before = lock_entry(repo, "generate@linear")
-    third = sh(["dvc", "repro"], repo, env)
-    assert ran(third) == {"generate@rd", "fit_manifold@rd", "train@rd"}
-    assert lock_entry(repo, "generate@linear") == linear_before
-    assert (
-        lock_entry(repo, "generate@rd")["params"]["params.yaml"]["rd"]["system"]["gamma_u"] == 0.07
-    )
-    assert "up to date" in sh(["dvc", "status"], repo, env).stdout
+    assert would_run(repo, env) == {"generate@rd", "fit_manifold@rd"} | RD_TR
+    write_params(repo / "params.yaml", test_params())
 
-    # an experiment with another lambda reruns training only, and is listed with its metrics
+    # an experiment with another lambda reruns the TR models through promotion only
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-q", "-m", "baseline"], repo, env)
     exp = sh(["dvc", "exp", "run", "-S", "reg.lam=2.5", "-n", "lam-2.5"], repo, env)
-    assert ran(exp) == {"train@linear", "train@rd"}
+    assert ran(exp) == TR
     shown = json.dumps(json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout))
     assert '"lam": 2.5' in shown and '"name": "lam-2.5"' in shown
-    assert "metrics/rd/train.json" in shown and "val_tr_penalty" in shown
-    # its MLflow run landed in the workspace's store, tagged with the experiment's name
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    assert "metrics/rd/evaluate/tr-projector.json" in shown and "val_tr_penalty" in shown
+    # its MLflow runs landed in the workspace's store, tagged with the experiment's name
     experiment = client.get_experiment_by_name("rd")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
     tagged = [r for r in runs if r.data.tags.get("dvc_exp_name") == "lam-2.5"]
     assert len(tagged) == 1 and tagged[0].data.params["reg.lam"] == "2.5"
+    assert "eval.test.error_horizon" in tagged[0].data.metrics  # evaluation logged to it
+    promotions = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.stage = 'promote'"
+    )
+    assert len(promotions) == 2  # one per promote run
+    new = client.get_model_version_by_alias("rd-closure", "candidate")
+    assert int(new.version) == 2 and new.run_id == tagged[0].info.run_id
+    champion = client.get_model_version_by_alias("rd-closure", "champion")
+
+    # downstream: a fresh process elsewhere loads the champion by alias and predicts
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import mlflow, numpy as np\n"
+        "m = mlflow.pyfunc.load_model('models:/rd-closure@champion')\n"
+        "y = m.predict(np.random.default_rng(0).normal(size=(3, 2, 32, 32)))\n"
+        "assert y.shape == (3, 2, 32, 32) and y.dtype == np.float64, (y.shape, y.dtype)\n"
+        "assert np.isfinite(y).all()\n"
+        "print('ok')\n"
+    )
+    uri = f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}"
+    loaded = sh([str(BIN / "python"), "-c", script], elsewhere, {**env, "MLFLOW_TRACKING_URI": uri})
+    assert loaded.stdout.strip().endswith("ok")
+    out = elsewhere / "run.zarr"
+    sh(
+        [
+            str(BIN / "ml4d"),
+            "simulate",
+            "--model",
+            "models:/rd-closure@champion",
+            "--steps",
+            "100",
+            "--store-every",
+            "10",
+            "--out",
+            str(out),
+        ],
+        elsewhere,
+        {**env, "MLFLOW_TRACKING_URI": uri},
+    )
+    from ml4dynamics.datasets import open_dataset
+
+    run = open_dataset(out)  # the validating reader: finite, float64, schema
+    assert run.sizes["time"] == 11 and run.attrs["model_uri"] == "models:/rd-closure@champion"
+    assert (elsewhere / "run.png").is_file()
+
+    # a closure that blows up (one epoch at a huge learning rate, no TR) is refused with the
+    # reason tagged, and the champion stays where it was
+    sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "promote@rd",
+            "-n",
+            "blow-up",
+            "-S",
+            "reg.lam=0",
+            "-S",
+            "train.rd.optim.epochs=1",
+            "-S",
+            "train.rd.optim.lr=1.0",
+        ],
+        repo,
+        env,
+    )
+    refused = client.get_model_version_by_alias("rd-closure", "candidate")
+    assert int(refused.version) == 3
+    assert refused.tags["promotion"] == "refused"
+    assert refused.tags["gate.finite_and_bounded"] == "failed"
+    assert "blow up" in refused.tags["refusal_reason"]
+    after = client.get_model_version_by_alias("rd-closure", "champion")
+    assert after.version == champion.version
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ def base_project(tmp_path_factory, generated) -> Path:
 def straight(base_project, tmp_path_factory) -> Path:
     """The same training, never interrupted: the reference for resumed runs."""
     root, env = copy_project(base_project, tmp_path_factory.mktemp("straight") / "p")
-    result = run_cli(["train", "rd"], cwd=root, env=env)
+    result = run_cli(["train", "rd", "--estimator", "tr-projector"], cwd=root, env=env)
     assert result.returncode == 0, result.stderr
     return root
 
@@ -76,14 +76,16 @@ def copy_project(base: Path, dest: Path) -> tuple[Path, dict]:
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
         DVC_EXP_NAME="test-exp",
         DVC_EXP_BASELINE_REV="0" * 40,
-        DVC_STAGE="train@rd",
+        DVC_STAGE="train@rd-tr-projector",
     )
     return dest, env
 
 
 def final_params(root: Path) -> list[np.ndarray]:
     ds = open_dataset(root / "data" / "rd" / "train.zarr")
-    model, _ = load_model(root / "models" / "rd" / "closure", "closure", system_of(ds))
+    model, _ = load_model(
+        root / "models" / "rd" / "closures" / "tr-projector", "closure", system_of(ds)
+    )
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
 
@@ -92,14 +94,14 @@ def final_params(root: Path) -> list[np.ndarray]:
 def test_killed_training_resumes_to_the_same_parameters(base_project, straight, tmp_path, signum):
     killed, env_b = copy_project(base_project, tmp_path / "killed")
     proc = subprocess.Popen(
-        [str(BIN / "ml4d"), "train", "rd"],
+        [str(BIN / "ml4d"), "train", "rd", "--estimator", "tr-projector"],
         cwd=killed,
         env=env_b,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    checkpoints = killed / "models" / "rd" / "checkpoints"
+    checkpoints = killed / "models" / "rd" / "checkpoints" / "tr-projector"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if any(p.name.isdigit() for p in checkpoints.glob("*")):
@@ -111,9 +113,9 @@ def test_killed_training_resumes_to_the_same_parameters(base_project, straight, 
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, err
     assert f"training interrupted by {signal.Signals(signum).name}; checkpoint saved" in err
-    assert not (killed / "models" / "rd" / "closure").exists()
+    assert not (killed / "models" / "rd" / "closures" / "tr-projector").exists()
 
-    resumed = run_cli(["train", "rd"], cwd=killed, env=env_b)
+    resumed = run_cli(["train", "rd", "--estimator", "tr-projector"], cwd=killed, env=env_b)
     assert resumed.returncode == 0, resumed.stderr
     for a, b in zip(final_params(straight), final_params(killed), strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit: same batches, same optimizer state
@@ -130,14 +132,14 @@ def test_killed_training_resumes_to_the_same_parameters(base_project, straight, 
     assert run.data.params["data.system.n"] == "32" and run.data.params["data.seed"] == "1"
     tags = run.data.tags
     assert tags["estimator"] == "tr-projector" and tags["dvc_exp_name"] == "test-exp"
-    assert tags["dvc_stage"] == "train@rd" and tags["dvc_exp_baseline_rev"] == "0" * 40
+    assert tags["dvc_stage"] == "train@rd-tr-projector" and tags["dvc_exp_baseline_rev"] == "0" * 40
     assert tags["git_revision"]
     client = store(killed)
     for metric in ("train_loss", "val_loss", "train_tr_penalty", "val_tr_penalty"):
         history = client.get_metric_history(run.info.run_id, metric)
         assert sorted(m.step for m in history) == list(range(EPOCHS)), metric
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]
-    assert artifacts == ["figures/train_loss.png"]
+    assert artifacts == ["figures/tr-projector.png"]
 
 
 @pytest.mark.slow
@@ -147,7 +149,7 @@ def test_a_changed_config_does_not_resume_anothers_checkpoint(straight, tmp_path
     params["train"]["rd"]["optim"].update(epochs=EPOCHS, batch_size=4, checkpoint_every=1)
     params["reg"]["lam"] = 2.0
     write_params(root / "params.yaml", params)
-    result = run_cli(["train", "rd"], cwd=root, env=env)
+    result = run_cli(["train", "rd", "--estimator", "tr-projector"], cwd=root, env=env)
     assert result.returncode == 0, result.stderr
     runs = train_runs(root)
     assert [r.data.params["reg.lam"] for r in runs] == ["2.0"]

@@ -18,6 +18,7 @@ from ml4dynamics.errors import ML4DError
 
 EXIT_USER_ERROR = 2
 PARAMS_HELP = "parameter file (default: %(default)s)"
+ESTIMATOR_HELP = "estimator name under `estimators` in params.yaml, e.g. ols or tr-projector"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,15 +69,85 @@ def _cmd_train(args: argparse.Namespace) -> int:
     models = Path("models") / args.system
     result = train.run(
         args.system,
+        args.estimator,
         args.params,
         Path("data") / args.system,
         models / "manifold",
-        models / "closure",
-        models / "checkpoints",
-        Path("metrics") / args.system / "train.json",
-        Path("plots") / args.system,
+        models / "closures" / args.estimator,
+        models / "checkpoints" / args.estimator,
+        Path("metrics") / args.system / "train" / f"{args.estimator}.json",
+        Path("plots") / args.system / "train",
     )
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import evaluate
+
+    models = Path("models") / args.system
+    result = evaluate.run(
+        args.system,
+        args.estimator,
+        args.params,
+        Path("data") / args.system,
+        models / "manifold",
+        models / "closures" / args.estimator,
+        Path("metrics") / args.system / "evaluate" / f"{args.estimator}.json",
+        Path("plots") / args.system / "evaluate" / args.estimator,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import promote
+
+    report = promote.run(
+        args.system,
+        args.params,
+        Path("data") / args.system,
+        Path("models") / args.system / "closures",
+        Path("metrics") / args.system / "evaluate",
+        Path("metrics") / args.system / "promotion.json",
+    )
+    print(json.dumps(report["champion"]))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import simulate
+
+    if args.seed is not None and args.init is not None:
+        raise ML4DError("give either --seed or --init, not both")
+    result = simulate.run(
+        args.model,
+        args.steps,
+        Path(args.out),
+        seed=0 if args.seed is None else args.seed,
+        init=None if args.init is None else Path(args.init),
+        sample=args.sample,
+        store_every=args.store_every,
+        warmup=args.warmup,
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import benchmark
+
+    if args.action == "build":
+        if args.model:
+            raise ML4DError("`ml4d benchmark build` takes no --model; use `ml4d benchmark score`")
+        recipe = benchmark.build(args.params, Path(args.out), args.system or None)
+        print(f"built {args.out} for {', '.join(recipe['systems'])}; tracked by data.dvc")
+        print("commit data.dvc and data/.gitignore; `dvc push` shares it through the remote")
+        return 0
+    if not args.model:
+        raise ML4DError("`ml4d benchmark score` needs --model models:/<system>-closure@<alias>")
+    benchmark.score(args.model, Path(args.out), Path(args.scores))
+    print(f"wrote {args.scores}")
     return 0
 
 
@@ -167,14 +238,81 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train",
-        help="train the closure with the estimator chosen under reg (ols/mols/aols/tr)",
-        description="Train the closure on data/SYSTEM with the estimator in params.yaml `reg`; "
-        "checkpoint to models/SYSTEM/checkpoints (resumes after SIGINT/SIGTERM), export "
-        "models/SYSTEM/closure, write metrics/SYSTEM/train.json and plots/SYSTEM/; log to MLflow.",
+        help="train the closure with one of the estimators in params.yaml (ols/mols/aols/tr)",
+        description="Train the closure on data/SYSTEM with estimator ESTIMATOR of params.yaml "
+        "`estimators` (TR weight from `reg`); checkpoint to models/SYSTEM/checkpoints/ESTIMATOR "
+        "(resumes after SIGINT/SIGTERM), export models/SYSTEM/closures/ESTIMATOR, write "
+        "metrics/SYSTEM/train/ESTIMATOR.json and plots/SYSTEM/train/; log to MLflow.",
     )
     tr.add_argument("system", help="system name: linear or rd")
+    tr.add_argument("--estimator", required=True, help=ESTIMATOR_HELP)
     tr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="hybrid rollouts of a trained closure on test and ood: errors, stability, shift",
+        description="Roll the closure models/SYSTEM/closures/ESTIMATOR out (un-nudged, float64, "
+        "with the system's own step) from the first frame of every test and ood trajectory; "
+        "write metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under "
+        "plots/SYSTEM/evaluate/ESTIMATOR/, and log them to the model's MLflow run.",
+    )
+    ev.add_argument("system", help="system name: linear or rd")
+    ev.add_argument("--estimator", required=True, help=ESTIMATOR_HELP)
+    ev.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser(
+        "promote",
+        help="register the evaluated closures of a system; move `champion` past the gates",
+        description="For every metrics/SYSTEM/evaluate/ESTIMATOR.json: register the closure as "
+        "a version of SYSTEM-closure (MLflow models-from-code pyfunc, once per closure), alias "
+        "it `candidate`, run the gates of params.yaml `promote` and move `champion` to it only "
+        "if all pass. Writes metrics/SYSTEM/promotion.json; gate results become version tags.",
+    )
+    pr.add_argument("system", help="system name: linear or rd")
+    pr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    pr.set_defaults(func=_cmd_promote)
+
+    si = sub.add_parser(
+        "simulate",
+        help="run a hybrid simulation with a registered closure (models:/rd-closure@champion)",
+        description="Load a closure from the MLflow registry and run the hybrid simulation "
+        "with its system's own solver; write the trajectory (u and the predicted closure y) "
+        "to a zarr store and a PNG beside it. The registry is MLFLOW_TRACKING_URI, else "
+        "mlruns/mlflow.db of the repository.",
+    )
+    si.add_argument("--model", required=True, help="registry URI, e.g. models:/rd-closure@champion")
+    si.add_argument("--steps", type=int, required=True, help="solver steps to simulate")
+    si.add_argument("--out", required=True, help="output zarr store, e.g. run.zarr")
+    si.add_argument("--seed", type=int, help="random initial state from this seed (default 0)")
+    si.add_argument("--init", help="start from the last frame of a trajectory in this zarr store")
+    si.add_argument("--sample", type=int, default=0, help="trajectory of --init (default 0)")
+    si.add_argument(
+        "--warmup",
+        type=int,
+        help="exact-closure steps after a random initial state (default: the training data's)",
+    )
+    si.add_argument("--store-every", type=int, default=1, help="store every k-th step (default 1)")
+    si.set_defaults(func=_cmd_simulate)
+
+    bm = sub.add_parser(
+        "benchmark",
+        help="the frozen golden benchmark: build it once (data.dvc), score registry versions on it",
+        description="`build`: generate reference test/ood trajectories of every system (seeds "
+        "+1000) into data/benchmark with their recipe, and track them as data.dvc (refuses to "
+        "overwrite). `score`: roll registered closures out on it with the recipe's evaluation "
+        "settings; write the scores as JSON and log them to MLflow.",
+    )
+    bm.add_argument("action", choices=("build", "score"), help="build or score")
+    bm.add_argument("--model", action="append", help="registry URI to score (repeatable)")
+    bm.add_argument("--system", action="append", help="build: only these systems (repeatable)")
+    bm.add_argument("--out", default="data/benchmark", help="benchmark dir (default: %(default)s)")
+    bm.add_argument(
+        "--scores", default="benchmark_scores.json", help="score: output (default: %(default)s)"
+    )
+    bm.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    bm.set_defaults(func=_cmd_benchmark)
 
     lt = sub.add_parser(
         "linear-theory",

@@ -9,7 +9,10 @@ and one section per later stage, keyed by system where the stage is per system:
 
     manifold.<system>: {model: {kind, ...}, optim: {...}}   the autoencoder for F
     train.<system>:    {model: {kind, ...}, optim: {...}}   the closure network
-    reg:               the estimator (kind, lam, normal, sigma, wd, eps), shared by all systems
+    estimators:        the estimators trained side by side, by name: {kind, and its own weight}
+    reg:               the tangent-space penalty of the TR estimators (lam, eps), all systems
+    evaluate:          hybrid-rollout metrics (bound of the stability check, report time)
+    promote:           the thresholds of the registry's promotion gates
     linear_theory:     the λ sweep of the paper's linear experiment
 
 Stage sections are optional here and required by the stage that reads them, so each DVC stage
@@ -165,7 +168,89 @@ class LinearTheoryConfig:
         require(self.samples >= 1, "samples", "must be >= 1", "the paper uses 5")
 
 
-STAGE_SECTIONS = ("manifold", "train", "reg", "linear_theory")
+@dataclasses.dataclass(frozen=True)
+class TangentConfig:
+    """``reg``: the tangent-space penalty shared by the TR estimators (DVC: ``reg.lam``)."""
+
+    lam: float
+    eps: float
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.lam, "lam", "the weight of the tangent-space penalty")
+        require_positive(self.eps, "eps", "the regulariser of the normal's length")
+
+
+# The keys an estimator entry has besides ``kind``: its own weight (TR's come from ``reg``).
+ESTIMATOR_KEYS = {"ols": (), "mols": ("wd",), "aols": ("sigma",), "tr": ("normal",)}
+# What a non-TR estimator reports as its (unused) TR settings: the penalty in projector form is
+# logged for every estimator so runs compare on one scale.
+_UNUSED = {"lam": 0.0, "normal": "projector", "sigma": 0.0, "wd": 0.0, "eps": 1e-8}
+
+
+def _estimators(raw: Any, tangent: TangentConfig | None) -> dict[str, RegConfig]:
+    require(
+        isinstance(raw, Mapping) and len(raw) > 0,
+        "estimators",
+        "must map estimator names to settings",
+        "e.g. {ols: {kind: ols}, tr-projector: {kind: tr, normal: projector}}",
+    )
+    out = {}
+    for name, entry in raw.items():
+        key = f"estimators.{name}"
+        require(
+            isinstance(entry, Mapping) and entry.get("kind") in ESTIMATOR_KEYS,
+            f"{key}.kind",
+            "missing or unknown",
+            f"use one of: {', '.join(ESTIMATOR_KEYS)}",
+        )
+        wanted = {"kind", *ESTIMATOR_KEYS[entry["kind"]]}
+        require(
+            set(entry) == wanted,
+            key,
+            f"an estimator of kind {entry['kind']!r} has exactly the keys {sorted(wanted)}",
+            "remove the others (the TR weight lam lives in `reg`)",
+        )
+        values = {**_UNUSED, **entry}
+        if entry["kind"] == "tr":
+            require(tangent is not None, "reg", "missing", "add reg: {lam: ..., eps: ...}")
+            values.update(lam=tangent.lam, eps=tangent.eps)
+        out[str(name)] = parse(RegConfig, values, key)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate``: how hybrid rollouts are scored (DESIGN §6)."""
+
+    bound: float  # a frame with max|û| > bound · max|u| of its true trajectory has blown up
+    report_time: float  # the error is also reported this long after the rollout starts
+
+    def __post_init__(self) -> None:
+        require(self.bound > 1, "bound", "must be > 1", "e.g. 10 (ten times the true maximum)")
+        require_positive(self.report_time, "report_time", "a time after the rollout's start")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromoteConfig:
+    """``promote``: thresholds of the registry's gates (DESIGN §5)."""
+
+    max_error: float  # relative L2 error at the horizon, mean over the trajectories of a split
+    max_shift: float  # excess log10 F of the hybrid over the truth's, worst frame and trajectory
+
+    def __post_init__(self) -> None:
+        require_positive(self.max_error, "max_error", "a relative error, e.g. 0.5")
+        require_positive(self.max_shift, "max_shift", "decades of F, e.g. 2")
+
+
+STAGE_SECTIONS = (
+    "manifold",
+    "train",
+    "estimators",
+    "reg",
+    "evaluate",
+    "promote",
+    "linear_theory",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +260,10 @@ class Params:
     systems: Mapping[str, SystemSetup]
     manifold: Mapping[str, NetworkStage] = dataclasses.field(default_factory=dict)
     train: Mapping[str, NetworkStage] = dataclasses.field(default_factory=dict)
-    reg: RegConfig | None = None
+    estimators: Mapping[str, RegConfig] = dataclasses.field(default_factory=dict)
+    reg: TangentConfig | None = None
+    evaluate: EvaluateConfig | None = None
+    promote: PromoteConfig | None = None
     linear_theory: LinearTheoryConfig | None = None
 
     def setup(self, name: str) -> SystemSetup:
@@ -195,6 +283,15 @@ class Params:
                 "'model' and 'optim' keys"
             )
         return found
+
+    def estimator(self, name: str) -> RegConfig:
+        if name not in self.estimators:
+            known = ", ".join(self.estimators) or "none"
+            raise ML4DError(
+                f"params.yaml has no estimator {name!r} under 'estimators' (known: {known}); "
+                "add it or use a known name"
+            )
+        return self.estimators[name]
 
     def require(self, section: str) -> Any:
         found = getattr(self, section)
@@ -232,6 +329,10 @@ def _network_stages(raw: Any, section: str, kinds: Mapping[str, type]) -> dict[s
     return out
 
 
+def _optional(cls: type, stages: Mapping[str, Any], section: str) -> Any:
+    return parse(cls, stages[section], section) if section in stages else None
+
+
 def parse_params(raw: Any) -> Params:
     """Validate a mapping read from params.yaml; raise ``ConfigError`` naming the first problem."""
     if not isinstance(raw, Mapping):
@@ -260,16 +361,16 @@ def parse_params(raw: Any) -> Params:
         for split in SPLITS:
             setup.variants(split)  # validates every override combination now, not mid-run
         systems[name] = setup
+    tangent = _optional(TangentConfig, stages, "reg")
     return Params(
         systems=systems,
         manifold=_network_stages(stages.get("manifold", {}), "manifold", MANIFOLD_KINDS),
         train=_network_stages(stages.get("train", {}), "train", CLOSURE_KINDS),
-        reg=parse(RegConfig, stages["reg"], "reg") if "reg" in stages else None,
-        linear_theory=(
-            parse(LinearTheoryConfig, stages["linear_theory"], "linear_theory")
-            if "linear_theory" in stages
-            else None
-        ),
+        estimators=_estimators(stages["estimators"], tangent) if "estimators" in stages else {},
+        reg=tangent,
+        evaluate=_optional(EvaluateConfig, stages, "evaluate"),
+        promote=_optional(PromoteConfig, stages, "promote"),
+        linear_theory=_optional(LinearTheoryConfig, stages, "linear_theory"),
     )
 
 

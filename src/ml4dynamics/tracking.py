@@ -42,11 +42,19 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{(root or repo_root()) / 'mlruns' / 'mlflow.db'}"
 
 
+def configured_uri(root: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI`` (a shared server) or the repository's sqlite store."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = root or repo_root()
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    return tracking_uri(root)
+
+
 def _mlflow(root: Path):
     import mlflow
 
-    (root / "mlruns").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri(root))
+    mlflow.set_tracking_uri(configured_uri(root))
     return mlflow
 
 
@@ -80,7 +88,12 @@ def run_tags(stage: str, extra: Mapping[str, str] | None = None) -> dict[str, st
 
 
 class Run:
-    """One MLflow run (new, or resumed by id); a thin layer so stages log in one style."""
+    """One MLflow run (new, or resumed by id); a thin layer so stages log in one style.
+
+    A later stage that adds to the run of a model (``evaluate``, ``promote``) resumes it by id;
+    its tags then go under ``<stage>.`` so the run keeps saying which stage created it. An id the
+    store does not know (``mlruns/`` deleted) starts a new run instead.
+    """
 
     def __init__(
         self,
@@ -94,16 +107,51 @@ class Run:
         self.root = repo_root()
         self.mlflow = _mlflow(self.root)
         exp = experiment_id(system, self.root)
+        if run_id is not None and not self._exists(run_id):
+            run_id = None
+        self.resumed = run_id is not None
         if run_id is not None:
             self.run = self.mlflow.start_run(run_id=run_id)
+            created_by = self.run.data.tags.get("stage")
         else:
             self.run = self.mlflow.start_run(experiment_id=exp, run_name=run_name)
             flat = {k: str(v) for k, v in flatten(params).items()}
             items = list(flat.items())
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
                 self.mlflow.log_params(dict(items[i : i + 100]))
-        self.mlflow.set_tags(run_tags(stage, tags))
+            created_by = stage
+        all_tags = run_tags(stage, tags)
+        if created_by != stage:
+            all_tags = {f"{stage}.{k}": v for k, v in all_tags.items()}
+        self.mlflow.set_tags(all_tags)
         self.run_id = self.run.info.run_id
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.mlflow.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
+    def log_series(self, curves: Mapping[str, Any], steps: Any, prefix: str = "") -> None:
+        """Per-frame curves as step metrics in one batch (non-finite points are skipped)."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{prefix}{name}", float(v), now, int(step))
+            for name, values in curves.items()
+            for step, v in zip(steps, values, strict=True)
+            if math.isfinite(float(v))
+        ]
+        client = self.mlflow.MlflowClient()
+        for i in range(0, len(metrics), 1000):  # the store's batch limit
+            client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)

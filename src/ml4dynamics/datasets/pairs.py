@@ -13,25 +13,46 @@ from ml4dynamics.systems import System, system_class
 from ml4dynamics.validation import coerce
 
 
+def _varied(ds: xr.Dataset, cls) -> list[str]:
+    hints = typing.get_type_hints(cls.config_class)
+    return [name for name in hints if name in ds.coords and ds[name].dims == ("sample",)]
+
+
+def _build(ds: xr.Dataset, cls, sample: int) -> System:
+    values = {}
+    for name, tp in typing.get_type_hints(cls.config_class).items():
+        if name in ds.coords and ds[name].dims == ("sample",):
+            value = ds[name].values[sample].item()
+        else:
+            value = ds.attrs[f"system.{name}"]
+        values[name] = coerce(tp, value, f"attribute system.{name}")
+    return cls(cls.config_class(**values))
+
+
 def system_of(ds: xr.Dataset) -> System:
     """Rebuild the system that generated ``ds`` from its attributes.
 
     Training uses the step S of exactly the system in the data, never a second copy of the
     parameters. A split with several parameter combinations has no single system.
     """
-    cls = system_class(ds.attrs["system"])
-    hints = typing.get_type_hints(cls.config_class)
-    varied = [name for name in hints if name in ds.coords and ds[name].dims == ("sample",)]
-    if varied and any(len(np.unique(ds[name].values)) > 1 for name in varied):
+    groups = system_groups(ds)
+    if len(groups) > 1:
+        varied = _varied(ds, system_class(ds.attrs["system"]))
         raise DatasetError(
             f"split {ds.attrs['split']!r} mixes several values of {', '.join(varied)}; "
             "train on a split with one parameter combination"
         )
-    values = {}
-    for name, tp in hints.items():
-        value = ds[name].values[0].item() if name in varied else ds.attrs[f"system.{name}"]
-        values[name] = coerce(tp, value, f"attribute system.{name}")
-    return cls(cls.config_class(**values))
+    return groups[0][0]
+
+
+def system_groups(ds: xr.Dataset) -> list[tuple[System, np.ndarray]]:
+    """The systems of a split and the sample indices of each, in order of first appearance
+    (an ood split may hold several parameter combinations, each rolled out with its own S)."""
+    cls = system_class(ds.attrs["system"])
+    groups: dict[System, list[int]] = {}
+    for sample in range(ds.sizes["sample"]):
+        groups.setdefault(_build(ds, cls, sample), []).append(sample)
+    return [(system, np.asarray(idx)) for system, idx in groups.items()]
 
 
 def as_pairs(ds: xr.Dataset) -> dict[str, jnp.ndarray]:

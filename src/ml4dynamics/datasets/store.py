@@ -62,6 +62,19 @@ def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> l
     return [out_dir / f"{split}.zarr" for split in datasets]
 
 
+def write_store(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write one dataset to the store ``path`` (replacing it), all or nothing."""
+    path = Path(path)
+    tmp_dir = write_datasets({path.stem: ds}, path.parent / f".{path.name}.tmp")
+    try:
+        if path.exists():
+            shutil.rmtree(path)
+        tmp_dir[0].rename(path)
+    finally:
+        shutil.rmtree(path.parent / f".{path.name}.tmp", ignore_errors=True)
+    return path
+
+
 def open_dataset(path: str | Path) -> xr.Dataset:
     """Open and validate a store; raise ``DatasetError`` naming the first problem."""
     path = Path(path)

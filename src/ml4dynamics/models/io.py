@@ -48,5 +48,6 @@ def load_model(directory: str | Path, role: str, system: System) -> tuple[nnx.Mo
         (CLOSURE_KINDS, build_closure) if role == "closure" else (MANIFOLD_KINDS, build_manifold)
     )
     config = parse_tagged(kinds, meta["model"], f"{meta_path}: model")
-    model = build(config, system, seed=0)
+    # build abstractly (shapes only): running the initialisers costs seconds per conv layer
+    model = nnx.eval_shape(lambda: build(config, system, seed=0))
     return load_params(directory / "params", model), meta

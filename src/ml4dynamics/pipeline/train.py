@@ -133,6 +133,7 @@ def loss_figure(history: History, path: Path, title: str) -> Path:
 
 def run(
     system_name: str,
+    estimator: str,
     params_path: str,
     data_dir: Path,
     manifold_dir: Path,
@@ -141,9 +142,11 @@ def run(
     metrics: Path,
     plots: Path,
 ) -> dict:
+    """Train ``estimator`` (a name under ``estimators`` in params.yaml) on ``system_name``;
+    ``plots`` is the directory of the loss curve (``<estimator>.csv`` and ``.png``)."""
     params = load_params(params_path)
     stage = params.stage("train", system_name)
-    reg: RegConfig = params.require("reg")
+    reg = params.estimator(estimator)
     ds_train, ds_val = (open_dataset(data_dir / f"{s}.zarr") for s in ("train", "val"))
     system = system_of(ds_train)
     manifold, _ = load_model(manifold_dir, "manifold", system)
@@ -151,6 +154,7 @@ def run(
         "model": dataclasses.asdict(stage.model),
         "optim": dataclasses.asdict(stage.optim),
         "reg": dataclasses.asdict(reg),
+        "estimator": estimator,
         "system": system_name,
         # the physics and data the closure is trained on, as recorded in the dataset
         "data": {k: v for k, v in ds_train.attrs.items() if k != "system"},
@@ -164,9 +168,9 @@ def run(
     tracker = Run(
         system_name,
         "train",
-        f"{system_name}-{reg.label}",
+        f"{system_name}-{estimator}",
         config,
-        tags={"role": "closure", "estimator": reg.label},
+        tags={"role": "closure", "estimator": estimator},
         run_id=run_id,
     )
     write_json(run_file, {"fingerprint": fp, "run_id": tracker.run_id})
@@ -198,18 +202,25 @@ def run(
         "closure",
         model,
         stage.model,
-        {"system": system_name, "reg": dataclasses.asdict(reg), "mlflow_run_id": tracker.run_id},
+        {
+            "system": system_name,
+            "system_config": dataclasses.asdict(system.config),
+            "estimator": estimator,
+            "reg": dataclasses.asdict(reg),
+            "data": config["data"],
+            "mlflow_run_id": tracker.run_id,
+        },
     )
     final = history.epochs[-1]
     result = {
-        "estimator": reg.label,
+        "estimator": estimator,
         "epochs": len(history.epochs),
         **{k: v for k, v in final.items() if k != "epoch"},
     }
     write_json(metrics, result)
     plots.mkdir(parents=True, exist_ok=True)
-    write_csv(plots / "train_loss.csv", history.epochs)
-    figure = loss_figure(history, plots / "train_loss.png", f"{system_name}: {reg.label}")
+    write_csv(plots / f"{estimator}.csv", history.epochs)
+    figure = loss_figure(history, plots / f"{estimator}.png", f"{system_name}: {estimator}")
     tracker.log_artifact(figure, "figures")
     tracker.end()
     return result

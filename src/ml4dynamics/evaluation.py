@@ -1,0 +1,214 @@
+"""A-posteriori evaluation: un-nudged hybrid rollouts scored against the true trajectories.
+
+Definitions (DESIGN §6), all on the stored frames k = 1 … K of a trajectory (the initial
+condition k = 0 is given, never scored):
+
+- relative L2 error e_k = ‖û_k − u_k‖ / ‖u_k‖ over the whole state (every field and grid point),
+  and its square (the paper reports the squared one);
+- correlation ρ_k between û_k and u_k, **centred**: each field's spatial mean is removed before
+  the Pearson correlation over fields and grid points. A state without spatial dimensions (the
+  linear toy) has nothing to centre over and uses the uncentred cosine;
+- decorrelation time τ_c: time from the start to the first frame with ρ_k < c (c = 0.8, 0.9, 0.95),
+  or to the first blown-up frame; a trajectory that never drops is *censored* at the horizon;
+- blow-up: a frame that is non-finite or has max|û_k| > bound · max_j |u_j| (its true trajectory);
+  the stability horizon is the time of the last frame before the first blow-up (the horizon if
+  none). Errors of blown-up frames are not finite and are reported as ``null``;
+- distribution shift log10 F(û_k) with F(u) = ‖u − D(E(u))‖² of the frozen autoencoder, beside
+  log10 F(u_k) of the truth; the excess shift is max_k [log10 F(û_k) − log10 F(u_k)].
+
+Rollouts run in float64 with the system's own step, vmapped over the trajectories of one
+parameter combination; a split with several (ood) is rolled out group by group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from ml4dynamics.datasets.pairs import system_groups
+from ml4dynamics.estimators import reconstruction_error
+from ml4dynamics.rollout import rollout
+
+CORRELATION_LEVELS = (0.8, 0.9, 0.95)
+BatchFn = Callable[[np.ndarray], np.ndarray]  # (N, *state) -> (N,)
+
+
+def network_closure(model) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """A trained closure network as the rollout's ``closure_fn(u, t)`` (single sample)."""
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+    return lambda u, t: nnx.merge(graphdef, state)(u[None])[0]
+
+
+def frame_stride(ds: xr.Dataset, dt: float) -> int:
+    """Solver steps between two stored frames of ``ds``."""
+    spacing = float(ds.time.values[1] - ds.time.values[0])
+    return round(spacing / dt)
+
+
+def hybrid_rollouts(ds: xr.Dataset, closure_fn) -> np.ndarray:
+    """Roll out ``closure_fn`` from the first frame of every trajectory of ``ds`` over its whole
+    horizon, with the system of each trajectory; frames at the stored times, like ``ds.u``."""
+    out = np.empty_like(ds.u.values)
+    n_frames = ds.sizes["time"]
+    for system, idx in system_groups(ds):
+        stride = frame_stride(ds, system.dt)
+        u0 = jnp.asarray(ds.u.values[idx, 0])
+        t0 = jnp.full((len(idx),), float(ds.time.values[0]))
+        run = jax.vmap(
+            partial(
+                rollout, system, closure_fn, n_steps=(n_frames - 1) * stride, store_every=stride
+            )
+        )
+        out[idx] = np.asarray(run(u0, t0))
+    return out
+
+
+def log10_reconstruction(reconstruct, chunk: int = 64) -> BatchFn:
+    """Batch log10 F(u) for the frozen autoencoder ``reconstruct`` (non-finite states → nan)."""
+    fn = jax.jit(jax.vmap(lambda u: reconstruction_error(reconstruct, u)))
+
+    def batch(u: np.ndarray) -> np.ndarray:
+        flat = u.reshape(-1, *u.shape[2:])
+        good = np.isfinite(flat).all(axis=tuple(range(1, flat.ndim)))
+        safe = np.where(good.reshape(-1, *([1] * (flat.ndim - 1))), flat, 0.0)
+        values = np.concatenate(
+            [np.asarray(fn(jnp.asarray(safe[i : i + chunk]))) for i in range(0, len(safe), chunk)]
+        )
+        with np.errstate(divide="ignore"):
+            logs = np.where(good, np.log10(values), np.nan)
+        return logs.reshape(u.shape[:2])
+
+    return batch
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    """‖x‖ over every axis after the first two (sample, time)."""
+    return np.sqrt(np.sum(x**2, axis=tuple(range(2, x.ndim))))
+
+
+def correlation(pred: np.ndarray, truth: np.ndarray, spatial_axes: int) -> np.ndarray:
+    """ρ per (sample, time): centred over the last ``spatial_axes`` axes if there are any."""
+    if spatial_axes:
+        axes = tuple(range(pred.ndim - spatial_axes, pred.ndim))
+        pred = pred - pred.mean(axis=axes, keepdims=True)
+        truth = truth - truth.mean(axis=axes, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return np.sum(pred * truth, axis=tuple(range(2, pred.ndim))) / (_norm(pred) * _norm(truth))
+
+
+def blown_up(pred: np.ndarray, truth: np.ndarray, bound: float) -> np.ndarray:
+    """(sample, time) mask of frames that are non-finite or beyond ``bound`` × the truth's max."""
+    axes = tuple(range(2, pred.ndim))
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(pred).all(axis=axes)
+        peak = np.abs(np.where(np.isfinite(pred), pred, 0.0)).max(axis=axes)
+        limit = bound * np.abs(truth).max(axis=(1, *axes))[:, None]
+        bad = ~finite | (peak > limit)
+    return np.logical_or.accumulate(bad, axis=1)  # once blown up, always blown up
+
+
+def _first_time(mask: np.ndarray, elapsed: np.ndarray) -> np.ndarray:
+    """Per row: elapsed time of the first True frame, nan if none."""
+    first = np.where(mask.any(axis=1), mask.argmax(axis=1), -1)
+    return np.where(first >= 0, elapsed[np.maximum(first, 0)], np.nan)
+
+
+def score_split(
+    ds: xr.Dataset,
+    pred: np.ndarray,
+    bound: float,
+    report_time: float,
+    log10_f: BatchFn | None = None,
+    spatial_axes: int = 0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Scores of the hybrid frames ``pred`` against ``ds.u``: (summary, per-frame curves).
+
+    The summary holds means over the trajectories (``null`` where a value is not finite);
+    curves are means over trajectories per frame k ≥ 1, keyed by name, with ``time`` relative
+    to the rollout's start.
+    """
+    truth = ds.u.values
+    elapsed = ds.time.values - ds.time.values[0]
+    blown = blown_up(pred, truth, bound)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        err = np.where(blown, np.nan, _norm(pred - truth) / _norm(truth))
+    corr = np.where(blown, np.nan, correlation(pred, truth, spatial_axes))
+    horizon = float(elapsed[-1])
+    blowup = _first_time(blown[:, 1:], elapsed[1:])
+    stable_time = np.where(np.isnan(blowup), horizon, 0.0)
+    for b in np.nonzero(~np.isnan(blowup))[0]:
+        k = int(np.argmax(blown[b]))
+        stable_time[b] = elapsed[k - 1]
+    summary: dict[str, Any] = {
+        "trajectories": int(truth.shape[0]),
+        "horizon": horizon,
+        "stable_fraction": float(np.mean(np.isnan(blowup))),
+        "stability_horizon": float(stable_time.min()),
+        "error_horizon": _mean(err[:, -1]),
+        "error_sq_horizon": _mean(err[:, -1] ** 2),
+    }
+    at = np.nonzero(np.isclose(elapsed, report_time))[0]
+    key = f"error_t{report_time:g}"
+    summary[key] = _mean(err[:, at[0]]) if len(at) else None
+    summary[f"{key}_sq"] = _mean(err[:, at[0]] ** 2) if len(at) else None
+    for level in CORRELATION_LEVELS:
+        drop = _first_time((corr[:, 1:] < level) | blown[:, 1:], elapsed[1:])
+        name = round(level * 100)
+        summary[f"corr_time_{name}"] = float(np.mean(np.where(np.isnan(drop), horizon, drop)))
+        summary[f"corr_censored_{name}"] = int(np.isnan(drop).sum())
+    curves = {
+        "time": elapsed[1:],
+        "rel_error": _nanmean_rows(err[:, 1:]),
+        "rel_error_sq": _nanmean_rows(err[:, 1:] ** 2),
+        "correlation": _nanmean_rows(corr[:, 1:]),
+    }
+    if log10_f is not None:
+        f_pred = np.where(blown, np.nan, log10_f(pred))
+        f_true = log10_f(truth)
+        excess = f_pred[:, 1:] - f_true[:, 1:]
+        summary["log10_f_hybrid_final"] = _mean(f_pred[:, -1])
+        summary["log10_f_true_final"] = _mean(f_true[:, -1])
+        summary["excess_shift"] = _finite(np.max(excess)) if np.isfinite(excess).all() else None
+        curves["log10_f_hybrid"] = _nanmean_rows(f_pred[:, 1:])
+        curves["log10_f_true"] = f_true[:, 1:].mean(axis=0)
+    return summary, curves
+
+
+def _nanmean_rows(x: np.ndarray) -> np.ndarray:
+    """Mean over trajectories per frame, nan where every trajectory is nan."""
+    count = np.isfinite(x).sum(axis=0)
+    total = np.where(np.isfinite(x), x, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """Mean over trajectories; ``None`` unless every one is finite."""
+    return _finite(np.mean(values)) if np.isfinite(values).all() else None
+
+
+def curve_rows(curves: dict[str, np.ndarray]) -> list[dict[str, float | None]]:
+    """Per-frame curves as CSV rows (empty cells for non-finite values)."""
+    names = list(curves)
+    return [{name: _finite(curves[name][k]) for name in names} for k in range(len(curves["time"]))]
+
+
+def split_score(summaries: Sequence[dict[str, Any]]) -> float | None:
+    """The single number promotion compares: mean relative error at the horizon over splits
+    (``None`` if any split is not finite — a blown-up closure has no score)."""
+    values = [s["error_horizon"] for s in summaries]
+    return None if any(v is None for v in values) else float(np.mean(values))

@@ -1,0 +1,179 @@
+"""The frozen golden benchmark (``data/benchmark``, tracked by the top-level ``data.dvc``).
+
+``build`` generates reference trajectories once — the test and ood splits of every system in
+params.yaml, with seeds of their own so they never coincide with pipeline data — and stores the
+recipe beside them (``recipe.yaml``: every parameter, the evaluation settings, the code revision,
+the command). It then tracks the directory with DVC as ``data.dvc``; from then on the benchmark
+changes only if someone rebuilds it on purpose, and its DVC hash says which one a score used.
+
+``score`` rolls registered closures out on it with the settings of the recipe (not of the
+current params.yaml, which may have moved on) and logs the results to MLflow, so versions
+registered months apart compare on the same trajectories. The shift metric needs an autoencoder
+and is not part of the benchmark: the manifold is retrained with the data, the benchmark is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml4dynamics import registry
+from ml4dynamics.config import SPLITS, EvaluateConfig, SystemSetup, load_params
+from ml4dynamics.datasets import generate_split, open_dataset, write_datasets
+from ml4dynamics.datasets.generation import GENERATION_CODE
+from ml4dynamics.datasets.pairs import system_of
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.evaluation import split_score
+from ml4dynamics.pipeline.outputs import write_json
+from ml4dynamics.provenance import provenance
+from ml4dynamics.validation import parse
+
+BENCHMARK_SPLITS = ("test", "ood")
+SEED_OFFSET = 1000  # benchmark seeds: the pipeline's seeds + 1000 (distinct trajectories)
+RECIPE = "recipe.yaml"
+
+
+def _benchmark_setup(setup: SystemSetup) -> SystemSetup:
+    splits = {
+        split: dataclasses.replace(
+            getattr(setup.data, split), seed=getattr(setup.data, split).seed + SEED_OFFSET
+        )
+        for split in SPLITS
+    }
+    return dataclasses.replace(setup, data=dataclasses.replace(setup.data, **splits))
+
+
+def build(params_path: str, out: Path, systems: list[str] | None, track: bool = True) -> dict:
+    """Generate the benchmark under ``out`` and track it as ``data.dvc`` (refuses to overwrite:
+    the benchmark is frozen; delete it and its .dvc file on purpose to rebuild)."""
+    if out.exists():
+        raise ML4DError(
+            f"{out} exists: the benchmark is frozen. To rebuild it on purpose, run "
+            f"`dvc remove data.dvc && rm -rf {out}` first"
+        )
+    params = load_params(params_path)
+    evaluate: EvaluateConfig = params.require("evaluate")
+    names = systems or list(params.systems)
+    prov = provenance(".", GENERATION_CODE)
+    recipe: dict[str, Any] = {
+        "command": f"ml4d benchmark build --params {params_path} --out {out}",
+        "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "seed_offset": SEED_OFFSET,
+        "evaluate": dataclasses.asdict(evaluate),
+        **prov,
+        "systems": {},
+    }
+    tmp = out.with_name(f".{out.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for name in names:
+            setup = _benchmark_setup(params.setup(name))
+            datasets = {split: generate_split(setup, split, prov) for split in BENCHMARK_SPLITS}
+            write_datasets(datasets, tmp / name)
+            recipe["systems"][name] = {
+                "system": dataclasses.asdict(setup.system),
+                "data": {
+                    "warmup_steps": setup.data.warmup_steps,
+                    "store_every": setup.data.store_every,
+                    "label_noise": setup.data.label_noise,
+                    **{s: dataclasses.asdict(getattr(setup.data, s)) for s in BENCHMARK_SPLITS},
+                },
+            }
+        (tmp / RECIPE).write_text(yaml.safe_dump(_plain(recipe), sort_keys=False))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if track:
+        _track(out)
+    return recipe
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (matrices in system configs) as lists, for YAML."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _track(out: Path) -> None:
+    """``dvc add`` the benchmark and keep its .dvc file at the top level as ``data.dvc``."""
+    result = subprocess.run(["dvc", "add", str(out)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ML4DError(f"`dvc add {out}` failed: {result.stderr.strip().splitlines()[-1]}")
+    made = out.with_name(out.name + ".dvc")
+    stage = yaml.safe_load(made.read_text())
+    for entry in stage["outs"]:
+        entry["path"] = str(out)  # relative to the top level, where data.dvc lives
+    Path("data.dvc").write_text(yaml.safe_dump(stage, sort_keys=False))
+    made.unlink()
+
+
+def benchmark_hash(dvc_file: Path = Path("data.dvc")) -> str:
+    if not dvc_file.is_file():
+        return "untracked"
+    return str(yaml.safe_load(dvc_file.read_text())["outs"][0].get("md5", "untracked"))
+
+
+def score(model_uris: list[str], root: Path, out: Path) -> dict:
+    """Score each registered closure on the benchmark; write ``out`` and log to MLflow."""
+    from ml4dynamics.pipeline.evaluate import evaluate_closure
+    from ml4dynamics.tracking import Run
+
+    recipe_path = root / RECIPE
+    if not recipe_path.is_file():
+        raise ML4DError(
+            f"no benchmark at {root}: fetch it with `dvc pull data.dvc` (needs the team's DVC "
+            "remote) or build one with `ml4d benchmark build`"
+        )
+    recipe = yaml.safe_load(recipe_path.read_text())
+    evaluate = parse(EvaluateConfig, recipe["evaluate"], f"{recipe_path}: evaluate")
+    md5 = benchmark_hash()
+    report: dict[str, Any] = {"benchmark": str(root), "benchmark_md5": md5, "models": {}}
+    for uri in model_uris:
+        model, system, meta = registry.load_registered(uri)
+        data_dir = root / system.name
+        if not data_dir.is_dir():
+            raise ML4DError(f"the benchmark has no {system.name} data; rebuild it with that system")
+        reference = system_of(open_dataset(data_dir / "test.zarr"))
+        if reference.state_shape != system.state_shape:
+            raise ML4DError(
+                f"{uri} closes {system.name} states of shape {system.state_shape}; the "
+                f"benchmark's are {reference.state_shape}"
+            )
+        summaries, *_ = evaluate_closure(data_dir, model, None, evaluate)
+        result = {
+            "system": system.name,
+            "estimator": meta.get("estimator"),
+            "score": split_score([summaries[s] for s in BENCHMARK_SPLITS]),
+            **summaries,
+        }
+        report["models"][uri] = result
+        tracker = Run(
+            system.name,
+            "benchmark",
+            f"benchmark {uri}",
+            {"model_uri": uri, "benchmark_md5": md5, "evaluate": recipe["evaluate"]},
+            tags={"role": "benchmark", "model_uri": uri, "benchmark_md5": md5},
+        )
+        tracker.log_metrics(
+            {
+                f"bench.{s}.{k}": v
+                for s in BENCHMARK_SPLITS
+                for k, v in summaries[s].items()
+                if isinstance(v, int | float)
+            }
+            | ({"bench.score": result["score"]} if result["score"] is not None else {})
+        )
+        tracker.end()
+        print(f"{uri} ({meta.get('estimator')}): score {result['score']}")
+    write_json(out, report)
+    return report

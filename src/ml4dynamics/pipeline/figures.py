@@ -1,0 +1,87 @@
+"""PNG figures of rollouts: snapshots (truth / hybrid / difference) and per-frame curves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def snapshots(
+    path: Path,
+    times: Sequence[float],
+    rows: Mapping[str, np.ndarray],
+    title: str,
+    field_names: Sequence[str] = (),
+) -> Path:
+    """One row per entry of ``rows`` (frames ``(T, *state)`` at ``times``), first field only.
+
+    Field states ``(field, x1, x2)`` are drawn as images at four times; states without space
+    (``(components,)``) as lines against time.
+    """
+    first = next(iter(rows.values()))
+    if first.ndim == 2:  # (T, components): a line per component
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, frames in rows.items():
+            style = "--" if label != "truth" else "-"
+            for c in range(frames.shape[1]):
+                ax.plot(times, frames[:, c], style, label=f"{label} u{c + 1}")
+        ax.set_xlabel("time since the rollout's start")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.legend(fontsize=7)
+        ax.set_title(title)
+    else:
+        picks = np.unique(np.linspace(0, len(times) - 1, 4).round().astype(int))
+        fig, axes = plt.subplots(
+            len(rows), len(picks), figsize=(2.6 * len(picks), 2.4 * len(rows)), squeeze=False
+        )
+        name = field_names[0] if field_names else "field 0"
+        for r, (label, frames) in enumerate(rows.items()):
+            finite = frames[np.isfinite(frames)]
+            limit = float(np.abs(finite).max()) if finite.size else 1.0
+            cmap = "RdBu_r" if label == "difference" else "viridis"
+            vmin = -limit if label == "difference" else None
+            vmax = limit if label == "difference" else None
+            for c, k in enumerate(picks):
+                ax = axes[r, c]
+                image = ax.imshow(frames[k, 0].T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"t = {times[k]:g}", fontsize=9)
+                if c == 0:
+                    ax.set_ylabel(f"{label} ({name})", fontsize=9)
+            fig.colorbar(image, ax=axes[r].tolist(), shrink=0.8)
+        fig.suptitle(title)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def curves(
+    path: Path,
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    ylabel: str,
+    title: str,
+    log: bool = True,
+) -> Path:
+    """Curves ``{label: (time, values)}`` on one axis (non-finite points are gaps)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (t, values) in series.items():
+        style = ":" if "truth" in label else "-"
+        ax.plot(t, values, style, label=label)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("time since the rollout's start")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

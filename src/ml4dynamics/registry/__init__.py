@@ -1,0 +1,138 @@
+"""The model registry: ``<system>-closure`` versions, aliases ``candidate`` and ``champion``.
+
+Versions are MLflow models-from-code pyfuncs (``closure_model.py``) carrying the exported
+closure directory as the artifact ``closure``. A version is identified by the fingerprint of
+that directory (tag ``closure_fingerprint``): submitting the same closure twice returns the
+version already registered. Aliases are read with ``get_model_version_by_alias`` (on sqlite,
+``search_model_versions`` returns versions without their aliases).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.registry.packaging import load_closure_dir
+from ml4dynamics.systems import System
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+MODEL_FILE = Path(__file__).with_name("closure_model.py")
+_REQUIREMENTS = ("jax", "jaxlib", "flax", "orbax-checkpoint", "numpy", "mlflow", "ml4dynamics")
+
+
+def registered_name(system: str) -> str:
+    return f"{system}-closure"
+
+
+def client():
+    from mlflow import MlflowClient
+
+    from ml4dynamics.tracking import configured_uri
+
+    return MlflowClient(tracking_uri=configured_uri())
+
+
+def signature(system: System):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    f64 = np.dtype("float64")
+    return ModelSignature(
+        inputs=Schema([TensorSpec(f64, (-1, *system.state_shape))]),
+        outputs=Schema([TensorSpec(f64, (-1, *system.closure_shape))]),
+    )
+
+
+def requirements() -> list[str]:
+    return [f"{name}=={importlib.metadata.version(name)}" for name in _REQUIREMENTS]
+
+
+def version_with_fingerprint(name: str, fingerprint: str):
+    """The registered version of ``name`` whose closure has ``fingerprint``, or None."""
+    found = client().search_model_versions(
+        f"name = '{name}' and tags.closure_fingerprint = '{fingerprint}'"
+    )
+    return found[0] if found else None
+
+
+def version_by_alias(name: str, alias: str):
+    """The version of ``name`` carrying ``alias``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def log_closure(closure_dir: Path, system: System, name: str) -> str:
+    """Log ``closure_dir`` as a pyfunc into the active MLflow run and register it under
+    ``name``; returns the new version number."""
+    import mlflow
+
+    info = mlflow.pyfunc.log_model(
+        name="closure",
+        python_model=str(MODEL_FILE),
+        artifacts={"closure": str(closure_dir)},
+        registered_model_name=name,
+        signature=signature(system),
+        pip_requirements=requirements(),
+    )
+    return str(info.registered_model_version)
+
+
+def set_tags(name: str, version: str, tags: dict[str, Any]) -> None:
+    c = client()
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, str(value))
+
+
+def set_alias(name: str, version: str, alias: str) -> None:
+    client().set_registered_model_alias(name, alias, version)
+
+
+def _closure_artifact(model_dir: Path, model_uri: str) -> Path:
+    """The ``closure`` artifact of a downloaded pyfunc, located through its MLmodel file."""
+    import yaml
+
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    entry = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+    closure = model_dir / entry.get("closure", {}).get("path", "missing")
+    if not (closure / "model.json").is_file():
+        raise ML4DError(f"{model_uri} is not an ml4dynamics closure (no 'closure' artifact)")
+    return closure
+
+
+def load_registered(model_uri: str):
+    """(network, system, metadata) of a registry URI (``models:/rd-closure@champion``,
+    ``models:/rd-closure/3``), read from the store ``configured_uri()`` names."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ml4dynamics.tracking import configured_uri
+
+    if not model_uri.startswith("models:/"):
+        raise ML4DError(
+            f"{model_uri!r} is not a registry URI; use models:/<system>-closure@champion "
+            "or models:/<system>-closure/<version>"
+        )
+    uri = configured_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # models:/ URIs resolve through the registry
+    with tempfile.TemporaryDirectory(prefix="ml4d-model-") as target:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=target, tracking_uri=uri
+            )
+        except MlflowException as err:
+            raise ML4DError(
+                f"cannot load {model_uri} from the registry at {uri}: "
+                f"{err.message.splitlines()[0]}; check the name and alias (`dvc repro` "
+                "registers models; MLFLOW_TRACKING_URI selects the store)"
+            ) from None
+        return load_closure_dir(_closure_artifact(Path(local), model_uri))

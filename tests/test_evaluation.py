@@ -1,0 +1,109 @@
+"""A-posteriori metrics and promotion gates, checked against cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ml4dynamics.config import PromoteConfig
+from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import system_groups
+from ml4dynamics.evaluation import correlation, hybrid_rollouts, score_split, split_score
+from ml4dynamics.gates import check, refusal
+
+
+def synthetic(truth: np.ndarray, dt: float = 0.5) -> xr.Dataset:
+    """A dataset-shaped container: (sample, time, field, x) with times 3, 3.5, ..."""
+    times = 3.0 + dt * np.arange(truth.shape[1])
+    return xr.Dataset({"u": (("sample", "time", "field", "x"), truth)}, coords={"time": times})
+
+
+def test_oracle_hybrid_rollouts_score_zero_error_on_every_split(generated):
+    """The exact closure through the evaluation path: error 0 to round-off, correlation 1,
+    stable everywhere — also on the ood split, rolled out with one system per γ_u."""
+    for split in ("test", "ood"):
+        ds = open_dataset(generated / "rd" / f"{split}.zarr")
+        groups = system_groups(ds)
+        assert len(groups) == (2 if split == "ood" else 1)  # ood holds γ_u = 0.1 and 0.2
+        system = groups[0][0]
+        pred = hybrid_rollouts(ds, system.closure if split == "test" else _exact(groups))
+        summary, curves = score_split(ds, pred, bound=10.0, report_time=2.0, spatial_axes=2)
+        assert summary["error_horizon"] < 1e-12  # the same S and closure: round-off only
+        assert summary["stable_fraction"] == 1.0
+        assert summary["corr_censored_95"] == summary["trajectories"]  # never decorrelates
+        assert np.all(curves["correlation"] > 1 - 1e-12)
+
+
+def _exact(groups):
+    """An exact closure that works for every group: the closure is the same function of u for
+    every γ_u (only the diffusion, inside S, depends on it)."""
+    return groups[0][0].closure
+
+
+def test_known_errors_correlations_and_times():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(2, 5, 1, 16)) + 3.0  # a mean that centring must remove
+    pred = truth.copy()
+    pred[:, 1:] *= 1.1  # 10 % amplitude error: relative error exactly 0.1 everywhere
+    pred[1, 3:] = -truth[1, 3:]  # trajectory 1 anti-correlated from frame 3 on
+    ds = synthetic(truth)
+    summary, curves = score_split(ds, pred, bound=10.0, report_time=1.0, spatial_axes=1)
+    err = np.linalg.norm((pred - truth).reshape(2, 5, -1), axis=2) / np.linalg.norm(
+        truth.reshape(2, 5, -1), axis=2
+    )
+    assert summary["error_horizon"] == pytest.approx(err[:, -1].mean(), rel=1e-12)
+    assert summary["error_t1"] == pytest.approx(err[:, 2].mean(), rel=1e-12)  # t = 1 is frame 2
+    assert summary["error_sq_horizon"] == pytest.approx((err[:, -1] ** 2).mean(), rel=1e-12)
+    np.testing.assert_allclose(curves["rel_error"][:2], 0.1, rtol=1e-12)
+    # trajectory 0 stays correlated (censored at the horizon 2.0); 1 drops at frame 3 (t = 1.5)
+    assert summary["corr_time_90"] == pytest.approx((2.0 + 1.5) / 2)
+    assert summary["corr_censored_90"] == 1
+    # centred: a constant offset does not change the correlation, a scale does not either
+    rho = correlation(truth[:, :2] * 2 + 5, truth[:, :2], spatial_axes=1)
+    np.testing.assert_allclose(rho, 1.0, rtol=1e-12)
+
+
+def test_blow_up_is_detected_and_poisons_only_what_follows():
+    truth = np.ones((2, 6, 1, 4))
+    pred = truth.copy()
+    pred[0, 3] = 50.0  # beyond 10 x max|truth| at frame 3 (t = 1.5) ...
+    pred[0, 4] = 1.0  # ... and back: still counted as blown up from there on
+    pred[1, 5] = np.nan  # non-finite at the last frame
+    summary, curves = score_split(synthetic(truth), pred, bound=10.0, report_time=0.5)
+    assert summary["stable_fraction"] == 0.0
+    assert summary["stability_horizon"] == 1.0  # last good frame of trajectory 0: t = 1.0
+    assert summary["error_horizon"] is None  # not finite: reported as null
+    assert summary["error_t0.5"] == pytest.approx(0.0)
+    assert split_score([summary]) is None
+
+
+def test_gates_pass_fail_and_say_why():
+    good = {
+        s: {
+            "trajectories": 2,
+            "stable_fraction": 1.0,
+            "stability_horizon": 10.0,
+            "error_horizon": 0.2,
+            "excess_shift": 0.5,
+        }
+        for s in ("test", "ood")
+    }
+    good["score"] = 0.2
+    config = PromoteConfig(max_error=0.5, max_shift=2.0)
+    assert all(g.passed for g in check(good, config, None, None))
+    assert all(g.passed for g in check(good, config, 0.3, "v1"))
+    worse = check(good, config, 0.1, "v1")  # the champion scores better
+    assert [g.name for g in worse if not g.passed] == ["not_worse_than_champion"]
+    blown = {**good, "ood": {**good["ood"], "stable_fraction": 0.5, "stability_horizon": 3.0}}
+    blown["ood"]["error_horizon"] = None
+    blown["score"] = None
+    failed = check(blown, config, 0.1, "v1")
+    assert {g.name for g in failed if not g.passed} == {
+        "finite_and_bounded",
+        "error_at_horizon",
+        "not_worse_than_champion",
+    }
+    reason = refusal(failed)
+    assert "ood: 1 of 2 trajectories blow up (first after t = 3)" in reason
+    assert "ood error at horizon not finite > 0.5" in reason
