@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ml4dynamics.cli import build_parser
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
 
@@ -40,3 +42,53 @@ def test_inspect_refuses_a_missing_store(tmp_path):
         "ml4d: error: data/rd/train.zarr does not exist; "
         "run `dvc repro` (or `ml4d generate SYSTEM`) to create it\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["simulate", "--model", "rd-closure", "--steps", "10", "--out", "r.zarr"],
+            "'rd-closure' is not a registry URI; use models:/<system>-closure@champion",
+        ),
+        (
+            [
+                "simulate",
+                "--model",
+                "models:/rd-closure@champion",
+                "--steps",
+                "-5",
+                "--out",
+                "r.zarr",
+            ],
+            "--steps must be >= 1, got -5",
+        ),
+        (
+            [
+                "simulate",
+                "--model",
+                "models:/rd-closure@champion",
+                "--steps",
+                "10",
+                "--out",
+                "r.nc",
+            ],
+            "--out must name a .zarr store",
+        ),
+        (["benchmark", "score"], "`ml4d benchmark score` needs --model"),
+        (
+            ["benchmark", "score", "--model", "models:/rd-closure@champion", "--out", "nowhere"],
+            "no benchmark at nowhere: fetch it with `dvc pull data.dvc`",
+        ),
+        (["promote", "rd"], "no evaluations in metrics/rd/evaluate; run `dvc repro`"),
+        (["evaluate", "rd", "--estimator", "ridge"], "no estimator 'ridge' under 'estimators'"),
+    ],
+)
+def test_registry_commands_refuse_bad_input_with_one_line(tmp_path, args, message):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["DVC_ROOT"] = str(tmp_path)
+    result = run_cli(args, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "r.zarr").exists()

@@ -21,8 +21,9 @@ def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return result
 
 
-# The test pipeline trains two rd estimators and the linear TR closure (the default trains five
-# rd estimators; the others are exercised in test_training). Thresholds are loose enough for
+# The test pipeline trains the rd and linear TR closures and registers both systems (the default
+# trains five rd estimators and registers rd; the other estimators are exercised in
+# test_training). Thresholds are loose enough for
 # tiny trainings to pass, so a champion exists.
 TEST_MODELS = {
     "linear-tr-projector": {"system": "linear", "estimator": "tr-projector", "weights": "reg"},
@@ -30,7 +31,7 @@ TEST_MODELS = {
 }
 
 
-def test_params() -> dict:
+def pipeline_params() -> dict:
     params = small_params()
     params["promote"] = {"max_error": 5.0, "max_shift": 20.0}
     return params
@@ -53,9 +54,13 @@ def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
             continue
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, repo / name)
-    write_params(repo / "params.yaml", test_params())
+    write_params(repo / "params.yaml", pipeline_params())
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["vars"] = [{"systems": ["linear", "rd"]}, {"models": TEST_MODELS}]
+    pipeline["vars"] = [
+        {"systems": ["linear", "rd"]},
+        {"models": TEST_MODELS},
+        {"registered": ["linear", "rd"]},
+    ]
     pipeline.pop("plots")  # they name the default estimators' files
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     env = {
@@ -89,8 +94,10 @@ STAGES = (
     "promote@rd",
     "linear_theory",
 )
-RD_TR = {"train@rd-tr-projector", "evaluate@rd-tr-projector", "promote@rd"}
-TR = RD_TR | {"train@linear-tr-projector", "evaluate@linear-tr-projector", "promote@linear"}
+TR = {f"{stage}@{model}" for stage in ("train", "evaluate") for model in TEST_MODELS} | {
+    "promote@linear",
+    "promote@rd",
+}
 
 
 def ran(result: subprocess.CompletedProcess) -> set[str]:
@@ -99,10 +106,6 @@ def ran(result: subprocess.CompletedProcess) -> set[str]:
         for line in result.stdout.splitlines()
         if line.startswith("Running stage '")
     }
-
-
-def would_run(repo: Path, env: dict[str, str]) -> set[str]:
-    return ran(sh(["dvc", "repro", "--dry"], repo, env))
 
 
 def lock_entry(repo: Path, stage: str) -> dict:
@@ -122,7 +125,9 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     for system in ("linear", "rd"):
         for split in ("train", "val", "test", "ood"):
             assert (repo / "data" / system / f"{split}.zarr" / "zarr.json").is_file()
-    assert "up to date" in sh(["dvc", "status"], repo, env).stdout
+    # (`dvc status dvc.yaml`: the clone has data.dvc but, with no remote, not its benchmark;
+    # `dvc repro` above ran regardless, as a fresh clone of the project must)
+    assert "up to date" in sh(["dvc", "status", "dvc.yaml"], repo, env).stdout
     lock = (repo / "dvc.lock").read_text()
     revision = sh(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
     attrs = json.loads((repo / "data/rd/train.zarr/zarr.json").read_text())["attributes"]
@@ -153,12 +158,15 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     sh(["dvc", "repro", "--force", "--no-run-cache", "generate@rd"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
 
-    # an rd parameter would rerun the rd chain and nothing else
-    params = test_params()
+    # an rd parameter invalidates generate@rd only (the rest of the rd chain follows its data)
+    params = pipeline_params()
     params["rd"]["system"]["gamma_u"] = 0.07
     write_params(repo / "params.yaml", params)
-    assert would_run(repo, env) == {"generate@rd", "fit_manifold@rd"} | RD_TR
-    write_params(repo / "params.yaml", test_params())
+    assert set(json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)) == {
+        "generate@rd",
+        "data.dvc",  # the benchmark: tracked, but not in this clone's cache (no remote)
+    }
+    write_params(repo / "params.yaml", pipeline_params())
 
     # an experiment with another lambda reruns the TR models through promotion only
     sh(["git", "add", "-A"], repo, env)
@@ -218,6 +226,44 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     run = open_dataset(out)  # the validating reader: finite, float64, schema
     assert run.sizes["time"] == 11 and run.attrs["model_uri"] == "models:/rd-closure@champion"
     assert (elsewhere / "run.png").is_file()
+
+    # the golden benchmark: frozen — the clone's data.dvc refuses a silent rebuild; removed on
+    # purpose, it is built anew (tiny rd only), tracked by data.dvc, and scores registry versions
+    refused_build = subprocess.run(
+        [str(BIN / "ml4d"), "benchmark", "build"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert refused_build.returncode == 2 and "data.dvc already tracks" in refused_build.stderr
+    sh(["dvc", "remove", "data.dvc"], repo, env)
+    sh([str(BIN / "ml4d"), "benchmark", "build", "--system", "rd"], repo, env)
+    recipe = yaml.safe_load((repo / "data/benchmark/recipe.yaml").read_text())
+    assert recipe["systems"]["rd"]["data"]["test"]["seed"] == 3 + 1000  # its own trajectories
+    assert yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["path"] == "data/benchmark"
+    rebuilt = subprocess.run(
+        [str(BIN / "ml4d"), "benchmark", "build"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert rebuilt.returncode == 2 and "the benchmark is frozen" in rebuilt.stderr
+    sh(
+        [
+            str(BIN / "ml4d"),
+            "benchmark",
+            "score",
+            "--model",
+            "models:/rd-closure@champion",
+            "--model",
+            "models:/rd-closure/1",
+            "--scores",
+            "scores.json",
+        ],
+        repo,
+        env,
+    )
+    scores = json.loads((repo / "scores.json").read_text())
+    assert set(scores["models"]) == {"models:/rd-closure@champion", "models:/rd-closure/1"}
+    assert scores["benchmark_md5"].endswith(".dir")
+    benchmarked = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.stage = 'benchmark'"
+    )
+    assert len(benchmarked) == 2 and "bench.test.error_horizon" in benchmarked[0].data.metrics
 
     # a closure that blows up (one epoch at a huge learning rate, no TR) is refused with the
     # reason tagged, and the champion stays where it was

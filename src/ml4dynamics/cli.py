@@ -151,6 +151,22 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import sweep
+
+    result = sweep.run(
+        args.params,
+        args.gamma_u,
+        args.seeds,
+        args.estimator,
+        Path(args.out),
+        n=args.n,
+        epochs=args.epochs,
+    )
+    print(result["table"])
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ml4dynamics.pipeline import bench
 
@@ -313,6 +329,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bm.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     bm.set_defaults(func=_cmd_benchmark)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="the paper's rd table: error at t = report_time vs gamma_u, every estimator x seed",
+        description="For each gamma_u: generate rd data with the exact solver, fit the "
+        "autoencoder, train every estimator with every seed and roll out on the test split. "
+        "Writes every run and a mean +- std table (JSON and Markdown).",
+    )
+    sw.add_argument("--gamma-u", type=float, nargs="+", required=True, help="gamma_u values")
+    sw.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    sw.add_argument("--estimator", action="append", help="estimator names (default: all)")
+    sw.add_argument("--n", type=int, help="grid points per side (default: params.yaml)")
+    sw.add_argument("--epochs", type=int, help="training epochs (default: params.yaml)")
+    sw.add_argument("--out", default="sweep/rd_table.json", help="output (default: %(default)s)")
+    sw.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
+    sw.set_defaults(func=_cmd_sweep)
 
     lt = sub.add_parser(
         "linear-theory",

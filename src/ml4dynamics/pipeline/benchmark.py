@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ def build(params_path: str, out: Path, systems: list[str] | None, track: bool = 
             f"{out} exists: the benchmark is frozen. To rebuild it on purpose, run "
             f"`dvc remove data.dvc && rm -rf {out}` first"
         )
+    if track and Path("data.dvc").is_file():
+        raise ML4DError(
+            "data.dvc already tracks the benchmark: fetch it with `dvc pull data.dvc` (needs "
+            "the team's DVC remote), or run `dvc remove data.dvc` to rebuild it on purpose"
+        )
     params = load_params(params_path)
     evaluate: EvaluateConfig = params.require("evaluate")
     names = systems or list(params.systems)
@@ -82,7 +88,7 @@ def build(params_path: str, out: Path, systems: list[str] | None, track: bool = 
                     "warmup_steps": setup.data.warmup_steps,
                     "store_every": setup.data.store_every,
                     "label_noise": setup.data.label_noise,
-                    **{s: dataclasses.asdict(getattr(setup.data, s)) for s in BENCHMARK_SPLITS},
+                    **{s: _fields(getattr(setup.data, s)) for s in BENCHMARK_SPLITS},
                 },
             }
         (tmp / RECIPE).write_text(yaml.safe_dump(_plain(recipe), sort_keys=False))
@@ -93,6 +99,14 @@ def build(params_path: str, out: Path, systems: list[str] | None, track: bool = 
     if track:
         _track(out)
     return recipe
+
+
+def _fields(config: Any) -> dict[str, Any]:
+    """A frozen config's fields (its read-only override mappings as plain dicts)."""
+    return {
+        f.name: dict(v) if isinstance(v := getattr(config, f.name), Mapping) else v
+        for f in dataclasses.fields(config)
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -62,7 +62,9 @@ def run(
     metrics_path: Path,
     plots_dir: Path,
 ) -> dict:
-    config: EvaluateConfig = load_params(params_path).require("evaluate")
+    params = load_params(params_path)
+    params.estimator(estimator)  # an unknown name fails here, naming the known ones
+    config: EvaluateConfig = params.require("evaluate")
     system = system_of(open_dataset(data_dir / "test.zarr"))
     closure, meta = load_model(closure_dir, "closure", system)
     manifold, _ = load_model(manifold_dir, "manifold", system)
