@@ -41,12 +41,16 @@ def snapshots(
             len(rows), len(picks), figsize=(2.6 * len(picks), 2.4 * len(rows)), squeeze=False
         )
         name = field_names[0] if field_names else "field 0"
+        # one colour scale for all state rows (truth and hybrid compare by eye), a symmetric
+        # one for the difference
+        states = [f[:, 0][np.isfinite(f[:, 0])] for k, f in rows.items() if k != "difference"]
+        values = np.concatenate(states) if states else np.zeros(1)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
         for r, (label, frames) in enumerate(rows.items()):
-            finite = frames[np.isfinite(frames)]
+            finite = frames[:, 0][np.isfinite(frames[:, 0])]
             limit = float(np.abs(finite).max()) if finite.size else 1.0
             cmap = "RdBu_r" if label == "difference" else "viridis"
-            vmin = -limit if label == "difference" else None
-            vmax = limit if label == "difference" else None
+            vmin, vmax = (-limit, limit) if label == "difference" else (low, high)
             for c, k in enumerate(picks):
                 ax = axes[r, c]
                 image = ax.imshow(frames[k, 0].T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)

@@ -1,0 +1,30 @@
+"""The MLflow layer: later stages add to a model's run without rewriting who created it."""
+
+from __future__ import annotations
+
+import mlflow
+
+from ml4dynamics.tracking import Run
+
+
+def test_later_stages_resume_the_run_and_prefix_their_tags(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        train = Run("rd", "train", "rd-ols", {"lr": 0.1}, tags={"estimator": "ols"})
+        train.end()
+        evaluate = Run("rd", "evaluate", "rd-ols", {}, run_id=train.run_id)
+        evaluate.log_series({"rel_error": [0.1, float("nan"), 0.3]}, [10, 20, 30], "eval.test.")
+        evaluate.end()
+        lost = Run("rd", "evaluate", "rd-ols", {}, run_id="0" * 32)  # mlruns/ lost that run
+        lost.end()
+    finally:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set_tracking_uri exports it
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    run = client.get_run(train.run_id)
+    assert evaluate.resumed and evaluate.run_id == train.run_id
+    assert run.data.tags["stage"] == "train" and "evaluate.stage" in run.data.tags
+    history = client.get_metric_history(train.run_id, "eval.test.rel_error")
+    assert [(m.step, m.value) for m in history] == [(10, 0.1), (30, 0.3)]  # nan skipped
+    assert not lost.resumed and lost.run_id != train.run_id
+    assert client.get_run(lost.run_id).data.tags["stage"] == "evaluate"
