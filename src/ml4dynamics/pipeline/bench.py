@@ -20,20 +20,12 @@ from flax import nnx
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.estimators import RegConfig
+from ml4dynamics.errors import ML4DError
 from ml4dynamics.models import build_closure
 from ml4dynamics.models.io import load_model
 from ml4dynamics.pipeline.outputs import write_json
 from ml4dynamics.pipeline.train import estimator_objective, frozen, with_normals
 from ml4dynamics.training import make_step
-
-ESTIMATORS = {
-    "ols": {"kind": "ols"},
-    "mols": {"kind": "mols"},
-    "aols": {"kind": "aols"},
-    "tr-gradient": {"kind": "tr", "normal": "gradient"},
-    "tr-projector": {"kind": "tr", "normal": "projector"},
-}
 
 
 def time_steps(
@@ -47,7 +39,8 @@ def time_steps(
 ) -> dict:
     params = load_params(params_path)
     stage = params.stage("train", system_name)
-    base: RegConfig = params.require("reg")
+    if "ols" not in params.estimators:
+        raise ML4DError("`ml4d bench` reports ratios to OLS: add `ols: {kind: ols}` to estimators")
     ds = open_dataset(data_dir / "train.zarr")
     system = system_of(ds)
     reconstruct = frozen(load_model(manifold_dir, "manifold", system)[0])
@@ -55,8 +48,7 @@ def time_steps(
     batch = stage.optim.batch_size or data["u"].shape[0]
     idx = jax.numpy.arange(batch)
     results = {}
-    for label, change in ESTIMATORS.items():
-        reg = dataclasses.replace(base, **change)
+    for label, reg in params.estimators.items():  # every estimator of params.yaml
         loss, regulariser = estimator_objective(system, reg, reconstruct)
         local = with_normals(data, reconstruct, reg) if reg.normal == "gradient" else data
         model = build_closure(stage.model, system, seed=0)
