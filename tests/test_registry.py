@@ -1,0 +1,75 @@
+"""The registry in-process: packaging, aliases, and the champion compared on the same data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ml4dynamics import registry
+from ml4dynamics.config import EvaluateConfig
+from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import system_of
+from ml4dynamics.evaluation import split_score
+from ml4dynamics.models import LocalClosureConfig, build_closure
+from ml4dynamics.models.io import export_model
+from ml4dynamics.pipeline.evaluate import evaluate_closure
+from ml4dynamics.pipeline.promote import champion_score
+from ml4dynamics.tracking import Run
+
+EVALUATE = EvaluateConfig(bound=10.0, report_time=2.0)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield tmp_path
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set_tracking_uri exports it
+
+
+def register(tmp_path, system, seed: int, data_fingerprint: str):
+    """A (randomly initialised) closure exported, registered and made champion."""
+    config = LocalClosureConfig("local", 4, 1, 1)
+    model = build_closure(config, system, seed=seed)
+    meta = {"system": "rd", "system_config": dataclasses.asdict(system.config), "estimator": "ols"}
+    closure_dir = export_model(tmp_path / f"closure{seed}", "closure", model, config, meta)
+    run = Run("rd", "train", "rd-ols", {})
+    version = registry.log_closure(closure_dir, system, "rd-closure")
+    run.end()
+    tags = {"data_fingerprint": data_fingerprint, "score": 9.9, "estimator": "ols"}
+    registry.set_tags("rd-closure", version, tags)
+    registry.set_alias("rd-closure", version, registry.CHAMPION)
+    return model, registry.version_by_alias("rd-closure", registry.CHAMPION)
+
+
+def test_champion_is_scored_on_the_candidates_data(store, generated):
+    system = system_of(open_dataset(generated / "rd" / "test.zarr"))
+    model, champion = register(store, system, seed=3, data_fingerprint="older-data")
+    loaded, loaded_system, meta = registry.load_registered("models:/rd-closure@champion")
+    assert loaded_system == system and meta["estimator"] == "ols"
+
+    # same data as the candidate: the score recorded on the version is used
+    same = champion_score(champion, {"data_fingerprint": "older-data"}, None, EVALUATE, system)
+    assert same == (9.9, f"v{champion.version} (ols)")
+    # other data: the champion is rolled out again on the candidate's data
+    score, label = champion_score(
+        champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, system
+    )
+    summaries, *_ = evaluate_closure(generated / "rd", model, None, EVALUATE)
+    assert score == split_score(list(summaries.values())) and "re-evaluated" in label
+    # another grid: not comparable (the gate then passes on the candidate's own merits)
+    other = type(system)(dataclasses.replace(system.config, n=16))
+    score, label = champion_score(
+        champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, other
+    )
+    assert score is None and "not comparable" in label
+
+
+def test_an_unknown_model_is_one_clear_error(store):
+    from ml4dynamics.errors import ML4DError
+
+    with pytest.raises(
+        ML4DError, match="cannot load models:/rd-closure@champion from the registry"
+    ):
+        registry.load_registered("models:/rd-closure@champion")
