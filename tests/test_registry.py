@@ -10,10 +10,10 @@ from ml4dynamics import registry
 from ml4dynamics.config import EvaluateConfig
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import system_of
-from ml4dynamics.evaluation import split_score
+from ml4dynamics.evaluation import evaluate_splits, split_score
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import export_model
-from ml4dynamics.pipeline.evaluate import evaluate_closure
+from ml4dynamics.pipeline.evaluate import open_splits
 from ml4dynamics.pipeline.promote import champion_score
 from ml4dynamics.tracking import Run
 
@@ -56,7 +56,7 @@ def test_champion_is_scored_on_the_candidates_data(store, generated):
     score, label = champion_score(
         champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, system
     )
-    summaries, *_ = evaluate_closure(generated / "rd", model, None, EVALUATE)
+    summaries, *_ = evaluate_splits(open_splits(generated / "rd"), model, None, 10.0, 2.0)
     assert score == split_score(list(summaries.values())) and "re-evaluated" in label
     # another grid: not comparable (the gate then passes on the candidate's own merits)
     other = type(system)(dataclasses.replace(system.config, n=16))

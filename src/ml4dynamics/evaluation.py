@@ -23,7 +23,7 @@ parameter combination; a split with several (ood) is rolled out group by group.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -205,6 +205,39 @@ def curve_rows(curves: dict[str, np.ndarray]) -> list[dict[str, float | None]]:
     """Per-frame curves as CSV rows (empty cells for non-finite values)."""
     names = list(curves)
     return [{name: _finite(curves[name][k]) for name in names} for k in range(len(curves["time"]))]
+
+
+def evaluate_splits(
+    datasets: Mapping[str, xr.Dataset],
+    closure,
+    reconstruct=None,
+    bound: float = 10.0,
+    report_time: float = 10.0,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Roll the closure network out on every dataset and score it: (summaries, curves, hybrid
+    frames), keyed like ``datasets``. With ``reconstruct`` (the frozen autoencoder) the shift
+    metrics are included."""
+    first = next(iter(datasets.values()))
+    spatial = len(system_groups(first)[0][0].state_dims) - 1
+    log10_f = log10_reconstruction(reconstruct) if reconstruct is not None else None
+    closure_fn = network_closure(closure)
+    summaries, curves, frames = {}, {}, {}
+    for split, ds in datasets.items():
+        frames[split] = hybrid_rollouts(ds, closure_fn)
+        summaries[split], curves[split] = score_split(
+            ds, frames[split], bound, report_time, log10_f, spatial
+        )
+    return summaries, curves, frames
+
+
+def numeric_metrics(summaries: Mapping[str, Mapping[str, Any]], prefix: str) -> dict[str, float]:
+    """``{prefix.split.name: value}`` for every finite number of the summaries (for MLflow)."""
+    return {
+        f"{prefix}.{split}.{name}": float(value)
+        for split, summary in summaries.items()
+        for name, value in summary.items()
+        if isinstance(value, int | float) and math.isfinite(value)
+    }
 
 
 def split_score(summaries: Sequence[dict[str, Any]]) -> float | None:

@@ -26,11 +26,11 @@ import yaml
 
 from ml4dynamics import registry
 from ml4dynamics.config import SPLITS, EvaluateConfig, SystemSetup, load_params
-from ml4dynamics.datasets import generate_split, open_dataset, write_datasets
+from ml4dynamics.datasets import generate_split, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import split_score
+from ml4dynamics.evaluation import evaluate_splits, numeric_metrics, split_score
 from ml4dynamics.pipeline.outputs import write_json
 from ml4dynamics.provenance import provenance
 from ml4dynamics.validation import parse
@@ -139,7 +139,7 @@ def benchmark_hash(dvc_file: Path = Path("data.dvc")) -> str:
 
 def score(model_uris: list[str], root: Path, out: Path) -> dict:
     """Score each registered closure on the benchmark; write ``out`` and log to MLflow."""
-    from ml4dynamics.pipeline.evaluate import evaluate_closure
+    from ml4dynamics.pipeline.evaluate import open_splits
     from ml4dynamics.tracking import Run
 
     recipe_path = root / RECIPE
@@ -157,13 +157,14 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
         data_dir = root / system.name
         if not data_dir.is_dir():
             raise ML4DError(f"the benchmark has no {system.name} data; rebuild it with that system")
-        reference = system_of(open_dataset(data_dir / "test.zarr"))
+        datasets = open_splits(data_dir, BENCHMARK_SPLITS)
+        reference = system_of(datasets["test"])
         if reference.state_shape != system.state_shape:
             raise ML4DError(
                 f"{uri} closes {system.name} states of shape {system.state_shape}; the "
                 f"benchmark's are {reference.state_shape}"
             )
-        summaries, *_ = evaluate_closure(data_dir, model, None, evaluate)
+        summaries, *_ = evaluate_splits(datasets, model, None, evaluate.bound, evaluate.report_time)
         result = {
             "system": system.name,
             "estimator": meta.get("estimator"),
@@ -179,12 +180,7 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
             tags={"role": "benchmark", "model_uri": uri, "benchmark_md5": md5},
         )
         tracker.log_metrics(
-            {
-                f"bench.{s}.{k}": v
-                for s in BENCHMARK_SPLITS
-                for k, v in summaries[s].items()
-                if isinstance(v, int | float)
-            }
+            numeric_metrics(summaries, "bench")
             | ({"bench.score": result["score"]} if result["score"] is not None else {})
         )
         tracker.end()

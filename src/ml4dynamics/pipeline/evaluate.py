@@ -9,20 +9,18 @@ that trained the model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import xarray as xr
 
 from ml4dynamics.config import EvaluateConfig, load_params
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.evaluation import (
     curve_rows,
+    evaluate_splits,
     frame_stride,
-    hybrid_rollouts,
-    log10_reconstruction,
-    network_closure,
-    score_split,
+    numeric_metrics,
     split_score,
 )
 from ml4dynamics.models.io import load_model
@@ -34,22 +32,9 @@ from ml4dynamics.tracking import Run
 SPLITS = ("test", "ood")
 
 
-def evaluate_closure(
-    data_dir: Path, closure, reconstruct, config: EvaluateConfig
-) -> tuple[dict[str, Any], dict[str, dict], dict[str, np.ndarray], dict]:
-    """Roll ``closure`` out on every split; (summaries, curves, hybrid frames, datasets)."""
-    datasets = {split: open_dataset(data_dir / f"{split}.zarr") for split in SPLITS}
-    system = system_of(datasets["test"])
-    spatial = len(system.state_dims) - 1
-    log10_f = log10_reconstruction(reconstruct) if reconstruct is not None else None
-    closure_fn = network_closure(closure)
-    summaries, curves, frames = {}, {}, {}
-    for split, ds in datasets.items():
-        frames[split] = hybrid_rollouts(ds, closure_fn)
-        summaries[split], curves[split] = score_split(
-            ds, frames[split], config.bound, config.report_time, log10_f, spatial
-        )
-    return summaries, curves, frames, datasets
+def open_splits(data_dir: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, xr.Dataset]:
+    """The validated evaluation splits of a data directory."""
+    return {split: open_dataset(data_dir / f"{split}.zarr") for split in splits}
 
 
 def run(
@@ -65,11 +50,12 @@ def run(
     params = load_params(params_path)
     params.estimator(estimator)  # an unknown name fails here, naming the known ones
     config: EvaluateConfig = params.require("evaluate")
-    system = system_of(open_dataset(data_dir / "test.zarr"))
+    datasets = open_splits(data_dir)
+    system = system_of(datasets["test"])
     closure, meta = load_model(closure_dir, "closure", system)
     manifold, _ = load_model(manifold_dir, "manifold", system)
-    summaries, curves, frames, datasets = evaluate_closure(
-        data_dir, closure, frozen(manifold), config
+    summaries, curves, frames = evaluate_splits(
+        datasets, closure, frozen(manifold), config.bound, config.report_time
     )
     result = {
         "system": system_name,
@@ -128,9 +114,10 @@ def run(
         tags={"role": "closure", "estimator": estimator},
         run_id=meta.get("mlflow_run_id"),
     )
-    flat = {f"eval.{s}.{k}": v for s in SPLITS for k, v in summaries[s].items()}
-    flat["eval.score"] = result["score"]
-    tracker.log_metrics({k: v for k, v in flat.items() if isinstance(v, int | float)})
+    tracker.log_metrics(
+        numeric_metrics(summaries, "eval")
+        | ({"eval.score": result["score"]} if result["score"] is not None else {})
+    )
     for split in SPLITS:
         stride = frame_stride(datasets[split], system.dt)
         steps = np.arange(1, len(curves[split]["time"]) + 1) * stride

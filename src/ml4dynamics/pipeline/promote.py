@@ -34,12 +34,15 @@ def champion_score(
     if champion.tags.get("data_fingerprint") == result["data_fingerprint"]:
         score = champion.tags.get("score")
         return (None if score in (None, "None") else float(score)), label
-    from ml4dynamics.pipeline.evaluate import evaluate_closure
+    from ml4dynamics.evaluation import evaluate_splits
+    from ml4dynamics.pipeline.evaluate import open_splits
 
     model, champ_system, _ = registry.load_registered(f"models:/{champion.name}/{champion.version}")
     if champ_system != system:
         return None, f"champion {label} closes another system configuration: not comparable"
-    summaries, *_ = evaluate_closure(data_dir, model, None, evaluate)
+    summaries, *_ = evaluate_splits(
+        open_splits(data_dir), model, None, evaluate.bound, evaluate.report_time
+    )
     return split_score(list(summaries.values())), f"{label}, re-evaluated on the current data"
 
 

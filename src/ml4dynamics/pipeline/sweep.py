@@ -22,7 +22,7 @@ from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import hybrid_rollouts, network_closure, score_split
+from ml4dynamics.evaluation import evaluate_splits
 from ml4dynamics.models import build_closure
 from ml4dynamics.pipeline.manifold import fit_autoencoder
 from ml4dynamics.pipeline.outputs import write_json
@@ -83,14 +83,10 @@ def run(
                     reconstruct=reconstruct,
                     progress=False,
                 )
-                pred = hybrid_rollouts(data["test"], network_closure(model))
-                summary, _ = score_split(
-                    data["test"],
-                    pred,
-                    evaluate.bound,
-                    evaluate.report_time,
-                    spatial_axes=len(system.state_dims) - 1,
+                summaries, *_ = evaluate_splits(
+                    {"test": data["test"]}, model, None, evaluate.bound, evaluate.report_time
                 )
+                summary = summaries["test"]
                 row = {
                     "gamma_u": gamma_u,
                     "seed": seed,
