@@ -65,6 +65,30 @@ SMALL_PARAMS = {
             "ood": {"trajectories": 1, "steps": 600, "seed": 4, "system": {"gamma_u": [0.1, 0.2]}},
         },
     },
+    "ns_channel": {
+        "system": {
+            "dt": 0.01,
+            "nx": 32,
+            "ny": 8,
+            "length": 4.0,
+            "height": 1.0,
+            "re": 100.0,
+            "y0_low": 0.3,
+            "y0_high": 0.7,
+            "inflow_width": 50.0,
+            "transverse": 0.1,
+            "frequency": 1.0,
+        },
+        "data": {
+            "warmup_steps": 50,
+            "store_every": 10,
+            "label_noise": 0.0,
+            "train": {"trajectories": 1, "steps": 100, "seed": 21, "system": {"re": [100, 300]}},
+            "val": {"trajectories": 1, "steps": 100, "seed": 22, "system": {"re": [200]}},
+            "test": {"trajectories": 1, "steps": 100, "seed": 23, "system": {"re": [100, 300]}},
+            "ood": {"trajectories": 1, "steps": 200, "seed": 24, "system": {"re": [600]}},
+        },
+    },
     "manifold": {
         "linear": {
             "model": {"kind": "linear", "latent": 1},
@@ -78,6 +102,17 @@ SMALL_PARAMS = {
             },
         },
         "rd": {
+            "model": {"kind": "conv", "width": 4, "levels": 2, "latent_channels": 2},
+            "optim": {
+                "optimizer": "adam",
+                "lr": 0.003,
+                "epochs": 2,
+                "batch_size": 8,
+                "seed": 0,
+                "checkpoint_every": 1,
+            },
+        },
+        "ns_channel": {
             "model": {"kind": "conv", "width": 4, "levels": 2, "latent_channels": 2},
             "optim": {
                 "optimizer": "adam",
@@ -107,6 +142,17 @@ SMALL_PARAMS = {
                 "optimizer": "adam",
                 "lr": 0.003,
                 "epochs": 3,
+                "batch_size": 8,
+                "seed": 0,
+                "checkpoint_every": 1,
+            },
+        },
+        "ns_channel": {
+            "model": {"kind": "unet", "width": 2, "levels": 2},
+            "optim": {
+                "optimizer": "adam",
+                "lr": 0.003,
+                "epochs": 2,
                 "batch_size": 8,
                 "seed": 0,
                 "checkpoint_every": 1,

@@ -44,7 +44,7 @@ BAD = [
     (
         "heat",
         {"system": {}, "data": {}},
-        "heat: unknown section; use one of: linear, rd, manifold, train, estimators, reg,",
+        "heat: unknown section; use one of: linear, rd, ns_channel, manifold, train, estimators, reg,",
     ),
     # estimators: each kind has exactly its own weight; TR takes lam from `reg`
     ("estimators.mols", {"kind": "mols"}, "estimators.mols: an estimator of kind 'mols' has"),
@@ -85,7 +85,10 @@ def test_unknown_system_on_the_command_line(tmp_path):
     params = write_params(tmp_path / "params.yaml", small_params())
     result = run_cli(["generate", "heat", "--params", str(params)], cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr == "ml4d: error: unknown system 'heat'; known systems: linear, rd\n"
+    assert (
+        result.stderr
+        == "ml4d: error: unknown system 'heat'; known systems: linear, rd, ns_channel\n"
+    )
     assert not (tmp_path / "data").exists()
 
 

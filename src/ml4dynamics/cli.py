@@ -115,6 +115,19 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _param_overrides(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise ML4DError(f"--param {item!r}: write NAME=NUMBER, e.g. --param re=300") from None
+    return out
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from ml4dynamics.pipeline import simulate
 
@@ -129,6 +142,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         sample=args.sample,
         store_every=args.store_every,
         warmup=args.warmup,
+        params=_param_overrides(args.param or []),
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -227,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate SYSTEM with its exact closure and write data/SYSTEM/<split>.zarr "
         "for the splits train, val, test and ood, as configured in params.yaml.",
     )
-    gen.add_argument("system", help="system name: linear or rd")
+    gen.add_argument("system", help="system name: linear, rd or ns_channel")
     gen.add_argument(
         "--params", default="params.yaml", help="parameter file (default: %(default)s)"
     )
@@ -248,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the autoencoder (E, D) on data/SYSTEM/train.zarr; write "
         "models/SYSTEM/manifold and metrics/SYSTEM/manifold.json; log an MLflow run.",
     )
-    fm.add_argument("system", help="system name: linear or rd")
+    fm.add_argument("system", help="system name: linear, rd or ns_channel")
     fm.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     fm.set_defaults(func=_cmd_fit_manifold)
 
@@ -260,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(resumes after SIGINT/SIGTERM), export models/SYSTEM/closures/ESTIMATOR, write "
         "metrics/SYSTEM/train/ESTIMATOR.json and plots/SYSTEM/train/; log to MLflow.",
     )
-    tr.add_argument("system", help="system name: linear or rd")
+    tr.add_argument("system", help="system name: linear, rd or ns_channel")
     tr.add_argument("--estimator", required=True, help=ESTIMATOR_HELP)
     tr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     tr.set_defaults(func=_cmd_train)
@@ -273,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         "write metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under "
         "plots/SYSTEM/evaluate/ESTIMATOR/, and log them to the model's MLflow run.",
     )
-    ev.add_argument("system", help="system name: linear or rd")
+    ev.add_argument("system", help="system name: linear, rd or ns_channel")
     ev.add_argument("--estimator", required=True, help=ESTIMATOR_HELP)
     ev.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     ev.set_defaults(func=_cmd_evaluate)
@@ -286,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it `candidate`, run the gates of params.yaml `promote` and move `champion` to it only "
         "if all pass. Writes metrics/SYSTEM/promotion.json; gate results become version tags.",
     )
-    pr.add_argument("system", help="system name: linear or rd")
+    pr.add_argument("system", help="system name: linear, rd or ns_channel")
     pr.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     pr.set_defaults(func=_cmd_promote)
 
@@ -310,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact-closure steps after a random initial state (default: the training data's)",
     )
     si.add_argument("--store-every", type=int, default=1, help="store every k-th step (default 1)")
+    si.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a sample parameter of the trajectory, e.g. --param re=300 --param y0=0.4 "
+        "(ns_channel; default: the model's training system, y0 drawn from the seed)",
+    )
     si.set_defaults(func=_cmd_simulate)
 
     bm = sub.add_parser(

@@ -101,8 +101,9 @@ def tangent_penalty(
     reconstruct: Reconstruct | None,
 ) -> jax.Array:
     """Mean over the batch of the per-sample tangent-space penalty of the hybrid field."""
-    u, t = batch["u"], batch["t"]
-    v = jax.vmap(lambda ui, yi, ti: displacement(system, ui, yi, ti))(u, closure(u), t)
+    u, t, q = batch["u"], batch["t"], batch.get("q", {})
+    # each sample with its own sample parameters (a Reynolds sweep, a random inflow)
+    v = jax.vmap(lambda ui, yi, ti, qi: displacement(system, ui, yi, ti, qi))(u, closure(u), t, q)
     if reg.normal == "gradient":
         return jnp.mean(jax.vmap(gradient_penalty)(batch["n"], v))
     if reconstruct is None:

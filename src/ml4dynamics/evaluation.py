@@ -23,8 +23,8 @@ parameter combination; a split with several (ood) is rolled out group by group.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import jax
@@ -35,6 +35,7 @@ import xarray as xr
 from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.estimators import reconstruction_error
 from ml4dynamics.rollout import rollout
+from ml4dynamics.systems import system_class
 
 CORRELATION_LEVELS = (0.8, 0.9, 0.95)
 BatchFn = Callable[[np.ndarray], np.ndarray]  # (N, *state) -> (N,)
@@ -59,16 +60,17 @@ def hybrid_rollouts(ds: xr.Dataset, closure_fn) -> np.ndarray:
     horizon, with the system of each trajectory; frames at the stored times, like ``ds.u``."""
     out = np.empty_like(ds.u.values)
     n_frames = ds.sizes["time"]
-    for system, idx in system_groups(ds):
+    for system, idx, q in system_groups(ds):
         stride = frame_stride(ds, system.dt)
         u0 = jnp.asarray(ds.u.values[idx, 0])
         t0 = jnp.full((len(idx),), float(ds.time.values[0]))
-        run = jax.vmap(
-            partial(
-                rollout, system, closure_fn, n_steps=(n_frames - 1) * stride, store_every=stride
-            )
-        )
-        out[idx] = np.asarray(run(u0, t0))
+        n_steps = (n_frames - 1) * stride
+
+        def run(u, t, qi, system=system, n_steps=n_steps, stride=stride):
+            return rollout(system, closure_fn, u, t, n_steps, stride, q=qi)
+
+        q = {name: jnp.asarray(v) for name, v in q.items()}
+        out[idx] = np.asarray(jax.vmap(run)(u0, t0, q))
     return out
 
 
@@ -227,17 +229,41 @@ def evaluate_splits(
         summaries[split], curves[split] = score_split(
             ds, frames[split], bound, report_time, log10_f, spatial
         )
+        for name, groups in swept_groups(ds).items():
+            summaries[split][f"by_{name}"] = {
+                f"{value:g}": score_split(
+                    ds.isel(sample=idx), frames[split][idx], bound, report_time, log10_f, spatial
+                )[0]
+                for value, idx in groups.items()
+            }
     return summaries, curves, frames
 
 
-def numeric_metrics(summaries: Mapping[str, Mapping[str, Any]], prefix: str) -> dict[str, float]:
-    """``{prefix.split.name: value}`` for every finite number of the summaries (for MLflow)."""
-    return {
-        f"{prefix}.{split}.{name}": float(value)
-        for split, summary in summaries.items()
-        for name, value in summary.items()
-        if isinstance(value, int | float) and math.isfinite(value)
-    }
+def swept_groups(ds: xr.Dataset) -> dict[str, dict[float, np.ndarray]]:
+    """For every system parameter the split sweeps over its trajectories (a coordinate along
+    ``sample`` with several values that is a config field, e.g. ``re``; not a quantity drawn per
+    trajectory such as ``y0``): value → sample indices."""
+    cls = system_class(ds.attrs["system"])
+    fields = typing.get_type_hints(cls.config_class)
+    out = {}
+    for name in fields:
+        if name in ds.coords and ds[name].dims == ("sample",):
+            values = ds[name].values
+            if values.dtype.kind == "f" and len(np.unique(values)) > 1:
+                out[name] = {float(v): np.nonzero(values == v)[0] for v in np.unique(values)}
+    return out
+
+
+def numeric_metrics(summaries: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """``{prefix.split.name: value}`` for every finite number of the (nested) summaries, for
+    MLflow (``eval.test.by_re.300.error_horizon``)."""
+    out = {}
+    for key, value in summaries.items():
+        if isinstance(value, Mapping):
+            out.update(numeric_metrics(value, f"{prefix}.{key}"))
+        elif isinstance(value, int | float) and math.isfinite(value):
+            out[f"{prefix}.{key}"] = float(value)
+    return out
 
 
 def split_score(summaries: Sequence[dict[str, Any]]) -> float | None:

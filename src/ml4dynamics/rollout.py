@@ -16,23 +16,31 @@ import jax.numpy as jnp
 from ml4dynamics.systems.base import System
 
 Closure = Callable[[jax.Array, jax.Array], jax.Array]
+Params = dict[str, jax.Array]  # a trajectory's sample parameters (see systems.base)
 
 
-def displacement(system: System, u: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
-    """The discrete vector field V(u) = (S(u, y) − u) / Δt of the hybrid (DESIGN §2)."""
-    return (system.step(u, y, t) - u) / system.dt
+def displacement(
+    system: System, u: jax.Array, y: jax.Array, t: jax.Array, q: Params | None = None
+) -> jax.Array:
+    """The discrete vector field V(u) = (S(u, y) − u) / Δt of the hybrid (DESIGN §2), with the
+    trajectory's sample parameters ``q`` (if the system has any)."""
+    return (system.bind(q).step(u, y, t) - u) / system.dt
 
 
 @partial(jax.jit, static_argnames=("system", "closure_fn", "n_steps", "store_every"))
 def rollout(
     system: System,
-    closure_fn: Closure,
+    closure_fn: Closure | None,
     u0: jax.Array,
     t0: jax.Array | float,
     n_steps: int,
     store_every: int = 1,
+    q: Params | None = None,
 ) -> jax.Array:
     """Advance ``u0`` by ``n_steps`` steps of ``S(u, closure_fn(u, t))`` from time ``t0``.
+
+    ``closure_fn=None`` is the system's exact closure; ``q`` the trajectory's sample parameters
+    (traced, so one compilation serves every trajectory).
 
     Returns the states at ``t0 + j·store_every·Δt`` for ``j = 0 … n_steps // store_every``,
     shape ``(n_steps // store_every + 1, *state_shape)``; the first frame is ``u0`` itself.
@@ -43,10 +51,13 @@ def rollout(
             f"n_steps={n_steps} must be >= 0 and a multiple of store_every={store_every} >= 1"
         )
     t0 = jnp.asarray(t0, dtype=jnp.float64)
+    bound = system.bind(q)
+    if closure_fn is None:
+        closure_fn = bound.closure
 
     def advance(k: jax.Array, u: jax.Array) -> jax.Array:
         t = t0 + k * system.dt
-        return system.step(u, closure_fn(u, t), t)
+        return bound.step(u, closure_fn(u, t), t)
 
     def frame(u: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
         u = jax.lax.fori_loop(0, store_every, lambda i, v: advance(j * store_every + i, v), u)

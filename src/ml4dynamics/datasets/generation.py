@@ -8,6 +8,7 @@ and the sample index only, so a split is reproducible on its own and splits neve
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -32,24 +33,32 @@ GENERATION_CODE = (
 )
 
 # independent random streams under one split seed
-_STREAM_INITIAL_STATE, _STREAM_LABEL_NOISE = 0, 1
+_STREAM_INITIAL_STATE, _STREAM_LABEL_NOISE, _STREAM_PARAMS = 0, 1, 2
 
 
 @partial(jax.jit, static_argnames=("system", "warmup_steps", "steps", "store_every"))
 def _trajectories(
-    system: System, u0: jax.Array, warmup_steps: int, steps: int, store_every: int
+    system: System,
+    keys: jax.Array,
+    q: dict[str, jax.Array],
+    warmup_steps: int,
+    steps: int,
+    store_every: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """States ``(batch, frames, *state_shape)`` and exact labels ``(batch, frames, *closure)``."""
+    """States ``(batch, frames, *state_shape)`` and exact labels ``(batch, frames, *closure)``
+    from the initial-state keys and the sample parameters ``q`` of every trajectory."""
 
-    def one(u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def one(key: jax.Array, qi: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        bound = system.bind(qi)
+        u = bound.initial_state(key)
         if warmup_steps:
-            u = rollout(system, system.closure, u, 0.0, warmup_steps, warmup_steps)[-1]
+            u = rollout(system, None, u, 0.0, warmup_steps, warmup_steps, q=qi)[-1]
         t0 = warmup_steps * system.dt
-        states = rollout(system, system.closure, u, t0, steps, store_every)
+        states = rollout(system, None, u, t0, steps, store_every, q=qi)
         times = t0 + jnp.arange(states.shape[0]) * (store_every * system.dt)
-        return states, jax.vmap(system.closure)(states, times)
+        return states, jax.vmap(bound.closure)(states, times)
 
-    return jax.vmap(one)(u0)
+    return jax.vmap(one)(keys, q)
 
 
 def frame_times(setup: SystemSetup, split: str) -> np.ndarray:
@@ -66,14 +75,18 @@ def generate_split(setup: SystemSetup, split: str, provenance: dict[str, str]) -
     root = jax.random.key(cfg.seed)
     variants = setup.variants(split)
     states, labels, sample_params = [], [], []
+    drawn: dict[str, list[np.ndarray]] = {}
+    # one compiled simulation for every variant that differs only in sample parameters
+    static = make_system(_without_sample_params(variants[0][1], setup.system))
     for v, (overrides, config) in enumerate(variants):
-        system = make_system(config)
+        system = make_system(_without_sample_params(config, setup.system))
         index = v * cfg.trajectories + jnp.arange(cfg.trajectories)
-        ic_keys = jax.vmap(
-            partial(jax.random.fold_in, jax.random.fold_in(root, _STREAM_INITIAL_STATE))
-        )(index)
-        u0 = jax.vmap(system.initial_state)(ic_keys)
-        u, y = _trajectories(system, u0, data.warmup_steps, cfg.steps, data.store_every)
+        stream = partial(jax.random.fold_in, jax.random.fold_in(root, _STREAM_INITIAL_STATE))
+        ic_keys = jax.vmap(stream)(index)
+        variant = make_system(config)
+        param_stream = partial(jax.random.fold_in, jax.random.fold_in(root, _STREAM_PARAMS))
+        q = jax.vmap(variant.trajectory_params)(jax.vmap(param_stream)(index))
+        u, y = _trajectories(system, ic_keys, q, data.warmup_steps, cfg.steps, data.store_every)
         if data.label_noise > 0:
             noise_keys = jax.vmap(
                 partial(jax.random.fold_in, jax.random.fold_in(root, _STREAM_LABEL_NOISE))
@@ -86,8 +99,19 @@ def generate_split(setup: SystemSetup, split: str, provenance: dict[str, str]) -
         states.append(np.asarray(u))
         labels.append(np.asarray(y))
         sample_params += [overrides] * cfg.trajectories
-    system = make_system(variants[0][1])
-    return _as_dataset(setup, split, system, states, labels, sample_params, provenance)
+        for name, values in q.items():
+            drawn.setdefault(name, []).append(np.asarray(values, dtype=np.float64))
+    q_all = {name: np.concatenate(values) for name, values in drawn.items()}
+    return _as_dataset(setup, split, static, states, labels, sample_params, q_all, provenance)
+
+
+def _without_sample_params(config, base):
+    """``config`` with its sample-parameter fields reset to ``base``'s: variants that differ only
+    in those are one static system (their values are traced, see ``systems.base``)."""
+    cls = type(make_system(base))
+    fields = {f.name for f in dataclasses.fields(config)}
+    reset = {n: getattr(base, n) for n in cls.sample_params if n in fields}
+    return dataclasses.replace(config, **reset)
 
 
 def _as_dataset(
@@ -97,6 +121,7 @@ def _as_dataset(
     states: list[np.ndarray],
     labels: list[np.ndarray],
     sample_params: list[dict[str, Any]],
+    q: dict[str, np.ndarray],
     provenance: dict[str, str],
 ) -> xr.Dataset:
     cfg = getattr(setup.data, split)
@@ -120,11 +145,16 @@ def _as_dataset(
         **provenance,
     }
     for name in cfg.system:  # per-sample parameters: coordinate along sample, all values in attrs
+        if name in q:
+            attrs[f"system.{name}"] = jsonable(list(cfg.system[name]))
+            continue  # a sample parameter: its coordinate is written below
         values = [jsonable(p[name]) for p in sample_params]
         if not all(isinstance(v, int | float) for v in values):
             values = np.asarray([str(v) for v in values], dtype=object)  # strings, matrices
         coords[name] = ("sample", np.asarray(values))
         attrs[f"system.{name}"] = jsonable(list(cfg.system[name]))
+    for name, values in q.items():  # sample parameters: the values each trajectory ran with
+        coords[name] = ("sample", values)
     ds = xr.Dataset(
         {
             "u": (("sample", "time", *system.state_dims), u),

@@ -18,26 +18,44 @@ def _varied(ds: xr.Dataset, cls) -> list[str]:
     return [name for name in hints if name in ds.coords and ds[name].dims == ("sample",)]
 
 
-def _build(ds: xr.Dataset, cls, sample: int) -> System:
+def _build(ds: xr.Dataset, cls, sample: int, static: bool = False) -> System:
+    """The system of one sample; with ``static``, its sample parameters are those of sample 0
+    (they reach the step through ``bind``, so they do not split a group)."""
     values = {}
     for name, tp in typing.get_type_hints(cls.config_class).items():
         if name in ds.coords and ds[name].dims == ("sample",):
-            value = ds[name].values[sample].item()
+            at = 0 if static and name in cls.sample_params else sample
+            value = ds[name].values[at].item()
         else:
             value = ds.attrs[f"system.{name}"]
         values[name] = coerce(tp, value, f"attribute system.{name}")
     return cls(cls.config_class(**values))
 
 
+def sample_params(ds: xr.Dataset, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The sample parameters of the trajectories ``idx`` (all by default), name → values."""
+    cls = system_class(ds.attrs["system"])
+    missing = [name for name in cls.sample_params if name not in ds.coords]
+    if missing:
+        raise DatasetError(
+            f"the {cls.name} dataset has no coordinate {', '.join(missing)} (a sample parameter "
+            "of every trajectory); regenerate it with `ml4d generate`"
+        )
+    rows = slice(None) if idx is None else idx
+    return {name: np.asarray(ds[name].values[rows], dtype=np.float64) for name in cls.sample_params}
+
+
 def system_of(ds: xr.Dataset) -> System:
     """Rebuild the system that generated ``ds`` from its attributes.
 
     Training uses the step S of exactly the system in the data, never a second copy of the
-    parameters. A split with several parameter combinations has no single system.
+    parameters. A split whose parameter combinations differ in more than sample parameters has
+    no single system; sample parameters (``as_pairs``) ride along with every sample.
     """
     groups = system_groups(ds)
     if len(groups) > 1:
-        varied = _varied(ds, system_class(ds.attrs["system"]))
+        cls = system_class(ds.attrs["system"])
+        varied = [n for n in _varied(ds, cls) if n not in cls.sample_params]
         raise DatasetError(
             f"split {ds.attrs['split']!r} mixes several values of {', '.join(varied)}; "
             "train on a split with one parameter combination"
@@ -45,21 +63,28 @@ def system_of(ds: xr.Dataset) -> System:
     return groups[0][0]
 
 
-def system_groups(ds: xr.Dataset) -> list[tuple[System, np.ndarray]]:
-    """The systems of a split and the sample indices of each, in order of first appearance
-    (an ood split may hold several parameter combinations, each rolled out with its own S)."""
+def system_groups(ds: xr.Dataset) -> list[tuple[System, np.ndarray, dict[str, np.ndarray]]]:
+    """The systems of a split, the sample indices of each and their sample parameters, in order
+    of first appearance (an ood split may hold several parameter combinations, each rolled out
+    with its own S; trajectories that differ only in sample parameters share one system)."""
     cls = system_class(ds.attrs["system"])
     groups: dict[System, list[int]] = {}
     for sample in range(ds.sizes["sample"]):
-        groups.setdefault(_build(ds, cls, sample), []).append(sample)
-    return [(system, np.asarray(idx)) for system, idx in groups.items()]
+        groups.setdefault(_build(ds, cls, sample, static=True), []).append(sample)
+    return [
+        (system, np.asarray(idx), sample_params(ds, np.asarray(idx)))
+        for system, idx in groups.items()
+    ]
 
 
-def as_pairs(ds: xr.Dataset) -> dict[str, jnp.ndarray]:
+def as_pairs(ds: xr.Dataset) -> dict[str, typing.Any]:
     """Every stored frame as one training sample: ``u (N, *state)``, ``y (N, *closure)``,
-    ``t (N,)`` with N = samples × frames."""
+    ``t (N,)`` with N = samples × frames, and ``q`` the sample parameters of each (name → (N,);
+    empty for systems without them)."""
     n = ds.sizes["sample"] * ds.sizes["time"]
     u = ds.u.values.reshape(n, *ds.u.shape[2:])
     y = ds.y.values.reshape(n, *ds.y.shape[2:])
     t = np.broadcast_to(ds.time.values, ds.u.shape[:2]).reshape(n)
-    return {"u": jnp.asarray(u), "y": jnp.asarray(y), "t": jnp.asarray(t)}
+    frames = ds.sizes["time"]
+    q = {name: jnp.asarray(np.repeat(v, frames)) for name, v in sample_params(ds).items()}
+    return {"u": jnp.asarray(u), "y": jnp.asarray(y), "t": jnp.asarray(t), "q": q}

@@ -79,15 +79,23 @@ CLOSURE_KINDS = {"linear": LinearClosureConfig, "local": LocalClosureConfig, "un
 MANIFOLD_KINDS = {"linear": LinearAutoencoderConfig, "conv": ConvAutoencoderConfig}
 
 
-def _grid(system: System, what: str) -> tuple[int, int, bool]:
-    """(channels, n, periodic) of a 2D field state, or a clear error."""
+def _grid(system: System, what: str) -> tuple[int, tuple[int, int], bool]:
+    """(channels, (n1, n2), periodic) of a 2D field state, or a clear error."""
     shape = system.state_shape
-    if len(shape) != 3 or shape[1] != shape[2]:
+    if len(shape) != 3:
         raise ML4DError(
-            f"a {what} needs square 2D fields (channels, n, n); "
+            f"a {what} needs 2D fields (channels, n1, n2); "
             f"system {system.name!r} has states of shape {shape}"
         )
-    return shape[0], shape[1], system.boundary == "periodic"
+    return shape[0], (shape[1], shape[2]), system.boundary == "periodic"
+
+
+def _check_levels(grid: tuple[int, int], levels: int, what: str) -> None:
+    if any(n % 2**levels for n in grid):
+        raise ML4DError(
+            f"{what} with {levels} levels needs both grid sides divisible by {2**levels}; "
+            f"the grid is {grid[0]} x {grid[1]}: use fewer levels"
+        )
 
 
 def build_closure(config: ClosureConfig, system: System, seed: int) -> nnx.Module:
@@ -105,10 +113,7 @@ def build_closure(config: ClosureConfig, system: System, seed: int) -> nnx.Modul
         return LocalClosure(
             channels, out, config.hidden, config.depth, config.stencil, periodic=periodic, rngs=rngs
         )
-    if n % 2**config.levels:
-        raise ML4DError(
-            f"unet with {config.levels} levels needs n divisible by {2**config.levels}; n = {n}"
-        )
+    _check_levels(n, config.levels, "unet")
     return UNet(channels, out, config.width, config.levels, periodic=periodic, rngs=rngs)
 
 
@@ -122,11 +127,7 @@ def build_manifold(config: ManifoldConfig, system: System, seed: int) -> nnx.Mod
             )
         return LinearAutoencoder(system.state_shape[0], config.latent, rngs=rngs)
     channels, n, periodic = _grid(system, "conv autoencoder")
-    if n % 2**config.levels:
-        raise ML4DError(
-            f"conv autoencoder with {config.levels} levels needs n divisible by "
-            f"{2**config.levels}; n = {n}"
-        )
+    _check_levels(n, config.levels, "conv autoencoder")
     return ConvAutoencoder(
         channels, config.width, config.levels, config.latent_channels, periodic=periodic, rngs=rngs
     )

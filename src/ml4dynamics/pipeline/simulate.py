@@ -15,6 +15,7 @@ import xarray as xr
 
 from ml4dynamics import __version__, registry
 from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import sample_params
 from ml4dynamics.datasets.store import write_store
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.evaluation import network_closure
@@ -23,10 +24,25 @@ from ml4dynamics.rollout import rollout
 
 
 def initial_state(
-    system, seed: int | None, init: Path | None, sample: int, warmup: int | None, meta: dict
-) -> tuple[jax.Array, float, str]:
-    """(u0, t0, description): the last frame of a stored trajectory, or a random state from
-    ``seed`` advanced ``warmup`` steps with the exact closure (default: the training data's)."""
+    system,
+    seed: int | None,
+    init: Path | None,
+    sample: int,
+    warmup: int | None,
+    meta: dict,
+    params: dict[str, float] | None = None,
+) -> tuple[jax.Array, float, dict[str, jax.Array], str]:
+    """(u0, t0, sample parameters, description): the last frame of a stored trajectory (with its
+    sample parameters), or a random state from ``seed`` advanced ``warmup`` steps with the exact
+    closure (default: the training data's); ``params`` overrides sample parameters."""
+    params = dict(params or {})
+    unknown = set(params) - set(system.sample_params)
+    if unknown:
+        known = ", ".join(system.sample_params) or "none"
+        raise ML4DError(
+            f"--param {', '.join(sorted(unknown))}: not a sample parameter of {system.name} "
+            f"(those are: {known})"
+        )
     if init is not None:
         ds = open_dataset(init)
         if ds.attrs["system"] != system.name or tuple(ds.u.shape[2:]) != system.state_shape:
@@ -37,15 +53,23 @@ def initial_state(
         if not 0 <= sample < ds.sizes["sample"]:
             raise ML4DError(f"--sample {sample} is out of range: {init} has {ds.sizes['sample']}")
         u0 = jnp.asarray(ds.u.values[sample, -1])
-        return u0, float(ds.time.values[-1]), f"last frame of sample {sample} of {init}"
+        stored = {k: v[0] for k, v in sample_params(ds, np.array([sample])).items()}
+        q = _as_params({**stored, **params})
+        return u0, float(ds.time.values[-1]), q, f"last frame of sample {sample} of {init}"
     if warmup is None:
         warmup = int(meta.get("data", {}).get("warmup_steps", 0))
     if warmup < 0:
         raise ML4DError(f"--warmup must be >= 0, got {warmup}")
-    u0 = system.initial_state(jax.random.key(seed))
+    key = jax.random.key(seed)
+    q = _as_params({**system.trajectory_params(jax.random.fold_in(key, 1)), **params})
+    u0 = system.bind(q).initial_state(key)
     if warmup:
-        u0 = rollout(system, system.closure, u0, 0.0, warmup, warmup)[-1]
-    return u0, warmup * system.dt, f"seed {seed}, {warmup} exact warm-up steps"
+        u0 = rollout(system, None, u0, 0.0, warmup, warmup, q=q)[-1]
+    return u0, warmup * system.dt, q, f"seed {seed}, {warmup} exact warm-up steps"
+
+
+def _as_params(q: dict) -> dict[str, jax.Array]:
+    return {name: jnp.asarray(float(v), dtype=jnp.float64) for name, v in q.items()}
 
 
 def run(
@@ -57,6 +81,7 @@ def run(
     sample: int = 0,
     store_every: int = 1,
     warmup: int | None = None,
+    params: dict[str, float] | None = None,
 ) -> dict:
     if steps < 1:
         raise ML4DError(f"--steps must be >= 1, got {steps}")
@@ -67,9 +92,9 @@ def run(
     if out.suffix != ".zarr":
         raise ML4DError(f"--out must name a .zarr store, got {out}")
     model, system, meta = registry.load_registered(model_uri)
-    u0, t0, origin = initial_state(system, seed, init, sample, warmup, meta)
+    u0, t0, q, origin = initial_state(system, seed, init, sample, warmup, meta, params)
     closure_fn = network_closure(model)
-    frames = np.asarray(rollout(system, closure_fn, u0, t0, steps, store_every))
+    frames = np.asarray(rollout(system, closure_fn, u0, t0, steps, store_every, q=q))
     finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
     if not finite.all():
         first = int(np.argmin(finite))
@@ -86,7 +111,12 @@ def run(
             "u": (("sample", "time", *system.state_dims), frames[None]),
             "y": (("sample", "time", *system.closure_dims), y[None]),
         },
-        coords={"sample": [0], "time": times, **system.coords()},
+        coords={
+            "sample": [0],
+            "time": times,
+            **system.coords(),
+            **{name: ("sample", [float(v)]) for name, v in q.items()},
+        },
         attrs={
             **system.attrs(),
             "split": "simulate",

@@ -10,6 +10,7 @@ version already registered. Aliases are read with ``get_model_version_by_alias``
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,8 @@ def load_registered(model_uri: str):
     uri = configured_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # models:/ URIs resolve through the registry
+    # a download bar on stderr would bury the one-line errors that follow the download
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="ml4d-model-") as target:
         try:
             local = mlflow.artifacts.download_artifacts(

@@ -5,10 +5,13 @@ from __future__ import annotations
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.systems.base import System, SystemConfig
 from ml4dynamics.systems.linear import Linear, LinearConfig
+from ml4dynamics.systems.ns_channel import ChannelFlow, ChannelFlowConfig
 from ml4dynamics.systems.reaction_diffusion import ReactionDiffusion, ReactionDiffusionConfig
 
 #: every system by the name used in params.yaml and on the command line
-SYSTEMS: dict[str, type[System]] = {cls.name: cls for cls in (Linear, ReactionDiffusion)}
+SYSTEMS: dict[str, type[System]] = {
+    cls.name: cls for cls in (Linear, ReactionDiffusion, ChannelFlow)
+}
 
 
 def system_class(name: str) -> type[System]:
@@ -29,6 +32,8 @@ def make_system(config: SystemConfig) -> System:
 
 __all__ = [
     "SYSTEMS",
+    "ChannelFlow",
+    "ChannelFlowConfig",
     "Linear",
     "LinearConfig",
     "ReactionDiffusion",

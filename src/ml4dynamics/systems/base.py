@@ -14,17 +14,24 @@ Conventions (float64 throughout; see ``ml4dynamics/__init__.py``):
 - every method acts on a single sample; batches are ``jax.vmap`` and rollouts ``jax.lax.scan``
   (see ``ml4dynamics.rollout``);
 - ``t`` is the time at the start of the step, so that non-autonomous systems (an oscillating
-  inflow) fit; autonomous systems ignore it.
+  inflow) fit; autonomous systems ignore it;
+- *sample parameters* (``sample_params``) are per-trajectory numbers the step reads as traced
+  values rather than compile-time constants: a Reynolds number swept across the trajectories of
+  one split, an inflow position drawn per trajectory. One compiled step then serves a whole
+  split. Their values travel with the data (a coordinate along ``sample``) and reach the physics
+  through ``bind``; a system without them (the default) never needs binding.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -65,8 +72,13 @@ class System(abc.ABC):
     #: the config class this system is built from
     config_class: ClassVar[type[SystemConfig]]
 
+    #: per-trajectory parameters read through ``param`` (see the module docstring): config fields
+    #: that a split may sweep, and quantities drawn per trajectory by ``draw_params``
+    sample_params: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, config: SystemConfig):
         self.config = config
+        self._bound: Mapping[str, Any] | None = None
 
     # Systems are static arguments of jitted functions: two systems built from equal configs
     # are equal, so jit reuses one compilation for them (e.g. the train, val and test splits).
@@ -74,7 +86,52 @@ class System(abc.ABC):
         return type(self) is type(other) and self.config == other.config  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
+        if self._bound is not None:
+            # a bound system carries traced values: it must never become a static jit argument
+            raise TypeError("a system bound to sample parameters is not hashable; bind inside jit")
         return hash((type(self), self.config))
+
+    # -- sample parameters --------------------------------------------------------------------
+    def default_params(self) -> dict[str, float]:
+        """The config's values of the sample parameters that are config fields."""
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        return {n: getattr(self.config, n) for n in self.sample_params if n in fields}
+
+    def draw_params(self, key: jax.Array) -> dict[str, jax.Array]:
+        """Sample parameters drawn at random per trajectory (none by default)."""
+        return {}
+
+    def trajectory_params(self, key: jax.Array) -> dict[str, Any]:
+        """Every sample parameter of one new trajectory: the config's, then the drawn ones."""
+        given = {n: jnp.asarray(v, dtype=jnp.float64) for n, v in self.default_params().items()}
+        return {**given, **self.draw_params(key)}
+
+    def bind(self, q: Mapping[str, Any] | None) -> System:
+        """This system reading the sample parameters ``q`` (name → scalar, possibly traced).
+        ``None`` or an empty mapping returns the system itself."""
+        if not q:
+            return self
+        missing = set(self.sample_params) - set(q)
+        unknown = set(q) - set(self.sample_params)
+        if missing or unknown:
+            raise ValueError(
+                f"{self.name}: sample parameters {sorted(q)} given, {sorted(self.sample_params)} "
+                "expected"
+            )
+        bound = copy.copy(self)
+        bound._bound = dict(q)
+        return bound
+
+    def param(self, name: str) -> Any:
+        """The value of sample parameter ``name``: the bound one, else the config's."""
+        if self._bound is not None:
+            return self._bound[name]
+        if name in self.default_params():
+            return getattr(self.config, name)
+        raise ValueError(
+            f"{self.name}: {name!r} is drawn per trajectory; bind the trajectory's sample "
+            "parameters first (system.bind(q))"
+        )
 
     @property
     def dt(self) -> float:
