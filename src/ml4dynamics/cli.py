@@ -202,6 +202,15 @@ def _cmd_linear_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shift_correlation(args: argparse.Namespace) -> int:
+    from ml4dynamics.pipeline import shift_correlation
+
+    dirs = [Path("metrics") / system / "evaluate" for system in args.system]
+    result = shift_correlation.run(dirs, Path(args.out))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from ml4dynamics.datasets import open_dataset
 
@@ -376,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lt.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
     lt.set_defaults(func=_cmd_linear_theory)
+
+    sc = sub.add_parser(
+        "shift-correlation",
+        help="rank correlation between distribution shift and rollout error over all evaluations",
+        description="Spearman's rank correlation between the excess shift and the error at the "
+        "horizon over every evaluated (closure, split or swept parameter value) of the given "
+        "systems, read from metrics/SYSTEM/evaluate; blown-up units are counted, not ranked.",
+    )
+    sc.add_argument("system", nargs="+", help="systems whose evaluations to pool, e.g. rd")
+    sc.add_argument("--out", default="metrics/shift_correlation.json", help="output JSON")
+    sc.set_defaults(func=_cmd_shift_correlation)
 
     be = sub.add_parser(
         "bench",
