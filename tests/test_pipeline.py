@@ -56,6 +56,7 @@ def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     pipeline["vars"] = [
         {"systems": ["linear", "rd"]},
+        {"manifolds": ["linear", "rd"]},
         {"models": TEST_MODELS},
         {"registered": ["rd"]},
     ]

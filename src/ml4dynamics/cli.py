@@ -185,8 +185,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ml4dynamics.pipeline import bench
 
     models = Path("models") / args.system
+    out = Path(args.out or f"bench/{args.system}_train_step.json")
     report = bench.time_steps(
-        args.system, args.params, Path("data") / args.system, models / "manifold", Path(args.out)
+        args.system, args.params, Path("data") / args.system, models / "manifold", out
     )
     print(json.dumps(report, indent=2))
     return 0
@@ -406,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("system", nargs="?", default="rd", help="system name (default: rd)")
     be.add_argument("--params", default="params.yaml", help=PARAMS_HELP)
-    be.add_argument("--out", default="bench/train_step.json", help="output (default: %(default)s)")
+    be.add_argument("--out", help="output (default: bench/SYSTEM_train_step.json)")
     be.set_defaults(func=_cmd_bench)
 
     par = sub.add_parser(
