@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml4dynamics import estimators
 from ml4dynamics.cli import main
 from ml4dynamics.config import parse_params
 from tests.conftest import REPO, run_cli, small_params, write_params
@@ -44,17 +45,25 @@ BAD = [
     (
         "heat",
         {"system": {}, "data": {}},
-        "heat: unknown section; use one of: linear, rd, ns_channel, manifold, train, estimators, reg,",
+        "heat: unknown section; use one of: linear, ns_channel, rd, manifold, train, estimators, reg,",
     ),
+]
+
+# Stage sections: each is checked by the stage that reads it (and all of them by `ml4d params`).
+BAD_STAGE = [
     # estimators: each kind has exactly its own weight; TR takes lam from `reg`
     ("estimators.mols", {"kind": "mols"}, "estimators.mols: an estimator of kind 'mols' has"),
-    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "the TR weight lam lives in `reg`"),
-    ("estimators.x", {"kind": "ridge"}, "estimators.x.kind: missing or unknown; use one of: ols"),
-    ("estimators.aols.sigma", 0.0, "estimators.aols.sigma: must be > 0 for kind aols"),
+    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "(the tr weight lam lives in `reg`)"),
+    ("estimators.x", {"kind": "ridge"}, "estimators.x.kind: missing or unknown; use one of: aols"),
+    ("estimators.aols.sigma", 0.0, "estimators.aols.sigma: must be > 0 (the input-noise level"),
     ("estimators.tr-gradient.normal", "hessian", "estimators.tr-gradient.normal: must be one of"),
     ("reg.lam", -1.0, "reg.lam: must be >= 0"),
     ("evaluate.bound", 0.5, "evaluate.bound: must be > 1"),
     ("promote.max_error", 0.0, "promote.max_error: must be > 0"),
+    ("promote", {"max_error": 0.5}, "promote: must have exactly the gate thresholds"),
+    ("train.rd.model.kind", "resnet", "train.rd.model.kind: unknown kind 'resnet'"),
+    ("manifold.rd.optim.lr", -1.0, "manifold.rd.optim.lr: must be > 0"),
+    ("linear_theory.horizon", 0, "linear_theory.horizon: must be >= 1"),
 ]
 
 
@@ -68,6 +77,31 @@ def test_bad_parameter_gives_one_line_and_writes_nothing(tmp_path, capsys, key, 
     assert err.count("\n") == 1 and err.startswith("ml4d: error: "), err
     assert message in err, err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"), BAD_STAGE, ids=[f"{k}={v!r}" for k, v, _ in BAD_STAGE]
+)
+def test_bad_stage_parameter_is_one_line_from_ml4d_params(tmp_path, capsys, key, value, message):
+    params = write_params(tmp_path / "params.yaml", edit(small_params(), key, value))
+    code = main(["params", "--params", str(params)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"ml4d: error: {params}: "), err
+    assert message in err, err
+
+
+def test_the_stage_that_reads_a_section_checks_it(tmp_path, capsys):
+    """`ml4d train` refuses a bad TR weight before any work (and names the file and key)."""
+    params = write_params(tmp_path / "params.yaml", edit(small_params(), "reg.lam", -1.0))
+    code = main(["train", "rd", "--estimator", "tr-projector", "--params", str(params)])
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and err
+        == f"ml4d: error: {params}: reg.lam: must be >= 0 (the weight of "
+        "the tangent-space penalty), got -1.0; set a value >= 0\n"
+    )
 
 
 def test_missing_key_names_it_and_the_default(tmp_path, capsys):
@@ -87,7 +121,7 @@ def test_unknown_system_on_the_command_line(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr
-        == "ml4d: error: unknown system 'heat'; known systems: linear, rd, ns_channel\n"
+        == "ml4d: error: unknown system 'heat'; known systems: linear, ns_channel, rd\n"
     )
     assert not (tmp_path / "data").exists()
 
@@ -113,11 +147,12 @@ def test_the_repository_params_are_valid():
 
 def test_estimators_resolve_with_the_shared_tr_weight():
     params = parse_params(small_params())
-    tr = params.estimator("tr-gradient")
+    tr = estimators.estimator(params, "tr-gradient").config
     assert (tr.kind, tr.normal, tr.lam) == ("tr", "gradient", 1.0)
-    assert params.estimator("mols").wd == 1.0e-4 and params.estimator("mols").lam == 0.0
+    mols = estimators.estimator(params, "mols").config
+    assert mols.wd == 1.0e-4 and not hasattr(mols, "lam")  # only the keys it uses
     with pytest.raises(Exception, match="no estimator 'ridge' under 'estimators'"):
-        params.estimator("ridge")
+        estimators.estimator(params, "ridge")
 
 
 def test_configs_are_frozen():

@@ -9,22 +9,21 @@ import pytest
 from flax import nnx
 
 from ml4dynamics import linear_theory as lt
+from ml4dynamics.closure_training import train_closure
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.estimators import (
-    RegConfig,
-    gradient_penalty,
-    projector_penalty,
-    tangent_penalty,
-    unit_normal,
-)
+from ml4dynamics.estimators import Estimator, parse_estimator
+from ml4dynamics.estimators.base import projector_penalty
+from ml4dynamics.estimators.tangent_space import gradient_penalty, unit_normal
 from ml4dynamics.models import LinearAutoencoder, LinearClosure
-from ml4dynamics.pipeline.train import train_closure
 from ml4dynamics.training import OptimConfig
 
 
-def reg(kind: str, lam: float = 0.0, wd: float = 0.0, normal: str = "projector") -> RegConfig:
-    return RegConfig(kind=kind, lam=lam, normal=normal, sigma=0.0, wd=wd, eps=1e-12)
+def reg(kind: str, lam: float = 0.0, wd: float = 0.0, normal: str = "projector") -> Estimator:
+    """The estimator ``kind`` as params.yaml would configure it (only the keys it uses)."""
+    entry = {"kind": kind, **({"wd": wd} if kind == "mols" else {})}
+    entry |= {"normal": normal} if kind == "tr" else {}
+    return parse_estimator(entry, f"estimators.{kind}", {"reg": {"lam": lam, "eps": 1e-12}})
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +129,8 @@ def test_penalties_through_the_hybrid_field_of_the_linear_system(linear_data):
         r = reg("tr", lam=1.0, normal=normal)
         n = jax.vmap(lambda v: unit_normal(recon, v, 1e-12))(u)
         b = {**batch, "n": n}
-        assert tangent_penalty(r, system, lambda x: x @ tangent_c.T, b, recon) < 1e-20
-        assert tangent_penalty(r, system, lambda x: x @ normal_c.T, b, recon) > 0.5
+        assert r.penalty(system, lambda x: x @ tangent_c.T, b, recon) < 1e-20
+        assert r.penalty(system, lambda x: x @ normal_c.T, b, recon) > 0.5
 
 
 def test_gradient_form_degenerates_on_exact_data(linear_data):
@@ -149,14 +148,10 @@ def test_gradient_form_degenerates_on_exact_data(linear_data):
     batch = {"u": u, "t": jnp.zeros(1), "n": n}
     assert np.all(np.asarray(n) == 0.0)
     assert (
-        tangent_penalty(
-            reg("tr", 1.0, normal="gradient"), system, lambda x: x @ normal_c.T, batch, recon
-        )
+        reg("tr", 1.0, normal="gradient").penalty(system, lambda x: x @ normal_c.T, batch, recon)
         == 0.0
     )
     assert (
-        tangent_penalty(
-            reg("tr", 1.0, normal="projector"), system, lambda x: x @ normal_c.T, batch, recon
-        )
+        reg("tr", 1.0, normal="projector").penalty(system, lambda x: x @ normal_c.T, batch, recon)
         > 0.4
     )

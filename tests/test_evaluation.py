@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ml4dynamics.config import PromoteConfig
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.evaluation import correlation, hybrid_rollouts, score_split, split_score
-from ml4dynamics.gates import check, refusal
+from ml4dynamics.gates import Champion, check, refusal
 
 
 def synthetic(truth: np.ndarray, dt: float = 0.5) -> xr.Dataset:
@@ -90,15 +89,15 @@ def test_gates_pass_fail_and_say_why():
         for s in ("test", "ood")
     }
     good["score"] = 0.2
-    config = PromoteConfig(max_error=0.5, max_shift=2.0)
-    assert all(g.passed for g in check(good, config, None, None))
-    assert all(g.passed for g in check(good, config, 0.3, "v1"))
-    worse = check(good, config, 0.1, "v1")  # the champion scores better
+    config = {"max_error": 0.5, "max_shift": 2.0}
+    assert all(g.passed for g in check(good, config))
+    assert all(g.passed for g in check(good, config, Champion(0.3, "v1")))
+    worse = check(good, config, Champion(0.1, "v1"))  # the champion scores better
     assert [g.name for g in worse if not g.passed] == ["not_worse_than_champion"]
     blown = {**good, "ood": {**good["ood"], "stable_fraction": 0.5, "stability_horizon": 3.0}}
     blown["ood"]["error_horizon"] = None
     blown["score"] = None
-    failed = check(blown, config, 0.1, "v1")
+    failed = check(blown, config, Champion(0.1, "v1"))
     assert {g.name for g in failed if not g.passed} == {
         "finite_and_bounded",
         "error_at_horizon",

@@ -7,14 +7,12 @@ import dataclasses
 import pytest
 
 from ml4dynamics import registry
-from ml4dynamics.config import EvaluateConfig
-from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets import open_dataset, open_splits
 from ml4dynamics.datasets.pairs import system_of
-from ml4dynamics.evaluation import evaluate_splits, split_score
+from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, split_score
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import export_model
-from ml4dynamics.pipeline.evaluate import open_splits
-from ml4dynamics.pipeline.promote import champion_score
+from ml4dynamics.promotion import champion_score
 from ml4dynamics.tracking import Run
 
 EVALUATE = EvaluateConfig(bound=10.0, report_time=2.0)
@@ -31,9 +29,10 @@ def store(tmp_path, monkeypatch):
 def register(tmp_path, system, seed: int, data_fingerprint: str):
     """A (randomly initialised) closure exported, registered and made champion."""
     config = LocalClosureConfig("local", 4, 1, 1)
-    model = build_closure(config, system, seed=seed)
+    model = build_closure(config, system.state_field, system.closure_field, seed=seed)
     meta = {"system": "rd", "system_config": dataclasses.asdict(system.config), "estimator": "ols"}
-    closure_dir = export_model(tmp_path / f"closure{seed}", "closure", model, config, meta)
+    fields = {"state": system.state_field, "closure": system.closure_field}
+    closure_dir = export_model(tmp_path / f"closure{seed}", "closure", model, config, meta, fields)
     run = Run("rd", "train", "rd-ols", {})
     version = registry.log_closure(closure_dir, system, "rd-closure")
     run.end()
@@ -51,17 +50,20 @@ def test_champion_is_scored_on_the_candidates_data(store, generated):
 
     # same data as the candidate: the score recorded on the version is used
     same = champion_score(champion, {"data_fingerprint": "older-data"}, None, EVALUATE, system)
-    assert same == (9.9, f"v{champion.version} (ols)")
+    assert (same.score, same.label) == (9.9, f"v{champion.version} (ols)")
     # other data: the champion is rolled out again on the candidate's data
-    score, label = champion_score(
-        champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, system
+    score, label = dataclasses.astuple(
+        champion_score(
+            champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, system
+        )
     )
-    summaries, *_ = evaluate_splits(open_splits(generated / "rd"), model, None, 10.0, 2.0)
+    splits = open_splits(generated / "rd", ("test", "ood"))
+    summaries, *_ = evaluate_splits(splits, model, None, 10.0, 2.0)
     assert score == split_score(list(summaries.values())) and "re-evaluated" in label
     # another grid: not comparable (the gate then passes on the candidate's own merits)
     other = type(system)(dataclasses.replace(system.config, n=16))
-    score, label = champion_score(
-        champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, other
+    score, label = dataclasses.astuple(
+        champion_score(champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, other)
     )
     assert score is None and "not comparable" in label
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.pipeline.shift_correlation import ranks, run, spearman, units
+from ml4dynamics.shift_correlation import correlate, ranks, spearman, units
+from tests.conftest import run_cli
 
 
 def test_ranks_average_ties():
@@ -47,15 +48,24 @@ def test_units_use_swept_groups_and_skip_blow_ups(tmp_path):
     rows = units(metrics, "x.json")
     assert [r["unit"] for r in rows] == ["test re=100", "test re=500", "ood"]
     other = {"system": "rd", "estimator": "ols", "test": _summary(0.2, 1.0), "ood": None}
-    for name, m in (("ols", metrics), ("tr", {**metrics, "estimator": "tr"})):
-        (tmp_path / f"{name}.json").write_text(json.dumps(m))
-    (tmp_path / "rd").mkdir()
-    (tmp_path / "rd" / "ols.json").write_text(json.dumps(other))
-    out = tmp_path / "corr.json"
-    result = run([tmp_path, tmp_path / "rd"], out)
+    # the stage's own files: metrics/<system>/evaluate/<estimator>.json
+    for system, name, m in (
+        ("ns_channel", "ols", metrics),
+        ("ns_channel", "tr", {**metrics, "estimator": "tr"}),
+        ("rd", "ols", other),
+    ):
+        folder = tmp_path / "metrics" / system / "evaluate"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.json").write_text(json.dumps(m))
+    done = run_cli(["shift-correlation", "ns_channel", "rd"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((tmp_path / "metrics" / "shift_correlation.json").read_text())
+    result = correlate(written["rows"])
+    assert {k: written[k] for k in result} == result
     assert result["units"] == 7 and result["ranked"] == 5 and result["blown_up_or_unscored"] == 2
     # ranked: (0.5, 0.1) twice, (1.5, 0.4) twice, (1.0, 0.2): perfectly concordant
     assert result["spearman_all"] == pytest.approx(1.0)
-    assert json.loads(out.read_text())["rows"][0]["unit"] == "test re=100"
-    with pytest.raises(ML4DError, match="no evaluation metrics"):
-        run([tmp_path / "empty"], out)
+    assert written["rows"][0]["unit"] == "test re=100"
+    missing = run_cli(["shift-correlation", "linear"], cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "no evaluation metrics in metrics/linear/evaluate" in missing.stderr

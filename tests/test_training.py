@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.estimators import RegConfig, estimator_loss
+from ml4dynamics.estimators import parse_estimator
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import load_model
-from ml4dynamics.pipeline.train import frozen, train_closure, with_normals
 from ml4dynamics.training import OptimConfig
 from tests.conftest import BIN, run_cli, small_params, write_params
 
@@ -83,8 +83,12 @@ def copy_project(base: Path, dest: Path) -> tuple[Path, dict]:
 
 def final_params(root: Path) -> list[np.ndarray]:
     ds = open_dataset(root / "data" / "rd" / "train.zarr")
+    system = system_of(ds)
     model, _ = load_model(
-        root / "models" / "rd" / "closures" / "tr-projector", "closure", system_of(ds)
+        root / "models" / "rd" / "closures" / "tr-projector",
+        "closure",
+        system.state_field,
+        system.closure_field,
     )
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
@@ -170,16 +174,23 @@ ESTIMATORS = [
 def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, kind, normal):
     ds = open_dataset(base_project / "data" / "rd" / "train.zarr")
     system = system_of(ds)
-    manifold, _ = load_model(base_project / "models" / "rd" / "manifold", "manifold", system)
+    manifold, _ = load_model(
+        base_project / "models" / "rd" / "manifold", "manifold", system.state_field
+    )
     recon = frozen(manifold)
-    reg = RegConfig(kind=kind, lam=1.0, normal=normal, sigma=0.01, wd=1e-4, eps=1e-8)
+    own = {"ols": {}, "mols": {"wd": 1e-4}, "aols": {"sigma": 0.01}, "tr": {"normal": normal}}
+    reg = parse_estimator(
+        {"kind": kind, **own[kind]}, f"estimators.{kind}", {"reg": {"lam": 1.0, "eps": 1e-8}}
+    )
     data = as_pairs(ds)
-    scored = with_normals(data, recon, reg) if normal == "gradient" else data
-    model = build_closure(LocalClosureConfig("local", 8, 2, 1), system, seed=0)
+    scored = reg.prepare(data, recon)
+    model = build_closure(
+        LocalClosureConfig("local", 8, 2, 1), system.state_field, system.closure_field, seed=0
+    )
 
     @nnx.jit
     def loss_of(m):
-        return estimator_loss(reg, system, m, scored, jax.random.key(0), recon)[0]
+        return reg.loss(system, m, scored, jax.random.key(0), recon)[0]
 
     def loss_now() -> float:
         return float(loss_of(model))
@@ -202,17 +213,18 @@ def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, kin
         assert "train_tr_penalty" in history.epochs[0]
 
 
-def test_reg_config_is_validated():
+def test_estimator_configs_are_validated():
+    """Each kind validates only its own keys, and names the section each key was read from."""
     from ml4dynamics.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="^lam: must be >= 0"):
-        RegConfig(kind="tr", lam=-1.0, normal="gradient", sigma=0.0, wd=0.0, eps=1e-8)
-    with pytest.raises(ConfigError, match="^sigma: must be > 0 for kind aols"):
-        RegConfig(kind="aols", lam=0.0, normal="gradient", sigma=0.0, wd=0.0, eps=1e-8)
-    assert (
-        dataclasses.replace(
-            RegConfig(kind="tr", lam=1.0, normal="gradient", sigma=0.0, wd=0.0, eps=1e-8),
-            normal="projector",
-        ).label
-        == "tr-projector"
+    reg = {"reg": {"lam": -1.0, "eps": 1e-8}}
+    with pytest.raises(ConfigError, match="^reg.lam: must be >= 0"):
+        parse_estimator({"kind": "tr", "normal": "gradient"}, "estimators.tr-gradient", reg)
+    with pytest.raises(ConfigError, match="^estimators.aols.sigma: must be > 0"):
+        parse_estimator({"kind": "aols", "sigma": 0.0}, "estimators.aols", reg)
+    tr = parse_estimator(
+        {"kind": "tr", "normal": "projector"}, "estimators.x", {"reg": {"lam": 2.0, "eps": 1e-8}}
     )
+    assert tr.label == "tr-projector" and tr.config.lam == 2.0 and tr.needs_manifold
+    ols = parse_estimator({"kind": "ols"}, "estimators.ols")
+    assert dataclasses.asdict(ols.config) == {"kind": "ols"}  # no dummy weights of others

@@ -1,6 +1,6 @@
 """params.yaml → typed, frozen configuration, validated before any work starts.
 
-Layout of params.yaml: one top-level section per system (``linear``, ``rd``), each with
+Layout of params.yaml: one top-level section per system (``linear``, ``rd``, ...), each with
 
     system: every parameter of the system's config class (no hidden defaults)
     data:   warm-up, storage stride, label noise and the four splits train / val / test / ood
@@ -15,8 +15,9 @@ and one section per later stage, keyed by system where the stage is per system:
     promote:           the thresholds of the registry's promotion gates
     linear_theory:     the λ sweep of the paper's linear experiment
 
-Stage sections are optional here and required by the stage that reads them, so each DVC stage
-depends on exactly the keys it uses.
+Stage sections are optional here and required, parsed and validated by the stage that reads them
+(each by the library module that owns it), so each DVC stage depends on exactly the keys and the
+code it uses; ``ml4d params`` validates the whole file.
 
 A split may override system parameters with a list of values per parameter
 (``ood: {system: {gamma_u: [0.25]}}``); it then holds trajectories for every combination.
@@ -27,25 +28,17 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
 from ml4dynamics.errors import ConfigError, ML4DError
-from ml4dynamics.estimators import RegConfig
-from ml4dynamics.models import CLOSURE_KINDS, MANIFOLD_KINDS, ClosureConfig, ManifoldConfig
 from ml4dynamics.systems import SYSTEMS, SystemConfig
-from ml4dynamics.training import OptimConfig
-from ml4dynamics.validation import (
-    coerce,
-    parse,
-    parse_tagged,
-    require,
-    require_non_negative,
-    require_positive,
-)
+from ml4dynamics.validation import coerce, parse, require, require_non_negative
+
+T = TypeVar("T")
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -144,104 +137,10 @@ def split_variants(
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class NetworkStage:
-    """``manifold.<system>`` or ``train.<system>``: an architecture and its optimisation."""
-
-    model: ClosureConfig | ManifoldConfig
-    optim: OptimConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class LinearTheoryConfig:
-    """The paper's linear experiment: terminal error after ``horizon`` steps vs λ."""
-
-    lams: tuple[float, ...]
-    horizon: int
-    samples: int
-
-    def __post_init__(self) -> None:
-        require(len(self.lams) > 0, "lams", "must list at least one λ", "e.g. [1, 2, 4]")
-        for i, lam in enumerate(self.lams):
-            require_positive(lam, f"lams[{i}]", "a regularisation weight")
-        require(self.horizon >= 1, "horizon", "must be >= 1", "the paper uses 50 steps")
-        require(self.samples >= 1, "samples", "must be >= 1", "the paper uses 5")
-
-
-@dataclasses.dataclass(frozen=True)
-class TangentConfig:
-    """``reg``: the tangent-space penalty shared by the TR estimators (DVC: ``reg.lam``)."""
-
-    lam: float
-    eps: float
-
-    def __post_init__(self) -> None:
-        require_non_negative(self.lam, "lam", "the weight of the tangent-space penalty")
-        require_positive(self.eps, "eps", "the regulariser of the normal's length")
-
-
-# The keys an estimator entry has besides ``kind``: its own weight (TR's come from ``reg``).
-ESTIMATOR_KEYS = {"ols": (), "mols": ("wd",), "aols": ("sigma",), "tr": ("normal",)}
-# What a non-TR estimator reports as its (unused) TR settings: the penalty in projector form is
-# logged for every estimator so runs compare on one scale.
-_UNUSED = {"lam": 0.0, "normal": "projector", "sigma": 0.0, "wd": 0.0, "eps": 1e-8}
-
-
-def _estimators(raw: Any, tangent: TangentConfig | None) -> dict[str, RegConfig]:
-    require(
-        isinstance(raw, Mapping) and len(raw) > 0,
-        "estimators",
-        "must map estimator names to settings",
-        "e.g. {ols: {kind: ols}, tr-projector: {kind: tr, normal: projector}}",
-    )
-    out = {}
-    for name, entry in raw.items():
-        key = f"estimators.{name}"
-        require(
-            isinstance(entry, Mapping) and entry.get("kind") in ESTIMATOR_KEYS,
-            f"{key}.kind",
-            "missing or unknown",
-            f"use one of: {', '.join(ESTIMATOR_KEYS)}",
-        )
-        wanted = {"kind", *ESTIMATOR_KEYS[entry["kind"]]}
-        require(
-            set(entry) == wanted,
-            key,
-            f"an estimator of kind {entry['kind']!r} has exactly the keys {sorted(wanted)}",
-            "remove the others (the TR weight lam lives in `reg`)",
-        )
-        values = {**_UNUSED, **entry}
-        if entry["kind"] == "tr":
-            require(tangent is not None, "reg", "missing", "add reg: {lam: ..., eps: ...}")
-            values.update(lam=tangent.lam, eps=tangent.eps)
-        out[str(name)] = parse(RegConfig, values, key)
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    """``evaluate``: how hybrid rollouts are scored (DESIGN §6)."""
-
-    bound: float  # a frame with max|û| > bound · max|u| of its true trajectory has blown up
-    report_time: float  # the error is also reported this long after the rollout starts
-
-    def __post_init__(self) -> None:
-        require(self.bound > 1, "bound", "must be > 1", "e.g. 10 (ten times the true maximum)")
-        require_positive(self.report_time, "report_time", "a time after the rollout's start")
-
-
-@dataclasses.dataclass(frozen=True)
-class PromoteConfig:
-    """``promote``: thresholds of the registry's gates (DESIGN §5)."""
-
-    max_error: float  # relative L2 error at the horizon, mean over the trajectories of a split
-    max_shift: float  # excess log10 F of the hybrid over the truth's, worst frame and trajectory
-
-    def __post_init__(self) -> None:
-        require_positive(self.max_error, "max_error", "a relative error, e.g. 0.5")
-        require_positive(self.max_shift, "max_shift", "decades of F, e.g. 2")
-
-
+#: top-level sections that belong to a stage, not a system; each is parsed by the module that
+#: owns it (``training.network_stage``, ``estimators.estimator_config``, ``gates.configured``,
+#: ``evaluation.evaluate_config``, ``linear_theory.theory_config``) when its stage runs, so a
+#: stage imports and depends on exactly the configuration it reads. ``ml4d params`` checks all.
 STAGE_SECTIONS = (
     "manifold",
     "train",
@@ -255,93 +154,61 @@ STAGE_SECTIONS = (
 
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """The whole of params.yaml."""
+    """params.yaml: the system sections parsed and validated, the stage sections kept raw until
+    their stage asks for them (``section`` / ``parse``), errors naming the file."""
 
     systems: Mapping[str, SystemSetup]
-    manifold: Mapping[str, NetworkStage] = dataclasses.field(default_factory=dict)
-    train: Mapping[str, NetworkStage] = dataclasses.field(default_factory=dict)
-    estimators: Mapping[str, RegConfig] = dataclasses.field(default_factory=dict)
-    reg: TangentConfig | None = None
-    evaluate: EvaluateConfig | None = None
-    promote: PromoteConfig | None = None
-    linear_theory: LinearTheoryConfig | None = None
+    raw: Mapping[str, Any]
+    path: str = "params.yaml"
 
     def setup(self, name: str) -> SystemSetup:
-        _known_system(name)
+        known_system(name)
         if name not in self.systems:
             raise ML4DError(
                 f"params.yaml has no section {name!r}; add one with 'system' and 'data' keys"
             )
         return self.systems[name]
 
-    def stage(self, section: str, name: str) -> NetworkStage:
-        _known_system(name)
-        found = getattr(self, section).get(name)
-        if found is None:
-            raise ML4DError(
-                f"params.yaml has no section '{section}.{name}'; add one with "
-                "'model' and 'optim' keys"
-            )
-        return found
+    def has(self, section: str) -> bool:
+        return section in self.raw
 
-    def estimator(self, name: str) -> RegConfig:
-        if name not in self.estimators:
-            known = ", ".join(self.estimators) or "none"
-            raise ML4DError(
-                f"params.yaml has no estimator {name!r} under 'estimators' (known: {known}); "
-                "add it or use a known name"
-            )
-        return self.estimators[name]
-
-    def require(self, section: str) -> Any:
-        found = getattr(self, section)
-        if found is None:
+    def section(self, section: str) -> Any:
+        """The raw mapping of a stage section, or a clear error if the file lacks it."""
+        if section not in self.raw:
             raise ML4DError(f"params.yaml has no section {section!r}; add it (see README.md)")
-        return found
+        return self.raw[section]
+
+    def parse(self, parser: Callable[[Any, str], T], section: str, key: str | None = None) -> T:
+        """``parser(raw, dotted_key)`` on ``section`` (or its entry ``key``), with the file's
+        name in front of any ``ConfigError``."""
+        raw = self.section(section)
+        dotted = section
+        if key is not None:
+            if not isinstance(raw, Mapping) or key not in raw:
+                raise ML4DError(
+                    f"params.yaml has no section '{section}.{key}'; add it (see README.md)"
+                )
+            raw, dotted = raw[key], f"{section}.{key}"
+        try:
+            return parser(raw, dotted)
+        except ConfigError as err:
+            err.args = (f"{self.path}: {err.args[0]}",)
+            raise
 
 
-def _known_system(name: str) -> None:
+def known_system(name: str) -> None:
     if name not in SYSTEMS:
         raise ML4DError(f"unknown system {name!r}; known systems: {', '.join(SYSTEMS)}")
 
 
-def _network_stages(raw: Any, section: str, kinds: Mapping[str, type]) -> dict[str, NetworkStage]:
-    require(
-        isinstance(raw, Mapping),
-        section,
-        "must be a mapping from system to settings",
-        "see params.yaml in the repository",
-    )
-    out = {}
-    for name, entry in raw.items():
-        key = f"{section}.{name}"
-        require(name in SYSTEMS, key, "not a known system", f"use one of: {', '.join(SYSTEMS)}")
-        require(
-            isinstance(entry, Mapping) and set(entry) == {"model", "optim"},
-            key,
-            "must have exactly the keys 'model' and 'optim'",
-            "see params.yaml",
-        )
-        out[name] = NetworkStage(
-            model=parse_tagged(kinds, entry["model"], f"{key}.model"),
-            optim=parse(OptimConfig, entry["optim"], f"{key}.optim"),
-        )
-    return out
-
-
-def _optional(cls: type, stages: Mapping[str, Any], section: str) -> Any:
-    return parse(cls, stages[section], section) if section in stages else None
-
-
-def parse_params(raw: Any) -> Params:
-    """Validate a mapping read from params.yaml; raise ``ConfigError`` naming the first problem."""
+def parse_params(raw: Any, path: str = "params.yaml") -> Params:
+    """Validate the layout and every system section of a mapping read from params.yaml; raise
+    ``ConfigError`` naming the first problem. Stage sections are checked by their owners."""
     if not isinstance(raw, Mapping):
         raise ConfigError("(top level)", "must be a mapping of sections", "see README.md")
     systems: dict[str, SystemSetup] = {}
-    stages: dict[str, Any] = {}
     for name, section in raw.items():
         if name in STAGE_SECTIONS:
-            stages[name] = section
             continue
         require(
             name in SYSTEMS,
@@ -361,17 +228,7 @@ def parse_params(raw: Any) -> Params:
         for split in SPLITS:
             setup.variants(split)  # validates every override combination now, not mid-run
         systems[name] = setup
-    tangent = _optional(TangentConfig, stages, "reg")
-    return Params(
-        systems=systems,
-        manifold=_network_stages(stages.get("manifold", {}), "manifold", MANIFOLD_KINDS),
-        train=_network_stages(stages.get("train", {}), "train", CLOSURE_KINDS),
-        estimators=_estimators(stages["estimators"], tangent) if "estimators" in stages else {},
-        reg=tangent,
-        evaluate=_optional(EvaluateConfig, stages, "evaluate"),
-        promote=_optional(PromoteConfig, stages, "promote"),
-        linear_theory=_optional(LinearTheoryConfig, stages, "linear_theory"),
-    )
+    return Params(systems=systems, raw=dict(raw), path=path)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -387,7 +244,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ML4DError(f"{path} is not valid YAML{where}; fix the syntax") from None
     try:
-        return parse_params(raw if raw is not None else {})
+        return parse_params(raw if raw is not None else {}, str(path))
     except ConfigError as err:
         err.args = (f"{path}: {err.args[0]}",)  # name the file as well as the key
         raise

@@ -22,6 +22,7 @@ parameter combination; a split with several (ood) is rolled out group by group.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -36,9 +37,27 @@ from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.estimators import reconstruction_error
 from ml4dynamics.rollout import rollout
 from ml4dynamics.systems import system_class
+from ml4dynamics.validation import parse, require, require_positive
 
 CORRELATION_LEVELS = (0.8, 0.9, 0.95)
 BatchFn = Callable[[np.ndarray], np.ndarray]  # (N, *state) -> (N,)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """params.yaml ``evaluate``: how hybrid rollouts are scored."""
+
+    bound: float  # a frame with max|û| > bound · max|u| of its true trajectory has blown up
+    report_time: float  # the error is also reported this long after the rollout starts
+
+    def __post_init__(self) -> None:
+        require(self.bound > 1, "bound", "must be > 1", "e.g. 10 (ten times the true maximum)")
+        require_positive(self.report_time, "report_time", "a time after the rollout's start")
+
+
+def evaluate_config(params) -> EvaluateConfig:
+    """The ``evaluate`` section of params.yaml, validated."""
+    return params.parse(lambda raw, key: parse(EvaluateConfig, raw, key), "evaluate")
 
 
 def network_closure(model) -> Callable[[jax.Array, jax.Array], jax.Array]:

@@ -1,6 +1,9 @@
-"""Promotion gates: named, parameterised checks on evaluation results (DESIGN §5).
+"""Promotion gates as a registry: named, parameterised checks on evaluation results (DESIGN §5).
 
-Each gate reads the summaries of ``ml4dynamics.evaluation`` for the test and ood splits:
+A gate is one entry here: its name, the thresholds it reads from the params.yaml section
+``promote`` (with their meaning), and a check over the evaluation result of one closure (the JSON
+of the evaluate stage) returning (passed, detail). Adding a gate is one decorated function here
+plus its thresholds in params.yaml; the promote stage runs every registered gate.
 
 - ``finite_and_bounded``: every trajectory of every split stays finite and within the bound to
   its horizon;
@@ -13,23 +16,59 @@ Each gate reads the summaries of ``ml4dynamics.evaluation`` for the test and ood
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ml4dynamics.config import PromoteConfig
+from ml4dynamics.validation import coerce, require, require_positive
 
-GATES = ("finite_and_bounded", "error_at_horizon", "shift", "not_worse_than_champion")
+Result = Mapping[str, Any]
+Thresholds = Mapping[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Champion:
+    """The current champion's score on the candidate's data, and how to name it (``None``
+    score: no comparable champion)."""
+
+    score: float | None = None
+    label: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Gate:
+    """The outcome of one gate for one candidate."""
+
     name: str
     passed: bool
     detail: str
 
 
+Check = Callable[[Result, Thresholds, Champion, Sequence[str]], tuple[bool, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class GateSpec:
+    name: str
+    thresholds: Mapping[str, str]  # key in `promote` -> its meaning (for messages)
+    check: Check
+
+
+#: every gate, in the order they run and are reported
+GATES: dict[str, GateSpec] = {}
+
+
+def gate(name: str, **thresholds: str) -> Callable[[Check], Check]:
+    """Register ``check`` as the gate ``name`` reading ``thresholds`` (key=meaning)."""
+
+    def register(check: Check) -> Check:
+        GATES[name] = GateSpec(name, dict(thresholds), check)
+        return check
+
+    return register
+
+
 def _per_split(
-    result: Mapping[str, Any], splits: Sequence[str], key: str, limit: float, what: str
+    result: Result, splits: Sequence[str], key: str, limit: float, what: str
 ) -> tuple[bool, str]:
     parts, ok = [], True
     for split in splits:
@@ -43,15 +82,8 @@ def _per_split(
     return ok, "; ".join(parts)
 
 
-def check(
-    result: Mapping[str, Any],
-    config: PromoteConfig,
-    champion_score: float | None,
-    champion_label: str | None,
-    splits: Sequence[str] = ("test", "ood"),
-) -> list[Gate]:
-    """Every gate on one evaluation ``result`` (the JSON of the evaluate stage)."""
-    gates = []
+@gate("finite_and_bounded")
+def finite_and_bounded(result, limits, champion, splits):
     unstable = [
         f"{s}: {result[s]['trajectories'] * (1 - result[s]['stable_fraction']):.0f} of "
         f"{result[s]['trajectories']} trajectories blow up (first after "
@@ -59,36 +91,65 @@ def check(
         for s in splits
         if result[s]["stable_fraction"] < 1
     ]
-    gates.append(
-        Gate(
-            "finite_and_bounded",
-            not unstable,
-            "; ".join(unstable) or "every trajectory finite and bounded to the horizon",
-        )
-    )
-    gates.append(
-        Gate(
-            "error_at_horizon",
-            *_per_split(result, splits, "error_horizon", config.max_error, "error at horizon"),
-        )
-    )
-    gates.append(
-        Gate("shift", *_per_split(result, splits, "excess_shift", config.max_shift, "shift"))
-    )
+    return not unstable, "; ".join(unstable) or "every trajectory finite and bounded to the horizon"
+
+
+@gate("error_at_horizon", max_error="relative L2 error at the horizon, e.g. 0.5")
+def error_at_horizon(result, limits, champion, splits):
+    return _per_split(result, splits, "error_horizon", limits["max_error"], "error at horizon")
+
+
+@gate("shift", max_shift="decades of F above the truth's, e.g. 2")
+def shift(result, limits, champion, splits):
+    return _per_split(result, splits, "excess_shift", limits["max_shift"], "shift")
+
+
+@gate("not_worse_than_champion")
+def not_worse_than_champion(result, limits, champion, splits):
     score = result.get("score")
-    if champion_score is None:
-        gates.append(Gate("not_worse_than_champion", True, champion_label or "no champion yet"))
-    elif score is None:
-        gates.append(Gate("not_worse_than_champion", False, "no finite score"))
-    else:
-        gates.append(
-            Gate(
-                "not_worse_than_champion",
-                score <= champion_score,
-                f"score {score:.4g} vs champion {champion_label} {champion_score:.4g}",
-            )
-        )
-    return gates
+    if champion.score is None:
+        return True, champion.label or "no champion yet"
+    if score is None:
+        return False, "no finite score"
+    return (
+        score <= champion.score,
+        f"score {score:.4g} vs champion {champion.label} {champion.score:.4g}",
+    )
+
+
+def parse_thresholds(raw: Any, key: str = "promote") -> dict[str, float]:
+    """The ``promote`` section: exactly the thresholds the registered gates read, each > 0."""
+    wanted = {k: meaning for spec in GATES.values() for k, meaning in spec.thresholds.items()}
+    require(
+        isinstance(raw, Mapping) and set(raw) == set(wanted),
+        key,
+        f"must have exactly the gate thresholds {sorted(wanted)}",
+        "see params.yaml in the repository",
+    )
+    out = {}
+    for name, meaning in wanted.items():
+        value = coerce(float, raw[name], f"{key}.{name}")
+        require_positive(value, f"{key}.{name}", meaning)
+        out[name] = value
+    return out
+
+
+def configured(params) -> dict[str, float]:
+    """The thresholds of params.yaml ``promote``, validated."""
+    return params.parse(parse_thresholds, "promote")
+
+
+def check(
+    result: Result,
+    thresholds: Thresholds,
+    champion: Champion = Champion(),
+    splits: Sequence[str] = ("test", "ood"),
+) -> list[Gate]:
+    """Every registered gate on one evaluation ``result``."""
+    return [
+        Gate(spec.name, *spec.check(result, thresholds, champion, splits))
+        for spec in GATES.values()
+    ]
 
 
 def refusal(gates: Sequence[Gate]) -> str:

@@ -15,14 +15,42 @@ These are what gradient descent from a zero start converges to with our loss fun
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml4dynamics.closure_training import train_closure
+from ml4dynamics.estimators.least_squares import MOLS, OLS, MOLSConfig, OLSConfig
+from ml4dynamics.estimators.tangent_space import TangentConfig, TangentSpace
+from ml4dynamics.models import LinearAutoencoder, LinearClosure
 from ml4dynamics.rollout import rollout
-from ml4dynamics.systems import Linear
+from ml4dynamics.systems.linear import Linear
+from ml4dynamics.training import OptimConfig
+from ml4dynamics.validation import parse, require, require_positive
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearTheoryConfig:
+    """params.yaml ``linear_theory``: terminal error after ``horizon`` steps vs λ."""
+
+    lams: tuple[float, ...]
+    horizon: int
+    samples: int
+
+    def __post_init__(self) -> None:
+        require(len(self.lams) > 0, "lams", "must list at least one λ", "e.g. [1, 2, 4]")
+        for i, lam in enumerate(self.lams):
+            require_positive(lam, f"lams[{i}]", "a regularisation weight")
+        require(self.horizon >= 1, "horizon", "must be >= 1", "the paper uses 50 steps")
+        require(self.samples >= 1, "samples", "must be >= 1", "the paper uses 5")
+
+
+def theory_config(params) -> LinearTheoryConfig:
+    """The ``linear_theory`` section of params.yaml, validated."""
+    return params.parse(lambda raw, key: parse(LinearTheoryConfig, raw, key), "linear_theory")
 
 
 def moments(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,3 +97,42 @@ def terminal_errors(
     y = Ĉ u) from ``u_true[:, 0]``; ``u_true (samples, > horizon, d)``."""
     final = _hybrid_final_states(system, jnp.asarray(c_hat), jnp.asarray(u_true[:, 0]), horizon)
     return np.linalg.norm(np.asarray(final) - u_true[:, horizon], axis=-1)
+
+
+def trained_closure(
+    system: Linear, kind: str, lam: float, data: dict, basis: np.ndarray, epochs: int = 1000
+) -> np.ndarray:
+    """Ĉ from our training loop: full-batch gradient descent from zero, step 1/L."""
+    from flax import nnx
+
+    sigma, _ = moments(np.asarray(data["u"]), np.asarray(data["y"]))
+    s_max = np.linalg.eigvalsh(sigma).max()
+    b2 = np.linalg.norm(np.asarray(system.B), 2) ** 2
+    curvature = 2 * s_max * (1 + (lam * b2 / system.dt**2 if kind == "tr" else 0)) + (
+        2 * lam if kind == "mols" else 0
+    )
+    estimator = {
+        "ols": lambda: OLS(OLSConfig("ols")),
+        "mols": lambda: MOLS(MOLSConfig("mols", wd=lam)),
+        "tr": lambda: TangentSpace(TangentConfig("tr", "projector", lam=lam, eps=1e-12)),
+    }[kind]()
+    optim = OptimConfig(
+        optimizer="sgd",
+        lr=1.0 / curvature,
+        epochs=epochs,
+        batch_size=0,
+        seed=0,
+        checkpoint_every=epochs,
+    )
+    model = LinearClosure(system.state_shape[0], system.closure_shape[0], rngs=nnx.Rngs(0))
+    ae = LinearAutoencoder.exact_projector(jnp.asarray(basis))
+    train_closure(
+        system,
+        model,
+        estimator,
+        optim,
+        data,
+        reconstruct=(lambda u: ae(u[None])[0]) if kind == "tr" else None,
+        progress=False,
+    )
+    return np.asarray(model.C[...])

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
-from ml4dynamics.systems.base import System
+if TYPE_CHECKING:  # the systems import this module (their default reference data roll out)
+    from ml4dynamics.systems.base import System
 
 Closure = Callable[[jax.Array, jax.Array], jax.Array]
 Params = dict[str, jax.Array]  # a trajectory's sample parameters (see systems.base)

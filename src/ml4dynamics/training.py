@@ -3,7 +3,11 @@
 Determinism: the batch order of epoch e is a permutation drawn from (seed, e) and the noise key
 of step s from (seed, e, s), so a run resumed at (e, s) replays exactly what an uninterrupted run
 does and ends with bit-identical parameters. SIGINT and SIGTERM stop the run after the current
-step, save a checkpoint at that position and raise ``Interrupted``.
+step (or between two rounds), save a checkpoint at that position and raise ``Interrupted``.
+
+Rounds (DAgger): the training set may grow between rounds of ``epochs`` epochs each; epochs are
+counted globally across rounds, and the samples added so far are saved with every checkpoint, so a
+resumed run never asks for a round's samples twice.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from ml4dynamics.errors import ML4DError
 from ml4dynamics.validation import require, require_positive
 
 Batch = dict[str, jax.Array]
+#: ``grow(model, r)``: the samples added to the training set before round r >= 1
+Grow = Callable[[nnx.Module, int], Batch]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -111,6 +117,36 @@ def make_step(loss_fn: LossFn, regulariser: Callable[[nnx.Module], jax.Array] | 
     return step
 
 
+def _grown_leaves(new: Batch, train: Batch, r: int) -> list[jax.Array]:
+    """The arrays of ``grow``'s batch for round ``r``, checked against the training set."""
+    where = f"grow(model, {r})"
+    if jax.tree.structure(new) != jax.tree.structure(train):
+        raise ML4DError(
+            f"{where} returned {jax.tree.structure(new)}; it must have the keys of the training "
+            f"set, {jax.tree.structure(train)}"
+        )
+    leaves = [jnp.asarray(a) for a in jax.tree.leaves(new)]
+    for a, b in zip(jax.tree.leaves(train), leaves, strict=True):
+        if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+            raise ML4DError(
+                f"{where} returned an array of shape {b.shape} ({b.dtype}) for one of shape "
+                f"(N, {', '.join(map(str, a.shape[1:]))}) ({a.dtype}); return samples like the "
+                "training set's"
+            )
+    if len({b.shape[0] for b in leaves}) > 1:
+        raise ML4DError(f"{where} returned arrays with different numbers of samples")
+    return leaves
+
+
+def _concatenate(train: Batch, grown: list[list[jax.Array]]) -> Batch:
+    """The training set of the round after ``grown``: ``train`` with every grown batch appended."""
+    if not grown:
+        return train
+    leaves = jax.tree.leaves(train)
+    joined = [jnp.concatenate([a, *(g[i] for g in grown)]) for i, a in enumerate(leaves)]
+    return jax.tree.unflatten(jax.tree.structure(train), joined)
+
+
 def fit(
     model: nnx.Module,
     loss_fn: LossFn,
@@ -122,27 +158,52 @@ def fit(
     regulariser: Callable[[nnx.Module], jax.Array] | None = None,
     progress: bool = True,
     description: str = "train",
+    grow: Grow | None = None,
+    rounds: int = 1,
 ) -> History:
     """Train ``model`` in place; return the metrics of every epoch.
 
     ``train`` maps names to arrays with a common leading sample axis; batches are gathered inside
     the compiled step. ``regulariser(model)`` (e.g. weight decay) is added to the loss.
     ``evaluate(model)`` gives extra metrics after each epoch; ``on_epoch`` receives all of them.
+
+    ``rounds`` rounds of ``config.epochs`` epochs each: round 0 trains on ``train``; every round
+    r >= 1 first appends ``grow(model, r)`` (new samples, same keys, trailing shapes and dtypes)
+    and keeps it, then trains on everything so far. Epochs are numbered globally; with
+    ``rounds > 1`` each history entry also has its ``round``. Checkpoints are taken every
+    ``checkpoint_every`` (global) epochs, at the end of every round and right after ``grow``.
     """
-    n = next(iter(train.values())).shape[0]
-    per_epoch = _batches(n, config.batch_size)
-    size = n if per_epoch == 1 else config.batch_size
+    if rounds < 1:
+        raise ML4DError(f"rounds must be >= 1, got {rounds}")
+    if rounds > 1 and grow is None:
+        raise ML4DError(f"rounds={rounds} needs a grow function: round r >= 1 adds grow(model, r)")
+    epochs, total = config.epochs, rounds * config.epochs
+    n0 = jax.tree.leaves(train)[0].shape[0]
     optimizer = nnx.Optimizer(model, config.transform(), wrt=nnx.Param)
     root = jax.random.key(config.seed)
     shuffle_root, noise_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
 
     step = make_step(loss_fn, regulariser)
     history, start_epoch, start_step, running = History(), 0, 0, {}
+    grown: list[list[jax.Array]] = []  # the arrays each round r >= 1 added, in order
     if checkpoints is not None:
         meta = checkpoints.restore_latest(model, optimizer)
         if meta is not None:
             history.epochs = meta["history"]
             start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
+            grown = meta.get("grown", [])
+
+    def per_epoch_of(r: int) -> int:
+        return _batches(n0 + sum(g[0].shape[0] for g in grown[:r]), config.batch_size)
+
+    def position(epoch: int, step_in_epoch: int) -> int:
+        """The checkpoint's number: optimisation steps so far plus rounds grown (increasing,
+        and ``epoch * per_epoch + step`` for a single round)."""
+        r = min(epoch // epochs, rounds)
+        done = sum(epochs * per_epoch_of(i) for i in range(r))
+        if epoch > r * epochs or step_in_epoch:
+            done += (epoch - r * epochs) * per_epoch_of(r) + step_in_epoch
+        return done + len(grown)
 
     def save(epoch: int, step_in_epoch: int) -> None:
         if checkpoints is not None:
@@ -152,18 +213,31 @@ def fit(
                 "history": history.epochs,
                 "running": running,
             }
-            checkpoints.save(epoch * per_epoch + step_in_epoch, model, optimizer, meta)
+            checkpoints.save(position(epoch, step_in_epoch), model, optimizer, meta, grown)
 
     bar = tqdm(
-        total=config.epochs,
+        total=total,
         initial=start_epoch,
         desc=description,
         disable=not progress,
         unit="epoch",
         leave=False,
     )
+    data, n, per_epoch, size = train, n0, 0, 0  # of the current round, set on entering it
     with _SignalFlag() as flag:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, total):
+            r = epoch // epochs
+            if epoch == start_epoch or epoch == r * epochs:  # entering (or resuming) round r
+                if len(grown) < r:
+                    grown.append(_grown_leaves(grow(model, r), train, r))
+                    save(epoch, 0)  # the new samples are kept before any training on them
+                    if flag.signum is not None:
+                        bar.close()
+                        raise Interrupted(flag.signum, epoch, 0)
+                data = _concatenate(train, grown[:r])
+                n = jax.tree.leaves(data)[0].shape[0]
+                per_epoch = _batches(n, config.batch_size)
+                size = n if per_epoch == 1 else config.batch_size
             order = jax.random.permutation(jax.random.fold_in(shuffle_root, epoch), n)
             first = start_step if epoch == start_epoch else 0
             if first == 0:
@@ -171,7 +245,7 @@ def fit(
             for s in range(first, per_epoch):
                 idx = order[s * size : (s + 1) * size]
                 key = jax.random.fold_in(jax.random.fold_in(noise_root, epoch), s)
-                loss, parts = step(model, optimizer, train, idx, key)
+                loss, parts = step(model, optimizer, data, idx, key)
                 for name, value in {"loss": loss, **parts}.items():
                     running[name] = running.get(name, 0.0) + float(value)
                 if flag.signum is not None:
@@ -186,12 +260,18 @@ def fit(
                 raise ML4DError(
                     f"training diverged at epoch {epoch}: {metrics}; lower the learning rate"
                 )
-            history.epochs.append({"epoch": epoch, **metrics})
+            history.epochs.append(
+                {"epoch": epoch, **({"round": r} if rounds > 1 else {}), **metrics}
+            )
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
             bar.set_postfix(loss=f"{metrics['train_loss']:.3e}")
             bar.update(1)
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            end_of_round = (epoch + 1) % epochs == 0
+            if (epoch + 1) % config.checkpoint_every == 0 or end_of_round:
                 save(epoch + 1, 0)
+            if end_of_round and epoch + 1 < total and flag.signum is not None:
+                bar.close()  # stopped between rounds: the next round's samples are not drawn
+                raise Interrupted(flag.signum, epoch + 1, 0)
     bar.close()
     return history

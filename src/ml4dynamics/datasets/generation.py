@@ -18,18 +18,22 @@ import numpy as np
 import xarray as xr
 
 from ml4dynamics.config import SystemSetup, jsonable
-from ml4dynamics.rollout import rollout
 from ml4dynamics.systems import System, make_system
 
-#: the code a generated dataset depends on: exactly the deps of the DVC stage ``generate``
-#: (tests/test_pipeline.py checks the two agree); its git revision goes into the attributes
+#: the code that computes a generated dataset: the deps of the DVC stage ``generate`` without the
+#: command's glue (CLI table, layout, stage module; tests/test_dvc_dependencies.py checks the two
+#: agree); its git revision goes into the attributes
 GENERATION_CODE = (
-    "src/ml4dynamics/systems",
-    "src/ml4dynamics/datasets",
+    "src/ml4dynamics/__init__.py",
+    "src/ml4dynamics/errors.py",
+    "src/ml4dynamics/validation.py",
+    "src/ml4dynamics/discovery.py",
+    "src/ml4dynamics/fields.py",
     "src/ml4dynamics/rollout.py",
     "src/ml4dynamics/config.py",
-    "src/ml4dynamics/validation.py",
     "src/ml4dynamics/provenance.py",
+    "src/ml4dynamics/systems",
+    "src/ml4dynamics/datasets",
 )
 
 # independent random streams under one split seed
@@ -45,18 +49,12 @@ def _trajectories(
     steps: int,
     store_every: int,
 ) -> tuple[jax.Array, jax.Array]:
-    """States ``(batch, frames, *state_shape)`` and exact labels ``(batch, frames, *closure)``
-    from the initial-state keys and the sample parameters ``q`` of every trajectory."""
+    """States ``(batch, frames, *state_shape)`` and labels ``(batch, frames, *closure)`` from the
+    initial-state keys and the sample parameters ``q`` of every trajectory (the system's own
+    reference data: by default its exact closure)."""
 
     def one(key: jax.Array, qi: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        bound = system.bind(qi)
-        u = bound.initial_state(key)
-        if warmup_steps:
-            u = rollout(system, None, u, 0.0, warmup_steps, warmup_steps, q=qi)[-1]
-        t0 = warmup_steps * system.dt
-        states = rollout(system, None, u, t0, steps, store_every, q=qi)
-        times = t0 + jnp.arange(states.shape[0]) * (store_every * system.dt)
-        return states, jax.vmap(bound.closure)(states, times)
+        return system.reference_trajectory(key, qi, warmup_steps, steps, store_every)
 
     return jax.vmap(one)(keys, q)
 
@@ -164,7 +162,7 @@ def _as_dataset(
         attrs=attrs,
     )
     ds["u"].attrs["long_name"] = "state"
-    ds["y"].attrs["long_name"] = "closure label: exact closure of the state" + (
+    ds["y"].attrs["long_name"] = f"closure label: {system.label_description}" + (
         f" plus U[0, {setup.data.label_noise}) noise" if setup.data.label_noise else ""
     )
     ds["time"].attrs["units"] = "simulation time"

@@ -77,14 +77,55 @@ def system_groups(ds: xr.Dataset) -> list[tuple[System, np.ndarray, dict[str, np
     ]
 
 
+def steps_per_frame(ds: xr.Dataset) -> int:
+    """Solver steps of S between two consecutive stored frames (the dataset's ``store_every``):
+    a window's frames are ``steps_per_frame(ds)`` steps apart, so an unrolled loss rolls out that
+    many steps from one frame to the next."""
+    if "store_every" not in ds.attrs:
+        raise DatasetError(
+            f"split {ds.attrs.get('split')!r} has no attribute store_every (the solver steps "
+            "between stored frames); regenerate it with `ml4d generate`"
+        )
+    return int(ds.attrs["store_every"])
+
+
+def _windows(ds: xr.Dataset, k: int) -> dict[str, typing.Any]:
+    """``as_windows`` in NumPy (views where possible)."""
+    frames = ds.sizes["time"]
+    if not 1 <= k <= frames:
+        raise DatasetError(
+            f"window length k={k} is outside 1..{frames} (the frames per trajectory of split "
+            f"{ds.attrs.get('split')!r})"
+        )
+
+    def windows(a: np.ndarray) -> np.ndarray:  # (S, T, *rest) -> (S·(T-k+1), k, *rest)
+        w = np.moveaxis(np.lib.stride_tricks.sliding_window_view(a, k, axis=1), -1, 2)
+        return w.reshape(-1, k, *a.shape[2:])
+
+    t = np.broadcast_to(ds.time.values, ds.u.shape[:2])
+    starts = frames - k + 1
+    q = {name: np.repeat(v, starts) for name, v in sample_params(ds).items()}
+    return {"u": windows(ds.u.values), "y": windows(ds.y.values), "t": windows(t), "q": q}
+
+
+def as_windows(ds: xr.Dataset, k: int) -> dict[str, typing.Any]:
+    """Every run of ``k`` consecutive stored frames of every trajectory as one sample.
+
+    ``u (N, k, *state)``, ``y (N, k, *closure)``, ``t (N, k)`` and ``q`` the sample parameters of
+    each window's trajectory (name → (N,)), with N = samples × (frames − k + 1), ordered by
+    sample, then start frame. Frame j + 1 of a window is ``steps_per_frame(ds)`` steps of S after
+    frame j. ``1 <= k <= frames``, else ``DatasetError``. Windows overlap: each frame is held
+    up to k times (k times the memory of ``as_pairs``).
+    """
+    w = _windows(ds, k)
+    q = {name: jnp.asarray(v) for name, v in w.pop("q").items()}
+    return {**{name: jnp.asarray(a) for name, a in w.items()}, "q": q}
+
+
 def as_pairs(ds: xr.Dataset) -> dict[str, typing.Any]:
     """Every stored frame as one training sample: ``u (N, *state)``, ``y (N, *closure)``,
     ``t (N,)`` with N = samples × frames, and ``q`` the sample parameters of each (name → (N,);
-    empty for systems without them)."""
-    n = ds.sizes["sample"] * ds.sizes["time"]
-    u = ds.u.values.reshape(n, *ds.u.shape[2:])
-    y = ds.y.values.reshape(n, *ds.y.shape[2:])
-    t = np.broadcast_to(ds.time.values, ds.u.shape[:2]).reshape(n)
-    frames = ds.sizes["time"]
-    q = {name: jnp.asarray(np.repeat(v, frames)) for name, v in sample_params(ds).items()}
-    return {"u": jnp.asarray(u), "y": jnp.asarray(y), "t": jnp.asarray(t), "q": q}
+    empty for systems without them). The windows of length 1, without their window axis."""
+    w = _windows(ds, 1)
+    q = {name: jnp.asarray(v) for name, v in w.pop("q").items()}
+    return {**{name: jnp.asarray(a[:, 0]) for name, a in w.items()}, "q": q}

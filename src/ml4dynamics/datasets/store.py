@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,11 @@ def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     finally:
         shutil.rmtree(path.parent / f".{path.name}.tmp", ignore_errors=True)
     return path
+
+
+def open_splits(data_dir: str | Path, splits: Sequence[str]) -> dict[str, xr.Dataset]:
+    """The validated stores ``data_dir/<split>.zarr``, by split."""
+    return {split: open_dataset(Path(data_dir) / f"{split}.zarr") for split in splits}
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:

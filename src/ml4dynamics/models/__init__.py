@@ -1,19 +1,23 @@
 """Networks: closures φ_θ and manifold autoencoders, built from validated configs.
 
-Each model kind has its own frozen config class, selected in params.yaml by ``kind``.
+Each model kind has its own frozen config class, selected in params.yaml by ``kind``. A network
+is built from the field specifications of what it maps (``FieldSpec``: channels, grid,
+periodic), never from a system: vectors (grid ``()``) get the linear kinds, fields on a 1D or
+2D grid the convolutional ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 from flax import nnx
 
 from ml4dynamics.errors import ML4DError
+from ml4dynamics.fields import FieldSpec
 from ml4dynamics.models.autoencoders import ConvAutoencoder, LinearAutoencoder
 from ml4dynamics.models.closures import LinearClosure, LocalClosure, UNet
-from ml4dynamics.systems import System
 from ml4dynamics.validation import require
 
 
@@ -79,57 +83,104 @@ CLOSURE_KINDS = {"linear": LinearClosureConfig, "local": LocalClosureConfig, "un
 MANIFOLD_KINDS = {"linear": LinearAutoencoderConfig, "conv": ConvAutoencoderConfig}
 
 
-def _grid(system: System, what: str) -> tuple[int, tuple[int, int], bool]:
-    """(channels, (n1, n2), periodic) of a 2D field state, or a clear error."""
-    shape = system.state_shape
-    if len(shape) != 3:
+def _describe(spec: FieldSpec) -> str:
+    if spec.ndim == 0:
+        return f"a vector of shape {spec.shape}"
+    side = f"{spec.grid[0]}-point" if spec.ndim == 1 else " x ".join(map(str, spec.grid))
+    kind = "periodic" if spec.periodic else "non-periodic"
+    return f"shape {spec.shape} ({spec.channels} channels on a {kind} {side} grid)"
+
+
+def _require_grid(spec: FieldSpec, what: str, role: str, fix: str) -> None:
+    if spec.ndim == 0:
         raise ML4DError(
-            f"a {what} needs 2D fields (channels, n1, n2); "
-            f"system {system.name!r} has states of shape {shape}"
+            f"{what} needs fields on a grid (channels, n1, ...); the {role} is "
+            f"{_describe(spec)}: {fix}"
         )
-    return shape[0], (shape[1], shape[2]), system.boundary == "periodic"
 
 
-def _check_levels(grid: tuple[int, int], levels: int, what: str) -> None:
+def _check_levels(grid: tuple[int, ...], levels: int, what: str) -> None:
     if any(n % 2**levels for n in grid):
         raise ML4DError(
-            f"{what} with {levels} levels needs both grid sides divisible by {2**levels}; "
-            f"the grid is {grid[0]} x {grid[1]}: use fewer levels"
+            f"{what} with {levels} levels needs every grid side divisible by {2**levels}; "
+            f"the grid is {' x '.join(map(str, grid))}: use fewer levels"
         )
 
 
-def build_closure(config: ClosureConfig, system: System, seed: int) -> nnx.Module:
+def build_closure(
+    config: ClosureConfig, state: FieldSpec, closure: FieldSpec, seed: int
+) -> nnx.Module:
+    """The closure network of ``config`` mapping ``(B, *state.shape)`` → ``(B, *closure.shape)``.
+
+    Padding follows ``state.periodic``; parameters are initialised from ``seed``.
+    """
     rngs = nnx.Rngs(seed)
     if isinstance(config, LinearClosureConfig):
-        if len(system.state_shape) != 1:
-            raise ML4DError(
-                f"closure kind 'linear' needs vector states; system {system.name!r} "
-                f"has {system.state_shape}: use 'local' or 'unet'"
-            )
-        return LinearClosure(system.state_shape[0], system.closure_shape[0], rngs=rngs)
-    channels, n, periodic = _grid(system, f"closure of kind {config.kind!r}")
-    out = system.closure_shape[0]
+        for role, spec in (("state", state), ("closure", closure)):
+            if spec.ndim != 0:
+                raise ML4DError(
+                    f"closure kind 'linear' needs vector states and closures; the {role} has "
+                    f"{_describe(spec)}: use 'local' or 'unet'"
+                )
+        return LinearClosure(state.channels, closure.channels, rngs=rngs)
+    what = f"closure kind {config.kind!r}"
+    _require_grid(state, what, "state", "use 'linear'")
+    if closure.grid != state.grid:
+        raise ML4DError(
+            f"{what} maps fields to fields on the same grid; the state has {_describe(state)} "
+            f"but the closure has {_describe(closure)}: give the closure the state's grid"
+        )
+    ndim, periodic, out = state.ndim, state.periodic, closure.channels
     if isinstance(config, LocalClosureConfig):
         return LocalClosure(
-            channels, out, config.hidden, config.depth, config.stencil, periodic=periodic, rngs=rngs
+            state.channels,
+            out,
+            config.hidden,
+            config.depth,
+            config.stencil,
+            ndim=ndim,
+            periodic=periodic,
+            rngs=rngs,
         )
-    _check_levels(n, config.levels, "unet")
-    return UNet(channels, out, config.width, config.levels, periodic=periodic, rngs=rngs)
+    _check_levels(state.grid, config.levels, "unet")
+    return UNet(
+        state.channels, out, config.width, config.levels, ndim=ndim, periodic=periodic, rngs=rngs
+    )
 
 
-def build_manifold(config: ManifoldConfig, system: System, seed: int) -> nnx.Module:
+def build_manifold(config: ManifoldConfig, state: FieldSpec, seed: int) -> nnx.Module:
+    """The autoencoder of ``config`` for states ``(B, *state.shape)``, with a bottleneck."""
     rngs = nnx.Rngs(seed)
+    size = math.prod(state.shape)
     if isinstance(config, LinearAutoencoderConfig):
-        if len(system.state_shape) != 1:
+        if state.ndim != 0:
             raise ML4DError(
-                f"manifold kind 'linear' needs vector states; system "
-                f"{system.name!r} has {system.state_shape}: use 'conv'"
+                f"manifold kind 'linear' needs vector states; the state has "
+                f"{_describe(state)}: use 'conv'"
             )
-        return LinearAutoencoder(system.state_shape[0], config.latent, rngs=rngs)
-    channels, n, periodic = _grid(system, "conv autoencoder")
-    _check_levels(n, config.levels, "conv autoencoder")
+        if config.latent >= size:
+            raise ML4DError(
+                f"manifold kind 'linear' with latent {config.latent} has no bottleneck for "
+                f"states of {size} components: use latent < {size}"
+            )
+        return LinearAutoencoder(state.channels, config.latent, rngs=rngs)
+    _require_grid(state, "manifold kind 'conv'", "state", "use 'linear'")
+    _check_levels(state.grid, config.levels, "conv autoencoder")
+    latent = config.latent_channels * size // (state.channels * 2 ** (config.levels * state.ndim))
+    if latent >= size:
+        raise ML4DError(
+            f"conv autoencoder with levels={config.levels}, latent_channels="
+            f"{config.latent_channels} has no bottleneck for {_describe(state)}: its latent "
+            f"holds {latent} numbers for {size}; use fewer latent_channels or more levels"
+        )
     return ConvAutoencoder(
-        channels, config.width, config.levels, config.latent_channels, periodic=periodic, rngs=rngs
+        state.channels,
+        config.width,
+        config.levels,
+        config.latent_channels,
+        ndim=state.ndim,
+        periodic=state.periodic,
+        rngs=rngs,
     )
 
 

@@ -11,9 +11,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ml4dynamics.models.closures import (
+from ml4dynamics.models.layers import (
     F64,
+    conv,
     downsample,
+    padding,
     to_channels_first,
     to_channels_last,
     upsample,
@@ -49,8 +51,11 @@ class LinearAutoencoder(nnx.Module):
 
 
 class ConvAutoencoder(nnx.Module):
-    """Fields (B, C, n, n) → latent (B, latent_channels, n/2^L, n/2^L) → fields; strided by
-    average pooling, no skip connections."""
+    """Fields (B, C, n1, ..., n_d) → latent (B, latent_channels, n1/2^L, ..., n_d/2^L) → fields,
+    on a grid of ``ndim = d`` dimensions; strided by average pooling, no skip connections.
+
+    The latent holds ``latent_channels / (C 2^(L d))`` times as many numbers as the state; below
+    one that is a bottleneck (``build_manifold`` refuses configs without one)."""
 
     def __init__(
         self,
@@ -59,36 +64,39 @@ class ConvAutoencoder(nnx.Module):
         levels: int,
         latent_channels: int,
         *,
+        ndim: int,
         periodic: bool = True,
         rngs: nnx.Rngs,
     ):
-        pad = "CIRCULAR" if periodic else "SAME"
+        self.ndim = ndim
+        pad = padding(periodic)
 
-        def conv(a: int, b: int) -> nnx.Conv:
-            return nnx.Conv(a, b, kernel_size=(3, 3), padding=pad, param_dtype=F64, rngs=rngs)
+        def conv3(a: int, b: int) -> nnx.Conv:
+            return conv(a, b, ndim, pad, rngs=rngs)
 
         widths = [width * 2**i for i in range(levels)]
         self.enc = nnx.List(
-            [conv(channels if i == 0 else widths[i - 1], widths[i]) for i in range(levels)]
+            [conv3(channels if i == 0 else widths[i - 1], widths[i]) for i in range(levels)]
         )
-        self.to_latent = conv(widths[-1], latent_channels)
-        self.from_latent = conv(latent_channels, widths[-1])
+        self.to_latent = conv3(widths[-1], latent_channels)
+        self.from_latent = conv3(latent_channels, widths[-1])
         self.dec = nnx.List(
-            [conv(widths[i], widths[i - 1] if i else width) for i in reversed(range(levels))]
+            [conv3(widths[i], widths[i - 1] if i else width) for i in reversed(range(levels))]
         )
-        self.out = nnx.Conv(width, channels, kernel_size=(1, 1), param_dtype=F64, rngs=rngs)
+        self.out = nnx.Conv(width, channels, kernel_size=(1,) * ndim, param_dtype=F64, rngs=rngs)
 
     def encode(self, u: jax.Array) -> jax.Array:
-        h = to_channels_last(u)
+        """(B, C, *grid) → latent, channel-last (B, *grid/2^L, latent_channels)."""
+        h = to_channels_last(u, self.ndim)
         for layer in self.enc:
-            h = downsample(nnx.gelu(layer(h)))
+            h = downsample(nnx.gelu(layer(h)), self.ndim)
         return self.to_latent(h)
 
     def decode(self, z: jax.Array) -> jax.Array:
         h = nnx.gelu(self.from_latent(z))
         for layer in self.dec:
-            h = nnx.gelu(layer(upsample(h)))
-        return to_channels_first(self.out(h))
+            h = nnx.gelu(layer(upsample(h, self.ndim)))
+        return to_channels_first(self.out(h), self.ndim)
 
     def __call__(self, u: jax.Array) -> jax.Array:
         return self.decode(self.encode(u))

@@ -1,4 +1,4 @@
-"""Benchmark: the cost of one training step of each estimator, side by side in one run.
+"""``ml4d bench``: the cost of one training step of each estimator, side by side in one run.
 
 Timed in one process on the same data and model, so the ratios to OLS are comparable even on a
 noisy shared machine; absolute times are for orientation only. Not a DVC stage (timings are not
@@ -7,6 +7,7 @@ reproducible bytes); results go to a JSON file that the README quotes.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import platform
 import statistics
@@ -17,14 +18,18 @@ import jax
 import optax
 from flax import nnx
 
+from ml4dynamics import estimators
+from ml4dynamics.cli import params_argument, print_json
+from ml4dynamics.closure_training import frozen, objective
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.errors import ML4DError
+from ml4dynamics.layout import Layout
 from ml4dynamics.models import build_closure
 from ml4dynamics.models.io import load_model
-from ml4dynamics.pipeline.outputs import write_json
-from ml4dynamics.pipeline.train import estimator_objective, frozen, with_normals
+from ml4dynamics.network_config import network_stage
+from ml4dynamics.outputs import write_json
 from ml4dynamics.training import make_step
 
 
@@ -38,20 +43,21 @@ def time_steps(
     steps: int = 20,
 ) -> dict:
     params = load_params(params_path)
-    stage = params.stage("train", system_name)
-    if "ols" not in params.estimators:
+    stage = network_stage(params, "train", system_name)
+    configured = estimators.configured(params)
+    if "ols" not in configured:
         raise ML4DError("`ml4d bench` reports ratios to OLS: add `ols: {kind: ols}` to estimators")
     ds = open_dataset(data_dir / "train.zarr")
     system = system_of(ds)
-    reconstruct = frozen(load_model(manifold_dir, "manifold", system)[0])
+    reconstruct = frozen(load_model(manifold_dir, "manifold", system.state_field)[0])
     data = as_pairs(ds)
     batch = stage.optim.batch_size or data["u"].shape[0]
     idx = jax.numpy.arange(batch)
     results = {}
-    for label, reg in params.estimators.items():  # every estimator of params.yaml
-        loss, regulariser = estimator_objective(system, reg, reconstruct)
-        local = with_normals(data, reconstruct, reg) if reg.normal == "gradient" else data
-        model = build_closure(stage.model, system, seed=0)
+    for label, estimator in configured.items():  # every estimator of params.yaml
+        loss, regulariser = objective(estimator, system, reconstruct)
+        local = estimator.prepare(data, reconstruct)
+        model = build_closure(stage.model, system.state_field, system.closure_field, seed=0)
         opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
         step = make_step(loss, regulariser)
         key = jax.random.key(0)
@@ -76,3 +82,24 @@ def time_steps(
     }
     write_json(out, report)
     return report
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Time one optimisation step of each estimator on data/SYSTEM side by side and write the "
+        "medians and their ratios to OLS as JSON. Needs the generate and fit_manifold outputs "
+        "(`dvc repro fit_manifold@SYSTEM`)."
+    )
+    parser.add_argument("system", nargs="?", default="rd", help="system name (default: rd)")
+    params_argument(parser)
+    parser.add_argument("--out", help="output (default: bench/SYSTEM_train_step.json)")
+
+
+def main(args: argparse.Namespace) -> int:
+    layout = Layout()
+    out = Path(args.out or f"bench/{args.system}_train_step.json")
+    report = time_steps(
+        args.system, args.params, layout.data(args.system), layout.manifold(args.system), out
+    )
+    print_json(report)
+    return 0

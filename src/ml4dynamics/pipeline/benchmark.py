@@ -1,4 +1,5 @@
-"""The frozen golden benchmark (``data/benchmark``, tracked by the top-level ``data.dvc``).
+"""``ml4d benchmark`` (a command, not a DVC stage): the frozen golden benchmark
+(``data/benchmark``, tracked by the top-level ``data.dvc``).
 
 ``build`` generates reference trajectories once — the test and ood splits of every system in
 params.yaml, with seeds of their own so they never coincide with pipeline data — and stores the
@@ -14,6 +15,7 @@ and is not part of the benchmark: the manifold is retrained with the data, the b
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import shutil
@@ -25,14 +27,23 @@ from typing import Any
 import yaml
 
 from ml4dynamics import registry
-from ml4dynamics.config import SPLITS, EvaluateConfig, SystemSetup, load_params
-from ml4dynamics.datasets import generate_split, write_datasets
+from ml4dynamics.cli import params_argument
+from ml4dynamics.config import SPLITS, SystemSetup, load_params
+from ml4dynamics.datasets import generate_split, open_splits, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import evaluate_splits, numeric_metrics, split_score
-from ml4dynamics.pipeline.outputs import write_json
+from ml4dynamics.evaluation import (
+    EvaluateConfig,
+    evaluate_config,
+    evaluate_splits,
+    numeric_metrics,
+    split_score,
+)
+from ml4dynamics.layout import Layout
+from ml4dynamics.outputs import write_json
 from ml4dynamics.provenance import provenance
+from ml4dynamics.tracking import Run
 from ml4dynamics.validation import parse
 
 BENCHMARK_SPLITS = ("test", "ood")
@@ -64,7 +75,7 @@ def build(params_path: str, out: Path, systems: list[str] | None, track: bool = 
             "the team's DVC remote), or run `dvc remove data.dvc` to rebuild it on purpose"
         )
     params = load_params(params_path)
-    evaluate: EvaluateConfig = params.require("evaluate")
+    evaluate = evaluate_config(params)
     names = systems or list(params.systems)
     prov = provenance(".", GENERATION_CODE)
     recipe: dict[str, Any] = {
@@ -139,9 +150,6 @@ def benchmark_hash(dvc_file: Path = Path("data.dvc")) -> str:
 
 def score(model_uris: list[str], root: Path, out: Path) -> dict:
     """Score each registered closure on the benchmark; write ``out`` and log to MLflow."""
-    from ml4dynamics.pipeline.evaluate import open_splits
-    from ml4dynamics.tracking import Run
-
     recipe_path = root / RECIPE
     if not recipe_path.is_file():
         raise ML4DError(
@@ -187,3 +195,36 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
         print(f"{uri} ({meta.get('estimator')}): score {result['score']}")
     write_json(out, report)
     return report
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "`build`: generate reference test/ood trajectories of every system (seeds +1000) into "
+        "data/benchmark with their recipe, and track them as data.dvc (refuses to overwrite). "
+        "`score`: roll registered closures out on it with the recipe's evaluation settings; "
+        "write the scores as JSON and log them to MLflow."
+    )
+    parser.add_argument("action", choices=("build", "score"), help="build or score")
+    parser.add_argument("--model", action="append", help="registry URI to score (repeatable)")
+    parser.add_argument("--system", action="append", help="build: only these systems (repeatable)")
+    parser.add_argument("--out", help="benchmark dir (default: data/benchmark)")
+    parser.add_argument(
+        "--scores", default="benchmark_scores.json", help="score: output (default: %(default)s)"
+    )
+    params_argument(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Layout().benchmark
+    if args.action == "build":
+        if args.model:
+            raise ML4DError("`ml4d benchmark build` takes no --model; use `ml4d benchmark score`")
+        recipe = build(args.params, out, args.system or None)
+        print(f"built {out} for {', '.join(recipe['systems'])}; tracked by data.dvc")
+        print("commit data.dvc and data/.gitignore; `dvc push` shares it through the remote")
+        return 0
+    if not args.model:
+        raise ML4DError("`ml4d benchmark score` needs --model models:/<system>-closure@<alias>")
+    score(args.model, out, Path(args.scores))
+    print(f"wrote {args.scores}")
+    return 0

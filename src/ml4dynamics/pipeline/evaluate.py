@@ -1,70 +1,74 @@
-"""Stage ``evaluate``: hybrid rollouts of a trained closure on the test and ood splits.
+"""``ml4d evaluate`` (stage ``evaluate``): hybrid rollouts of a trained closure on the test and
+ood splits.
 
 Writes ``metrics/<system>/evaluate/<estimator>.json`` (summaries per split, see
-``ml4dynamics.evaluation`` for the definitions), per-frame curves as CSV for ``dvc plots`` and
-PNG figures under ``plots/<system>/evaluate/<estimator>/``, and logs all of it to the MLflow run
-that trained the model.
+``ml4dynamics.evaluation`` for the definitions), per-frame curves as CSV for ``dvc plots`` and PNG
+figures under ``plots/<system>/evaluate/<estimator>/``, and logs all of it to the MLflow run that
+trained the model.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
 import numpy as np
-import xarray as xr
 
-from ml4dynamics.config import EvaluateConfig, load_params
-from ml4dynamics.datasets import open_dataset
+from ml4dynamics import estimators, figures
+from ml4dynamics.cli import closure_arguments, print_json
+from ml4dynamics.closure_training import frozen
+from ml4dynamics.config import load_params
+from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.evaluation import (
     curve_rows,
+    evaluate_config,
     evaluate_splits,
     frame_stride,
     numeric_metrics,
     split_score,
 )
+from ml4dynamics.layout import Layout
 from ml4dynamics.models.io import load_model
-from ml4dynamics.pipeline import figures
-from ml4dynamics.pipeline.outputs import fingerprint, write_csv, write_json
-from ml4dynamics.pipeline.train import frozen
+from ml4dynamics.outputs import fingerprint, write_csv, write_json
 from ml4dynamics.tracking import Run
 
 SPLITS = ("test", "ood")
 
 
-def open_splits(data_dir: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, xr.Dataset]:
-    """The validated evaluation splits of a data directory."""
-    return {split: open_dataset(data_dir / f"{split}.zarr") for split in splits}
+def configure(parser: argparse.ArgumentParser) -> None:
+    closure_arguments(
+        parser,
+        (
+            "Roll the closure models/SYSTEM/closures/ESTIMATOR out (un-nudged, float64, with the "
+            "system's own step) from the first frame of every test and ood trajectory; write "
+            "metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under "
+            "plots/SYSTEM/evaluate/ESTIMATOR/, and log them to the model's MLflow run."
+        ),
+    )
 
 
-def run(
-    system_name: str,
-    estimator: str,
-    params_path: str,
-    data_dir: Path,
-    manifold_dir: Path,
-    closure_dir: Path,
-    metrics_path: Path,
-    plots_dir: Path,
-) -> dict:
-    params = load_params(params_path)
-    params.estimator(estimator)  # an unknown name fails here, naming the known ones
-    config: EvaluateConfig = params.require("evaluate")
-    datasets = open_splits(data_dir)
+def main(args: argparse.Namespace) -> int:
+    layout, name, label = Layout(), args.system, args.estimator
+    params = load_params(args.params)
+    estimators.estimator(params, label)  # an unknown name fails here, naming the known ones
+    config = evaluate_config(params)
+    data_dir, closure_dir = layout.data(name), layout.closure(name, label)
+    datasets = open_splits(data_dir, SPLITS)
     system = system_of(datasets["test"])
-    closure, meta = load_model(closure_dir, "closure", system)
-    manifold, _ = load_model(manifold_dir, "manifold", system)
+    closure, meta = load_model(closure_dir, "closure", system.state_field, system.closure_field)
+    manifold, _ = load_model(layout.manifold(name), "manifold", system.state_field)
     summaries, curves, frames = evaluate_splits(
         datasets, closure, frozen(manifold), config.bound, config.report_time
     )
     result = {
-        "system": system_name,
-        "estimator": estimator,
+        "system": name,
+        "estimator": label,
         "closure_fingerprint": fingerprint({}, [closure_dir]),
-        "data_fingerprint": fingerprint({}, [data_dir / f"{s}.zarr" for s in SPLITS]),
+        "data_fingerprint": fingerprint({}, [layout.split(name, s) for s in SPLITS]),
         "score": split_score([summaries[s] for s in SPLITS]),
         **summaries,
     }
+    plots_dir = layout.evaluate_plots(name, label)
     plots_dir.mkdir(parents=True, exist_ok=True)
     pngs = []
     for split in SPLITS:
@@ -78,7 +82,7 @@ def run(
                 plots_dir / f"{split}_snapshots.png",
                 times,
                 {"truth": truth, "hybrid": hybrid, "difference": hybrid - truth},
-                f"{system_name} {estimator}: {split} trajectory 0",
+                f"{name} {label}: {split} trajectory 0",
                 fields,
             )
         )
@@ -87,7 +91,7 @@ def run(
             plots_dir / "error.png",
             {s: (curves[s]["time"], curves[s]["rel_error"]) for s in SPLITS},
             "relative L2 error",
-            f"{system_name} {estimator}: hybrid rollout error",
+            f"{name} {label}: hybrid rollout error",
         )
     )
     if "log10_f_hybrid" in curves["test"]:
@@ -100,18 +104,18 @@ def run(
                 plots_dir / "shift.png",
                 shift,
                 "log10 F(u)",
-                f"{system_name} {estimator}: distribution shift",
+                f"{name} {label}: distribution shift",
                 log=False,
             )
         )
-    write_json(metrics_path, result)
+    write_json(layout.evaluate_metrics(name, label), result)
 
     tracker = Run(
-        system_name,
+        name,
         "evaluate",
-        f"{system_name}-{estimator}",
-        {"estimator": estimator, "evaluate": vars(config)},
-        tags={"role": "closure", "estimator": estimator},
+        f"{name}-{label}",
+        {"estimator": label, "evaluate": vars(config)},
+        tags={"role": "closure", "estimator": label},
         run_id=meta.get("mlflow_run_id"),
     )
     tracker.log_metrics(
@@ -126,4 +130,5 @@ def run(
     for png in pngs:
         tracker.log_artifact(png, "evaluation")
     tracker.end()
-    return result
+    print_json(result)
+    return 0

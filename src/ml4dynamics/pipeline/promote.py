@@ -1,62 +1,49 @@
-"""Stage ``promote``: submit every evaluated closure of a system to the registry.
+"""``ml4d promote`` (stage ``promote``): submit every evaluated closure of a system to the registry.
 
 For each ``metrics/<system>/evaluate/<estimator>.json`` (sorted by name): register the closure
 (once per closure fingerprint) as a version of ``<system>-closure`` logged into the closure's own
-MLflow run, give it alias ``candidate``, run the gates and move ``champion`` to it only when every
-gate passes. Gate results and the reason for a refusal become version tags and
-``metrics/<system>/promotion.json``; a summary run of the stage is logged to MLflow.
+MLflow run, give it alias ``candidate``, run every registered gate (``ml4dynamics.gates``) and move
+``champion`` to it only when all pass. Gate results and the reason for a refusal become version
+tags and ``metrics/<system>/promotion.json``; a summary run of the stage is logged to MLflow.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
-from ml4dynamics import gates as gate_checks
-from ml4dynamics import registry
-from ml4dynamics.config import EvaluateConfig, PromoteConfig, load_params
+from ml4dynamics import gates, registry
+from ml4dynamics.cli import params_argument, system_argument
+from ml4dynamics.config import load_params
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import split_score
-from ml4dynamics.pipeline.outputs import fingerprint, write_json
+from ml4dynamics.evaluation import evaluate_config
+from ml4dynamics.layout import Layout
+from ml4dynamics.outputs import fingerprint, write_json
+from ml4dynamics.promotion import champion_score
 from ml4dynamics.registry.packaging import load_closure_dir
 from ml4dynamics.tracking import Run
 
 
-def champion_score(
-    champion, result: dict[str, Any], data_dir: Path, evaluate: EvaluateConfig, system
-) -> tuple[float | None, str | None]:
-    """The champion's score on the data ``result`` was computed on, and how it was obtained."""
-    if champion is None:
-        return None, None
-    label = f"v{champion.version} ({champion.tags.get('estimator', '?')})"
-    if champion.tags.get("data_fingerprint") == result["data_fingerprint"]:
-        score = champion.tags.get("score")
-        return (None if score in (None, "None") else float(score)), label
-    from ml4dynamics.evaluation import evaluate_splits
-    from ml4dynamics.pipeline.evaluate import open_splits
-
-    model, champ_system, _ = registry.load_registered(f"models:/{champion.name}/{champion.version}")
-    if champ_system != system:
-        return None, f"champion {label} closes another system configuration: not comparable"
-    summaries, *_ = evaluate_splits(
-        open_splits(data_dir), model, None, evaluate.bound, evaluate.report_time
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "For every metrics/SYSTEM/evaluate/ESTIMATOR.json: register the closure as a version of "
+        "SYSTEM-closure (MLflow models-from-code pyfunc, once per closure), alias it "
+        "`candidate`, run the gates of params.yaml `promote` and move `champion` to it only if "
+        "all pass. Writes metrics/SYSTEM/promotion.json; gate results become version tags."
     )
-    return split_score(list(summaries.values())), f"{label}, re-evaluated on the current data"
+    system_argument(parser)
+    params_argument(parser)
 
 
-def run(
-    system_name: str,
-    params_path: str,
-    data_dir: Path,
-    closures_dir: Path,
-    evaluations_dir: Path,
-    metrics_path: Path,
-) -> dict:
-    params = load_params(params_path)
-    config: PromoteConfig = params.require("promote")
-    evaluate: EvaluateConfig = params.require("evaluate")
+def main(args: argparse.Namespace) -> int:
+    layout, system_name = Layout(), args.system
+    params = load_params(args.params)
+    thresholds = gates.configured(params)
+    evaluate = evaluate_config(params)
+    data_dir, closures_dir = layout.data(system_name), layout.closures(system_name)
+    evaluations_dir, metrics_path = layout.evaluations(system_name), layout.promotion(system_name)
     name = registry.registered_name(system_name)
     results = sorted(evaluations_dir.glob("*.json"))
     if not results:
@@ -98,10 +85,11 @@ def run(
             entry.update(passed=True, decision="champion (unchanged)")
             report["candidates"][estimator] = entry
             continue
-        score, label = champion_score(champion, result, data_dir, evaluate, system)
-        checks = gate_checks.check(result, config, score, label)
+        checks = gates.check(
+            result, thresholds, champion_score(champion, result, data_dir, evaluate, system)
+        )
         passed = all(g.passed for g in checks)
-        reason = gate_checks.refusal(checks)
+        reason = gates.refusal(checks)
         tags = {
             "data_fingerprint": result["data_fingerprint"],
             "score": result["score"],
@@ -133,7 +121,7 @@ def run(
         system_name,
         "promote",
         f"{system_name}-promote",
-        {"promote": dataclasses.asdict(config)},
+        {"promote": thresholds},
         tags={"role": "promotion", "champion": str(report["champion"])},
     )
     summary.log_metrics(
@@ -142,4 +130,5 @@ def run(
     )
     summary.log_artifact(metrics_path, "promotion")
     summary.end()
-    return report
+    print(json.dumps(report["champion"]))
+    return 0

@@ -1,105 +1,41 @@
-"""Stage ``shift_correlation``: does distribution shift go with rollout error? (the paper's claim)
-
-Across every evaluated closure of every system, each *unit* is one group of trajectories scored
-together: a split, or one value of a parameter the split sweeps (``by_re``, ``by_gamma_u``). For
-each unit we take the rollout's excess shift (max over frames of log10 F(û) − log10 F(u)) and its
-relative L2 error at the horizon, and compute Spearman's rank correlation over the units where
-both are finite. Units that blew up have neither; they are counted, not ranked (a blown-up
-rollout is both off the manifold and wrong, so ranking it would only inflate the correlation).
-"""
+"""``ml4d shift-correlation`` (stage ``shift_correlation``): does distribution shift go with
+rollout error? Reads every evaluation of the given systems, ranks them with
+``ml4dynamics.shift_correlation`` and writes the result."""
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ml4dynamics.cli import print_json, system_argument
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.pipeline.outputs import write_json
-
-SPLITS = ("test", "ood")
-
-
-def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1 … n, ties given their average rank."""
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        r[tied] = r[tied].mean()
-    return r
+from ml4dynamics.layout import Layout
+from ml4dynamics.outputs import write_json
+from ml4dynamics.shift_correlation import correlate, units
 
 
-def spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    """Spearman's ρ: the Pearson correlation of the ranks."""
-    rx, ry = ranks(np.asarray(list(x), float)), ranks(np.asarray(list(y), float))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = np.sqrt(np.sum(rx**2) * np.sum(ry**2))
-    if denom == 0:
-        raise ML4DError("the rank correlation needs at least two distinct values of each")
-    return float(np.sum(rx * ry) / denom)
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Spearman's rank correlation between the excess shift and the error at the horizon over "
+        "every evaluated (closure, split or swept parameter value) of the given systems, read "
+        "from metrics/SYSTEM/evaluate; blown-up units are counted, not ranked."
+    )
+    system_argument(parser, nargs="+", what="systems whose evaluations to pool")
+    parser.add_argument("--out", help="output JSON (default: metrics/shift_correlation.json)")
 
 
-def units(metrics: dict[str, Any], source: str) -> list[dict[str, Any]]:
-    """The scored groups of one evaluation file (see the module docstring)."""
-    out = []
-    for split in SPLITS:
-        summary = metrics.get(split)
-        if summary is None:
-            continue
-        groups = {k: v for k, v in summary.items() if k.startswith("by_")}
-        if groups:
-            members = [
-                (f"{split} {key[3:]}={value}", s)
-                for key, by in groups.items()
-                for value, s in by.items()
-            ]
-        else:
-            members = [(split, summary)]
-        for label, s in members:
-            out.append(
-                {
-                    "system": metrics["system"],
-                    "estimator": metrics["estimator"],
-                    "unit": label,
-                    "error_horizon": s["error_horizon"],
-                    "excess_shift": s.get("excess_shift"),
-                    "stable_fraction": s["stable_fraction"],
-                    "stability_horizon": s["stability_horizon"],
-                    "source": source,
-                }
-            )
-    return out
-
-
-def run(metric_dirs: list[Path], out: Path) -> dict[str, Any]:
+def main(args: argparse.Namespace) -> int:
+    layout = Layout()
     rows: list[dict[str, Any]] = []
-    for directory in metric_dirs:
+    for system in args.system:
+        directory = layout.evaluations(system)
         files = sorted(directory.glob("*.json"))
         if not files:
             raise ML4DError(f"no evaluation metrics in {directory}; run `dvc repro` first")
         for path in files:
             rows += units(json.loads(path.read_text()), str(path))
-    finite = [r for r in rows if r["error_horizon"] is not None and r["excess_shift"] is not None]
-    result: dict[str, Any] = {
-        "units": len(rows),
-        "ranked": len(finite),
-        "blown_up_or_unscored": len(rows) - len(finite),
-    }
-    if len(finite) >= 3:
-        result["spearman_all"] = spearman(
-            [r["excess_shift"] for r in finite], [r["error_horizon"] for r in finite]
-        )
-    for system in sorted({r["system"] for r in finite}):
-        mine = [r for r in finite if r["system"] == system]
-        if len(mine) >= 3:
-            result[f"spearman_{system}"] = spearman(
-                [r["excess_shift"] for r in mine], [r["error_horizon"] for r in mine]
-            )
-        result[f"ranked_{system}"] = len(mine)
-    write_json(out, {**result, "rows": rows})
-    return result
+    result = correlate(rows)
+    write_json(args.out or layout.shift_correlation, {**result, "rows": rows})
+    print_json(result)
+    return 0

@@ -1,88 +1,66 @@
-"""``ml4d simulate``: a downstream hybrid simulation with a closure pulled from the registry.
-
-The model's ``model.json`` names its system and every parameter, so the simulation runs with the
-system's own step S — the one the training data came from — and the network as the closure.
-"""
+"""``ml4d simulate``: a downstream hybrid simulation with a closure pulled from the registry."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import xarray as xr
-
-from ml4dynamics import __version__, registry
-from ml4dynamics.datasets import open_dataset
-from ml4dynamics.datasets.pairs import sample_params
+from ml4dynamics import figures, registry
+from ml4dynamics.cli import print_json
 from ml4dynamics.datasets.store import write_store
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import network_closure
-from ml4dynamics.pipeline import figures
-from ml4dynamics.rollout import rollout
+from ml4dynamics.simulation import hybrid_simulation, initial_state
 
 
-def initial_state(
-    system,
-    seed: int | None,
-    init: Path | None,
-    sample: int,
-    warmup: int | None,
-    meta: dict,
-    params: dict[str, float] | None = None,
-) -> tuple[jax.Array, float, dict[str, jax.Array], str]:
-    """(u0, t0, sample parameters, description): the last frame of a stored trajectory (with its
-    sample parameters), or a random state from ``seed`` advanced ``warmup`` steps with the exact
-    closure (default: the training data's); ``params`` overrides sample parameters."""
-    params = dict(params or {})
-    unknown = set(params) - set(system.sample_params)
-    if unknown:
-        known = ", ".join(system.sample_params) or "none"
-        raise ML4DError(
-            f"--param {', '.join(sorted(unknown))}: not a sample parameter of {system.name} "
-            f"(those are: {known})"
-        )
-    if init is not None:
-        ds = open_dataset(init)
-        if ds.attrs["system"] != system.name or tuple(ds.u.shape[2:]) != system.state_shape:
-            raise ML4DError(
-                f"{init} holds {ds.attrs['system']} states of shape {tuple(ds.u.shape[2:])}; "
-                f"the model closes {system.name} with states of shape {system.state_shape}"
-            )
-        if not 0 <= sample < ds.sizes["sample"]:
-            raise ML4DError(f"--sample {sample} is out of range: {init} has {ds.sizes['sample']}")
-        u0 = jnp.asarray(ds.u.values[sample, -1])
-        stored = {k: v[0] for k, v in sample_params(ds, np.array([sample])).items()}
-        q = _as_params({**stored, **params})
-        return u0, float(ds.time.values[-1]), q, f"last frame of sample {sample} of {init}"
-    if warmup is None:
-        warmup = int(meta.get("data", {}).get("warmup_steps", 0))
-    if warmup < 0:
-        raise ML4DError(f"--warmup must be >= 0, got {warmup}")
-    key = jax.random.key(seed)
-    q = _as_params({**system.trajectory_params(jax.random.fold_in(key, 1)), **params})
-    u0 = system.bind(q).initial_state(key)
-    if warmup:
-        u0 = rollout(system, None, u0, 0.0, warmup, warmup, q=q)[-1]
-    return u0, warmup * system.dt, q, f"seed {seed}, {warmup} exact warm-up steps"
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Load a closure from the MLflow registry and run the hybrid simulation with its "
+        "system's own solver; write the trajectory (u and the predicted closure y) to a zarr "
+        "store and a PNG beside it. The registry is MLFLOW_TRACKING_URI, else mlruns/mlflow.db "
+        "of the repository."
+    )
+    parser.add_argument(
+        "--model", required=True, help="registry URI, e.g. models:/rd-closure@champion"
+    )
+    parser.add_argument("--steps", type=int, required=True, help="solver steps to simulate")
+    parser.add_argument("--out", required=True, help="output zarr store, e.g. run.zarr")
+    parser.add_argument("--seed", type=int, help="random initial state from this seed (default 0)")
+    parser.add_argument("--init", help="start from the last frame of a trajectory in this store")
+    parser.add_argument("--sample", type=int, default=0, help="trajectory of --init (default 0)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="reference-solver steps after a random initial state (default: the training data's)",
+    )
+    parser.add_argument(
+        "--store-every", type=int, default=1, help="store every k-th step (default 1)"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a sample parameter of the trajectory, e.g. --param re=300 --param y0=0.4 "
+        "(ns_channel; default: the model's training system, y0 drawn from the seed)",
+    )
 
 
-def _as_params(q: dict) -> dict[str, jax.Array]:
-    return {name: jnp.asarray(float(v), dtype=jnp.float64) for name, v in q.items()}
+def _param_overrides(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise ML4DError(f"--param {item!r}: write NAME=NUMBER, e.g. --param re=300") from None
+    return out
 
 
-def run(
-    model_uri: str,
-    steps: int,
-    out: Path,
-    seed: int | None = 0,
-    init: Path | None = None,
-    sample: int = 0,
-    store_every: int = 1,
-    warmup: int | None = None,
-    params: dict[str, float] | None = None,
-) -> dict:
+def main(args: argparse.Namespace) -> int:
+    if args.seed is not None and args.init is not None:
+        raise ML4DError("give either --seed or --init, not both")
+    steps, store_every, out = args.steps, args.store_every, Path(args.out)
     if steps < 1:
         raise ML4DError(f"--steps must be >= 1, got {steps}")
     if store_every < 1 or steps % store_every:
@@ -91,59 +69,47 @@ def run(
         )
     if out.suffix != ".zarr":
         raise ML4DError(f"--out must name a .zarr store, got {out}")
-    model, system, meta = registry.load_registered(model_uri)
-    u0, t0, q, origin = initial_state(system, seed, init, sample, warmup, meta, params)
-    closure_fn = network_closure(model)
-    frames = np.asarray(rollout(system, closure_fn, u0, t0, steps, store_every, q=q))
-    finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
-    if not finite.all():
-        first = int(np.argmin(finite))
-        raise ML4DError(
-            f"the hybrid simulation with {model_uri} blew up: frame {first} "
-            f"(step {first * store_every}) is not finite; nothing written"
-        )
-    y = np.concatenate(
-        [np.asarray(model(jnp.asarray(frames[i : i + 64]))) for i in range(0, len(frames), 64)]
-    )
-    times = t0 + np.arange(len(frames)) * store_every * system.dt
-    ds = xr.Dataset(
+    overrides = _param_overrides(args.param or [])
+    seed = 0 if args.seed is None else args.seed
+    init = None if args.init is None else Path(args.init)
+    model, system, meta = registry.load_registered(args.model)
+    u0, t0, q, origin = initial_state(system, seed, init, args.sample, args.warmup, meta, overrides)
+    ds = hybrid_simulation(
+        model,
+        system,
+        u0,
+        t0,
+        q,
+        steps,
+        store_every,
         {
-            "u": (("sample", "time", *system.state_dims), frames[None]),
-            "y": (("sample", "time", *system.closure_dims), y[None]),
-        },
-        coords={
-            "sample": [0],
-            "time": times,
-            **system.coords(),
-            **{name: ("sample", [float(v)]) for name, v in q.items()},
-        },
-        attrs={
-            **system.attrs(),
             "split": "simulate",
             "seed": -1 if init is not None else int(seed),
-            "model_uri": model_uri,
+            "model_uri": args.model,
             "estimator": str(meta.get("estimator")),
             "initial_state": origin,
             "steps": steps,
             "store_every": store_every,
-            "ml4dynamics_version": __version__,
             "git_revision": str(meta.get("git_revision", "unknown")),
         },
     )
-    ds["y"].attrs["long_name"] = "closure predicted by the network"
     write_store(ds, out)
     png = out.with_suffix(".png")
     fields = [str(f) for f in ds.coords["field"].values] if "field" in ds.coords else []
+    frames, times = ds.u.values[0], ds.time.values
     figures.snapshots(
-        png, times - t0, {"hybrid": frames}, f"{model_uri}: hybrid simulation", fields
+        png, times - t0, {"hybrid": frames}, f"{args.model}: hybrid simulation", fields
     )
-    return {
-        "model": model_uri,
-        "system": system.name,
-        "frames": len(frames),
-        "t_start": float(t0),
-        "t_end": float(times[-1]),
-        "initial_state": origin,
-        "out": str(out),
-        "figure": str(png),
-    }
+    print_json(
+        {
+            "model": args.model,
+            "system": system.name,
+            "frames": len(frames),
+            "t_start": float(t0),
+            "t_end": float(times[-1]),
+            "initial_state": origin,
+            "out": str(out),
+            "figure": str(png),
+        }
+    )
+    return 0

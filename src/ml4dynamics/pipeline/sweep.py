@@ -1,4 +1,5 @@
-"""``ml4d sweep``: the paper's rd table — error at t = 10 vs γ_u for every estimator and seed.
+"""``ml4d sweep`` (a command, not a DVC stage): the paper's rd table — error at t = 10 vs γ_u
+for every estimator and seed.
 
 For each γ_u: generate train/val/test with the exact solver (the rd settings of params.yaml with
 γ_u replaced), fit the autoencoder once, then train every estimator with every seed (the seed of
@@ -10,6 +11,7 @@ mean ± std over seeds.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -17,16 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from ml4dynamics.config import EvaluateConfig, load_params
+from ml4dynamics import estimators
+from ml4dynamics.cli import params_argument
+from ml4dynamics.closure_training import frozen, train_closure
+from ml4dynamics.config import load_params
 from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import evaluate_splits
+from ml4dynamics.evaluation import evaluate_config, evaluate_splits
+from ml4dynamics.manifold_fitting import fit_autoencoder
 from ml4dynamics.models import build_closure
-from ml4dynamics.pipeline.manifold import fit_autoencoder
-from ml4dynamics.pipeline.outputs import write_json
-from ml4dynamics.pipeline.train import frozen, train_closure
+from ml4dynamics.network_config import network_stage
+from ml4dynamics.outputs import write_json
 from ml4dynamics.provenance import provenance
 
 
@@ -34,18 +39,18 @@ def run(
     params_path: str,
     gamma_us: list[float],
     seeds: list[int],
-    estimators: list[str] | None,
+    names: list[str] | None,
     out: Path,
     n: int | None = None,
     epochs: int | None = None,
 ) -> dict[str, Any]:
     params = load_params(params_path)
     base = params.setup("rd")
-    train_stage = params.stage("train", "rd")
-    manifold_stage = params.stage("manifold", "rd")
-    evaluate: EvaluateConfig = params.require("evaluate")
-    names = estimators or list(params.estimators)
-    regs = {name: params.estimator(name) for name in names}
+    train_stage = network_stage(params, "train", "rd")
+    manifold_stage = network_stage(params, "manifold", "rd")
+    evaluate = evaluate_config(params)
+    names = names or list(estimators.configured(params))
+    regs = {name: estimators.estimator(params, name) for name in names}
     if not gamma_us or not seeds:
         raise ML4DError("give at least one --gamma-u and one --seed")
     test_time = base.data.test.steps * base.system.dt
@@ -68,12 +73,14 @@ def run(
         data = {s: generate_split(setup, s, prov) for s in ("train", "val", "test")}
         system = system_of(data["train"])
         train, val = as_pairs(data["train"]), as_pairs(data["val"])
-        manifold, _ = fit_autoencoder(system, manifold_stage, train["u"], val["u"])
+        manifold, _ = fit_autoencoder(system.state_field, manifold_stage, train["u"], val["u"])
         reconstruct = frozen(manifold)
         for seed in seeds:
             for name, reg in regs.items():
                 start = time.perf_counter()
-                model = build_closure(train_stage.model, system, seed)
+                model = build_closure(
+                    train_stage.model, system.state_field, system.closure_field, seed
+                )
                 train_closure(
                     system,
                     model,
@@ -104,7 +111,7 @@ def run(
             "epochs": optim.epochs,
             "report_time": evaluate.report_time,
             "model": dataclasses.asdict(train_stage.model),
-            "estimators": {k: dataclasses.asdict(v) for k, v in regs.items()},
+            "estimators": {k: dataclasses.asdict(v.config) for k, v in regs.items()},
         },
         "runs": runs,
         "table": table(runs, names, gamma_us),
@@ -135,3 +142,34 @@ def table(runs: list[dict[str, Any]], names: list[str], gamma_us: list[float]) -
                 cells.append(f"{np.mean(values):.3g} ± {np.std(values):.2g}")
         lines.append(f"| {gamma_u:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "For each gamma_u: generate rd data with the exact solver, fit the autoencoder, train "
+        "every estimator with every seed and roll out on the test split. Writes every run and "
+        "a mean +- std table (JSON and Markdown)."
+    )
+    parser.add_argument("--gamma-u", type=float, nargs="+", required=True, help="gamma_u values")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--estimator", action="append", help="estimator names (default: all)")
+    parser.add_argument("--n", type=int, help="grid points per side (default: params.yaml)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: params.yaml)")
+    parser.add_argument(
+        "--out", default="sweep/rd_table.json", help="output (default: %(default)s)"
+    )
+    params_argument(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(
+        args.params,
+        args.gamma_u,
+        args.seeds,
+        args.estimator,
+        Path(args.out),
+        n=args.n,
+        epochs=args.epochs,
+    )
+    print(result["table"])
+    return 0

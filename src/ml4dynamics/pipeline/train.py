@@ -1,4 +1,4 @@
-"""Stage ``train``: fit the closure φ_θ with the estimator chosen under ``reg``.
+"""``ml4d train`` (stage ``train``): fit the closure φ_θ with one estimator of params.yaml.
 
 Checkpoints go to a persistent directory so that an interrupted run (SIGINT/SIGTERM) resumes
 where it stopped and ends with the same parameters as an uninterrupted one; the MLflow run is
@@ -7,182 +7,82 @@ resumed with it. Final parameters are exported for the evaluation stages.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import matplotlib
-from flax import nnx
-
+from ml4dynamics import estimators
 from ml4dynamics.checkpoints import RunCheckpoints
+from ml4dynamics.cli import closure_arguments, print_json
+from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
-from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.estimators import (
-    RegConfig,
-    data_misfit,
-    estimator_loss,
-    tangent_penalty,
-    unit_normals,
-)
+from ml4dynamics.figures import loss_curves
+from ml4dynamics.layout import Layout
 from ml4dynamics.models import build_closure
 from ml4dynamics.models.io import export_model, load_model
-from ml4dynamics.pipeline.outputs import fingerprint, fresh_dir, write_csv, write_json
-from ml4dynamics.systems import System
+from ml4dynamics.network_config import network_stage
+from ml4dynamics.outputs import fingerprint, fresh_dir, write_csv, write_json
 from ml4dynamics.tracking import Run
-from ml4dynamics.training import History, Interrupted, OptimConfig, fit
-
-matplotlib.use("Agg")
+from ml4dynamics.training import Interrupted
 
 
-def frozen(model: nnx.Module):
-    """A single-sample function u ↦ model(u) with the model's parameters as constants."""
-    graphdef, state = nnx.split(model)
-    state = jax.tree.map(jax.lax.stop_gradient, state)
-    return lambda u: nnx.merge(graphdef, state)(u[None])[0]
-
-
-def param_norm2(model: nnx.Module) -> jax.Array:
-    return sum(jnp.sum(p**2) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def estimator_objective(system: System, reg: RegConfig, reconstruct=None):
-    """(loss_fn, regulariser) of ``reg``'s estimator for ``training.fit``/``make_step``."""
-    if reg.kind == "tr" and reconstruct is None:
-        raise ValueError("the TR estimator needs the frozen autoencoder (reconstruct)")
-
-    def loss(m, batch, key):
-        return estimator_loss(reg, system, m, batch, key, reconstruct)
-
-    regulariser = (lambda m: reg.wd * param_norm2(m)) if reg.kind == "mols" else None
-    return loss, regulariser
-
-
-def with_normals(data: dict[str, jax.Array], reconstruct, reg: RegConfig) -> dict[str, jax.Array]:
-    """Add the unit normals n(u) of the gradient form (they do not depend on θ: computed once)."""
-    return {**data, "n": unit_normals(reconstruct, data["u"], reg.eps)}
-
-
-def train_closure(
-    system: System,
-    model: nnx.Module,
-    reg: RegConfig,
-    optim: OptimConfig,
-    train: dict[str, jax.Array],
-    val: dict[str, jax.Array] | None = None,
-    reconstruct=None,
-    checkpoints: RunCheckpoints | None = None,
-    on_epoch=None,
-    progress: bool = True,
-) -> History:
-    """Train ``model`` in place with ``reg``'s estimator; the library entry point of the stage.
-
-    With ``reconstruct`` (the frozen autoencoder) the TR penalty is also reported on ``val`` for
-    every estimator, so runs compare on one scale.
-    """
-    loss, regulariser = estimator_objective(system, reg, reconstruct)
-    if reconstruct is not None and reg.normal == "gradient":
-        train = with_normals(train, reconstruct, reg)
-        if val is not None:
-            val = with_normals(val, reconstruct, reg)
-
-    @nnx.jit
-    def val_metrics(m):
-        out = {"val_misfit": data_misfit(m, val["u"], val["y"])}
-        if reconstruct is not None:
-            out["val_tr_penalty"] = tangent_penalty(reg, system, m, val, reconstruct)
-        out["val_loss"] = out["val_misfit"] + (
-            reg.lam * out["val_tr_penalty"] if reg.kind == "tr" else 0.0
-        )
-        return out
-
-    evaluate = None if val is None else (lambda m: {k: float(v) for k, v in val_metrics(m).items()})
-    return fit(
-        model,
-        loss,
-        train,
-        optim,
-        checkpoints=checkpoints,
-        evaluate=evaluate,
-        on_epoch=on_epoch,
-        regulariser=regulariser,
-        progress=progress,
-        description=f"train {system.name} {reg.label}",
+def configure(parser: argparse.ArgumentParser) -> None:
+    closure_arguments(
+        parser,
+        (
+            "Train the closure on data/SYSTEM with estimator ESTIMATOR of params.yaml `estimators` "
+            "(TR weight from `reg`); checkpoint to models/SYSTEM/checkpoints/ESTIMATOR (resumes "
+            "after SIGINT/SIGTERM), export models/SYSTEM/closures/ESTIMATOR, write "
+            "metrics/SYSTEM/train/ESTIMATOR.json and plots/SYSTEM/train/; log to MLflow."
+        ),
     )
 
 
-def loss_figure(history: History, path: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history.epochs]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("train_loss", "val_loss", "val_tr_penalty"):
-        if key in history.epochs[0]:
-            ax.semilogy(epochs, [h[key] for h in history.epochs], label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (per sample)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def run(
-    system_name: str,
-    estimator: str,
-    params_path: str,
-    data_dir: Path,
-    manifold_dir: Path,
-    out_dir: Path,
-    checkpoint_dir: Path,
-    metrics: Path,
-    plots: Path,
-) -> dict:
-    """Train ``estimator`` (a name under ``estimators`` in params.yaml) on ``system_name``;
-    ``plots`` is the directory of the loss curve (``<estimator>.csv`` and ``.png``)."""
-    params = load_params(params_path)
-    stage = params.stage("train", system_name)
-    reg = params.estimator(estimator)
-    ds_train, ds_val = (open_dataset(data_dir / f"{s}.zarr") for s in ("train", "val"))
-    system = system_of(ds_train)
-    manifold, _ = load_model(manifold_dir, "manifold", system)
+def main(args: argparse.Namespace) -> int:
+    layout, name, label = Layout(), args.system, args.estimator
+    params = load_params(args.params)
+    stage = network_stage(params, "train", name)
+    estimator = estimators.estimator(params, label)
+    data_dir, manifold_dir = layout.data(name), layout.manifold(name)
+    splits = open_splits(data_dir, ("train", "val"))
+    system = system_of(splits["train"])
+    manifold, _ = load_model(manifold_dir, "manifold", system.state_field)
     config = {
         "model": dataclasses.asdict(stage.model),
         "optim": dataclasses.asdict(stage.optim),
-        "reg": dataclasses.asdict(reg),
-        "estimator": estimator,
-        "system": system_name,
+        "reg": dataclasses.asdict(estimator.config),
+        "estimator": label,
+        "system": name,
         # the physics and data the closure is trained on, as recorded in the dataset
-        "data": {k: v for k, v in ds_train.attrs.items() if k != "system"},
+        "data": {k: v for k, v in splits["train"].attrs.items() if k != "system"},
     }
-    fp = fingerprint(config, [data_dir / "train.zarr", data_dir / "val.zarr", manifold_dir])
+    fp = fingerprint(config, [layout.split(name, "train"), layout.split(name, "val"), manifold_dir])
+    checkpoint_dir = layout.checkpoints(name, label)
     checkpoints = RunCheckpoints(checkpoint_dir, fp)
     run_file = checkpoint_dir / "mlflow_run.json"
     run_id = None
     if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") == fp:
         run_id = json.loads(run_file.read_text())["run_id"]
     tracker = Run(
-        system_name,
+        name,
         "train",
-        f"{system_name}-{estimator}",
+        f"{name}-{label}",
         config,
-        tags={"role": "closure", "estimator": estimator},
+        tags={"role": "closure", "estimator": label},
         run_id=run_id,
     )
     write_json(run_file, {"fingerprint": fp, "run_id": tracker.run_id})
-    model = build_closure(stage.model, system, stage.optim.seed)
+    model = build_closure(stage.model, system.state_field, system.closure_field, stage.optim.seed)
     try:
         history = train_closure(
             system,
             model,
-            reg,
+            estimator,
             stage.optim,
-            as_pairs(ds_train),
-            as_pairs(ds_val),
+            as_pairs(splits["train"]),
+            as_pairs(splits["val"]),
             reconstruct=frozen(manifold),
             checkpoints=checkpoints,
             on_epoch=lambda e, m: tracker.log_metrics(m, step=e),
@@ -196,31 +96,34 @@ def run(
         tracker.end("FAILED")
         raise
     checkpoints.close()
-    fresh_dir(out_dir)
+    out_dir = fresh_dir(layout.closure(name, label))
     export_model(
         out_dir,
         "closure",
         model,
         stage.model,
         {
-            "system": system_name,
+            "system": name,
             "system_config": dataclasses.asdict(system.config),
-            "estimator": estimator,
-            "reg": dataclasses.asdict(reg),
+            "estimator": label,
+            "reg": dataclasses.asdict(estimator.config),
             "data": config["data"],
             "mlflow_run_id": tracker.run_id,
         },
+        {"state": system.state_field, "closure": system.closure_field},
     )
     final = history.epochs[-1]
     result = {
-        "estimator": estimator,
+        "estimator": label,
         "epochs": len(history.epochs),
         **{k: v for k, v in final.items() if k != "epoch"},
     }
-    write_json(metrics, result)
+    write_json(layout.train_metrics(name, label), result)
+    plots = layout.train_plots(name)
     plots.mkdir(parents=True, exist_ok=True)
-    write_csv(plots / f"{estimator}.csv", history.epochs)
-    figure = loss_figure(history, plots / f"{estimator}.png", f"{system_name}: {estimator}")
+    write_csv(plots / f"{label}.csv", history.epochs)
+    figure = loss_curves(history.epochs, plots / f"{label}.png", f"{name}: {label}")
     tracker.log_artifact(figure, "figures")
     tracker.end()
-    return result
+    print_json(result)
+    return 0

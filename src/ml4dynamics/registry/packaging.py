@@ -32,5 +32,5 @@ def load_closure_dir(directory: str | Path) -> tuple[nnx.Module, System, dict[st
         raise ML4DError(f"{directory} is not an exported closure (no model.json)")
     meta = json.loads(meta_path.read_text())
     system = system_from_meta(meta, str(meta_path))
-    model, meta = load_model(directory, "closure", system)
+    model, meta = load_model(directory, "closure", system.state_field, system.closure_field)
     return model, system, meta

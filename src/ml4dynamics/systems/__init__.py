@@ -1,7 +1,12 @@
-"""Simulated systems: one module each, all following ``ml4dynamics.systems.base.System``."""
+"""Simulated systems: one module each, all following ``ml4dynamics.systems.base.System``.
+
+The registry ``SYSTEMS`` holds every concrete ``System`` subclass defined in a module of this
+package, by its ``name``: a new system is one new file here (plus its params.yaml section).
+"""
 
 from __future__ import annotations
 
+from ml4dynamics.discovery import concrete_subclasses
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.systems.base import System, SystemConfig
 from ml4dynamics.systems.linear import Linear, LinearConfig
@@ -9,9 +14,7 @@ from ml4dynamics.systems.ns_channel import ChannelFlow, ChannelFlowConfig
 from ml4dynamics.systems.reaction_diffusion import ReactionDiffusion, ReactionDiffusionConfig
 
 #: every system by the name used in params.yaml and on the command line
-SYSTEMS: dict[str, type[System]] = {
-    cls.name: cls for cls in (Linear, ReactionDiffusion, ChannelFlow)
-}
+SYSTEMS: dict[str, type[System]] = concrete_subclasses("ml4dynamics.systems", System, "name")
 
 
 def system_class(name: str) -> type[System]:

@@ -1,10 +1,16 @@
 """The system protocol: what every simulated system provides.
 
 A system owns one discrete step ``S(u, y, t)`` that advances a state ``u`` by ``dt`` given the
-unresolved quantity ``y`` (the *closure*). The same step generates data, trains closures (through
-the displacement field ``V(u) = (S(u, y) - u) / dt``) and rolls hybrids out; it never knows whether
-``y`` came from the exact physics or a network. That single seam is what makes an oracle rollout
-reproduce generated data to round-off.
+unresolved quantity ``y`` (the *closure*). The same step trains closures (through the displacement
+field ``V(u) = (S(u, y) - u) / dt``) and rolls hybrids out; it never knows whether ``y`` came from
+the exact physics or a network.
+
+Separately, a system is the source of its *reference data*: ``reference_trajectory`` returns states
+and their labels. The default rolls ``S`` out under the exact closure ``closure(u, t)`` and labels
+every stored state with it. A system without an exact closure of its state (a coarse grid closed by
+a fine solver and a restriction) overrides ``reference_trajectory`` instead and does not define
+``closure``. Either way the *oracle invariant* holds and is tested for every system: rolling ``S``
+out with the stored labels reproduces the stored trajectory to round-off.
 
 Conventions (float64 throughout; see ``ml4dynamics/__init__.py``):
 
@@ -33,6 +39,9 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ml4dynamics.fields import FieldSpec
+from ml4dynamics.rollout import rollout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,18 +168,71 @@ class System(abc.ABC):
     def coords(self) -> Mapping[str, np.ndarray]:
         """Coordinate values for the named axes (spatial positions, field names)."""
 
+    @property
+    def periodic(self) -> bool:
+        """Whether the spatial domain is periodic (networks pad circularly if so)."""
+        return self.boundary == "periodic"
+
+    @property
+    def state_field(self) -> FieldSpec:
+        """The state as networks see it: ``(channels, *grid)``, periodic or not."""
+        return FieldSpec.from_shape(self.state_shape, self.periodic)
+
+    @property
+    def closure_field(self) -> FieldSpec:
+        return FieldSpec.from_shape(self.closure_shape, self.periodic)
+
     # -- physics ------------------------------------------------------------------------------
     @abc.abstractmethod
     def initial_state(self, key: jax.Array) -> jax.Array:
         """A random initial state drawn from ``key``, shape ``state_shape``."""
 
-    @abc.abstractmethod
     def closure(self, u: jax.Array, t: jax.Array) -> jax.Array:
-        """The exact closure ``y = phi(u)``, shape ``closure_shape``."""
+        """The exact closure ``y = phi(u)``, shape ``closure_shape``, if the system has one
+        (then the default ``reference_trajectory`` uses it)."""
+        raise NotImplementedError(
+            f"{self.name} has no exact closure of its state; its labels come from "
+            "reference_trajectory"
+        )
+
+    @property
+    def has_exact_closure(self) -> bool:
+        return type(self).closure is not System.closure
 
     @abc.abstractmethod
     def step(self, u: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
         """One step ``u_{k+1} = S(u_k, y_k)`` from time ``t`` to ``t + dt``."""
+
+    # -- reference data -----------------------------------------------------------------------
+    def reference_trajectory(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+    ) -> tuple[jax.Array, jax.Array]:
+        """One reference trajectory: a random initial state from ``key`` (sample parameters
+        ``q``), ``warmup_steps`` unstored steps, then ``steps`` steps stored every
+        ``store_every``-th; returns states ``(F, *state_shape)`` and labels
+        ``(F, *closure_shape)`` with ``F = steps // store_every + 1``, the first frame at
+        ``t = warmup_steps * dt``.
+
+        Default: ``S`` under the exact closure, each stored state labelled with it. Called on the
+        unbound system inside jit (the system is a static argument, ``q`` traced)."""
+        bound = self.bind(q)
+        u = bound.initial_state(key)
+        if warmup_steps:
+            u = rollout(self, None, u, 0.0, warmup_steps, warmup_steps, q=q)[-1]
+        t0 = warmup_steps * self.dt
+        states = rollout(self, None, u, t0, steps, store_every, q=q)
+        times = t0 + jnp.arange(states.shape[0]) * (store_every * self.dt)
+        return states, jax.vmap(bound.closure)(states, times)
+
+    @property
+    def label_description(self) -> str:
+        """What the stored labels are, for the dataset's metadata."""
+        return "exact closure of the state"
 
     # -- metadata -----------------------------------------------------------------------------
     @property

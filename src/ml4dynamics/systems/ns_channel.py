@@ -22,6 +22,11 @@ p. The exact closure is the p that makes u* − Δt∇_h p discretely divergence
 Δ_h p = ∇_h·u*/Δt, solved exactly by ``ChannelPoisson`` (Δ_h = ∇_h·∇_h with the boundary
 conditions above, so the divergence vanishes to round-off).
 
+Order in time: **first**, although the predictor is SSP-RK3. The RK stages are not projected, so
+one step differs from RK3 on the projected dynamics by O(Δt²) (the walls and the inlet make the
+projection and the advection fail to commute); measured 0.94 → 0.99 under halving Δt, and 3.0
+when every stage is projected (tests/test_ns_channel.py).
+
 The state is the ``(2, ny, nx)`` array [u on faces i = 1 … nx (the inlet face is known),
 v on faces j = 0 … ny − 1 (row 0 is the wall, always 0; the top wall is not stored)]: every
 unknown face exactly once, as an image the networks can read.

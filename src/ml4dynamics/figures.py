@@ -1,4 +1,5 @@
-"""PNG figures of rollouts: snapshots (truth / hybrid / difference) and per-frame curves."""
+"""PNG figures: rollout snapshots (truth / hybrid / difference), per-frame curves, training
+curves and the linear experiment."""
 
 from __future__ import annotations
 
@@ -85,6 +86,38 @@ def curves(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def loss_curves(epochs: Sequence[Mapping[str, float]], path: Path, title: str) -> Path:
+    """Per-epoch training curves (train loss, validation loss, validation tangent penalty)."""
+    x = [h["epoch"] for h in epochs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss", "val_tr_penalty"):
+        if key in epochs[0]:
+            ax.semilogy(x, [h[key] for h in epochs], label=key)
+    return _finish(fig, ax, path, "epoch", "loss (per sample)", title)
+
+
+def terminal_error_vs_lambda(rows: Sequence[Mapping[str, float]], path: Path, horizon: int) -> Path:
+    """The linear experiment: mean terminal error of the OLS, mOLS and TR hybrids against λ."""
+    lams = [r["lam"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("ols", "OLS"), ("mols", "mOLS (wd = λ)"), ("tr", "TR (projector, P_V)")):
+        ax.loglog(lams, [r[key] for r in rows], marker="o", label=label)
+    ax.loglog(lams, [rows[0]["tr"] * lams[0] / lam for lam in lams], "k:", label="∝ 1/λ")
+    ylabel = f"mean ‖u_T − û_T‖, T = {horizon}"
+    return _finish(fig, ax, path, "λ", ylabel, "linear toy: terminal error of the hybrid")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

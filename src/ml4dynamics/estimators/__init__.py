@@ -1,0 +1,110 @@
+"""Estimators of the closure as a registry: every ``Estimator`` subclass in this package, by kind.
+
+params.yaml names the estimators trained side by side (``estimators: {<name>: {kind, ...its own
+keys}}``); a kind's shared keys (TR's ``lam`` and ``eps``) come from its shared section (``reg``).
+``estimator(params, name)`` parses and validates one entry into a ready ``Estimator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ml4dynamics.discovery import concrete_subclasses
+from ml4dynamics.errors import ConfigError, ML4DError
+from ml4dynamics.estimators.base import (
+    Estimator,
+    data_misfit,
+    reconstruction_error,
+    squared_norm,
+)
+from ml4dynamics.validation import parse, require
+
+#: every estimator kind by the ``kind`` used in params.yaml
+ESTIMATORS: dict[str, type[Estimator]] = concrete_subclasses(
+    "ml4dynamics.estimators", Estimator, "kind"
+)
+
+
+def parse_estimator(entry: Any, key: str, shared: Mapping[str, Any] | None = None) -> Estimator:
+    """One ``estimators.<name>`` entry (``key`` names it in messages); ``shared`` maps a shared
+    section's name to its raw mapping (``{"reg": {...}}``)."""
+    require(
+        isinstance(entry, Mapping) and entry.get("kind") in ESTIMATORS,
+        f"{key}.kind",
+        "missing or unknown",
+        f"use one of: {', '.join(ESTIMATORS)}",
+    )
+    cls = ESTIMATORS[entry["kind"]]
+    own = {f for f in cls.config_class.__dataclass_fields__ if f not in cls.shared_keys}
+    if set(entry) != own:
+        elsewhere = [
+            f"the {other.kind} weight {k} lives in `{other.shared_section}`"
+            for other in ESTIMATORS.values()
+            for k in other.shared_keys
+            if k in entry
+        ]
+        require(
+            False,
+            key,
+            f"an estimator of kind {entry['kind']!r} has exactly the keys {sorted(own)}",
+            "remove the others" + (f" ({'; '.join(elsewhere)})" if elsewhere else ""),
+        )
+    if cls.shared_section is None:
+        return cls(parse(cls.config_class, dict(entry), key))
+    name = cls.shared_section
+    section = (shared or {}).get(name)
+    require(
+        isinstance(section, Mapping) and set(section) == set(cls.shared_keys),
+        name,
+        f"must have exactly the keys {list(cls.shared_keys)} (estimators of kind "
+        f"{cls.kind!r} read them there)",
+        f"write {name}: {{{', '.join(f'{k}: ...' for k in cls.shared_keys)}}}",
+    )
+    try:
+        return cls(parse(cls.config_class, {**entry, **section}, "@"))
+    except ConfigError as err:  # name the section each key was read from
+        field = err.key.split(".", 1)[1]
+        where = name if field.split(".")[0] in cls.shared_keys else key
+        raise ConfigError(f"{where}.{field}", err.problem, err.fix) from None
+
+
+def estimator(params, name: str) -> Estimator:
+    """The estimator called ``name`` under ``estimators`` in params.yaml, validated."""
+    known = params.section("estimators")
+    if not isinstance(known, Mapping) or name not in known:
+        names = ", ".join(known) if isinstance(known, Mapping) else "none"
+        raise ML4DError(
+            f"params.yaml has no estimator {name!r} under 'estimators' (known: {names}); "
+            "add it or use a known name"
+        )
+    shared = {s: params.raw[s] for s in _shared_sections() if s in params.raw}
+    return params.parse(lambda raw, key: parse_estimator(raw, key, shared), "estimators", name)
+
+
+def configured(params) -> dict[str, Estimator]:
+    """Every estimator of params.yaml, by name, validated."""
+    section = params.section("estimators")
+    require(
+        isinstance(section, Mapping) and len(section) > 0,
+        "estimators",
+        "must map estimator names to settings",
+        "e.g. {ols: {kind: ols}, tr-projector: {kind: tr, normal: projector}}",
+    )
+    return {str(name): estimator(params, name) for name in section}
+
+
+def _shared_sections() -> set[str]:
+    return {cls.shared_section for cls in ESTIMATORS.values() if cls.shared_section}
+
+
+__all__ = [
+    "ESTIMATORS",
+    "Estimator",
+    "configured",
+    "data_misfit",
+    "estimator",
+    "parse_estimator",
+    "reconstruction_error",
+    "squared_norm",
+]

@@ -1,0 +1,119 @@
+"""Where the pipeline's files live: one layout shared by every stage and matching ``dvc.yaml``.
+
+Stages take every path from here (never spelled out in a stage), and ``tests/test_layout.py``
+checks that the outputs ``dvc.yaml`` declares for each stage are exactly ``outputs(...)`` of its
+command, so a path cannot change in one place only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Paths under ``root`` (the repository root; relative paths by default, as DVC runs)."""
+
+    root: Path = Path()
+
+    # -- data -------------------------------------------------------------------------------
+    def data(self, system: str) -> Path:
+        return self.root / "data" / system
+
+    def split(self, system: str, split: str) -> Path:
+        return self.data(system) / f"{split}.zarr"
+
+    @property
+    def benchmark(self) -> Path:
+        """The frozen golden benchmark (tracked by the top-level ``data.dvc``)."""
+        return self.root / "data" / "benchmark"
+
+    # -- models -----------------------------------------------------------------------------
+    def manifold(self, system: str) -> Path:
+        return self.root / "models" / system / "manifold"
+
+    def closures(self, system: str) -> Path:
+        return self.root / "models" / system / "closures"
+
+    def closure(self, system: str, estimator: str) -> Path:
+        return self.closures(system) / estimator
+
+    def checkpoints(self, system: str, estimator: str) -> Path:
+        return self.root / "models" / system / "checkpoints" / estimator
+
+    # -- metrics and plots ------------------------------------------------------------------
+    def manifold_metrics(self, system: str) -> Path:
+        return self.root / "metrics" / system / "manifold.json"
+
+    def train_metrics(self, system: str, estimator: str) -> Path:
+        return self.root / "metrics" / system / "train" / f"{estimator}.json"
+
+    def train_plots(self, system: str) -> Path:
+        """The loss curves ``<estimator>.csv`` and ``<estimator>.png``."""
+        return self.root / "plots" / system / "train"
+
+    def evaluations(self, system: str) -> Path:
+        return self.root / "metrics" / system / "evaluate"
+
+    def evaluate_metrics(self, system: str, estimator: str) -> Path:
+        return self.evaluations(system) / f"{estimator}.json"
+
+    def evaluate_plots(self, system: str, estimator: str) -> Path:
+        return self.root / "plots" / system / "evaluate" / estimator
+
+    def promotion(self, system: str) -> Path:
+        return self.root / "metrics" / system / "promotion.json"
+
+    @property
+    def shift_correlation(self) -> Path:
+        return self.root / "metrics" / "shift_correlation.json"
+
+    @property
+    def linear_theory_metrics(self) -> Path:
+        return self.root / "metrics" / "linear_theory.json"
+
+    @property
+    def plots(self) -> Path:
+        """Top-level plots (``linear_theory.{csv,png}``)."""
+        return self.root / "plots"
+
+    # -- what each pipeline command writes (dvc.yaml declares exactly these) ---------------------
+    def outputs(self, command: str, system: str | None = None, estimator: str | None = None):
+        """The files and folders the pipeline command writes, as DVC outputs."""
+        s, e = system or "", estimator or ""
+        table = {
+            "generate": lambda: [self.data(s)],
+            "fit-manifold": lambda: [self.manifold(s), self.manifold_metrics(s)],
+            "train": lambda: [
+                self.closure(s, e),
+                self.checkpoints(s, e),
+                self.train_plots(s) / f"{e}.png",
+                self.train_plots(s) / f"{e}.csv",
+                self.train_metrics(s, e),
+            ],
+            "evaluate": lambda: [
+                *(
+                    self.evaluate_plots(s, e) / name
+                    for name in (
+                        "test_snapshots.png",
+                        "ood_snapshots.png",
+                        "error.png",
+                        "shift.png",
+                        "test.csv",
+                        "ood.csv",
+                    )
+                ),
+                self.evaluate_metrics(s, e),
+            ],
+            "promote": lambda: [self.promotion(s)],
+            "shift-correlation": lambda: [self.shift_correlation],
+            "linear-theory": lambda: [
+                self.plots / "linear_theory.png",
+                self.plots / "linear_theory.csv",
+                self.linear_theory_metrics,
+            ],
+        }
+        if command not in table:
+            raise KeyError(f"{command!r} is not a pipeline command")
+        return table[command]()
