@@ -3,8 +3,9 @@
 Every failure a user can fix ends as one line ``ml4d: error: ...`` on stderr and exit code 2,
 with nothing written. ``ml4d --help`` reads only the table below; a command's module (and with it
 JAX, xarray, MLflow) is imported only when that command runs or shows its own help, so the top
-level stays instant. Each module provides ``configure(parser)`` (its description and arguments)
-and ``main(args) -> exit code``.
+level stays instant. A command's module gives its description (the first paragraph of its
+docstring), the shared arguments it takes (``ARGUMENTS``: ``system``, ``estimator``, ``params``),
+optionally ``configure(parser)`` for arguments of its own, and ``main(args) -> exit code``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -95,14 +97,6 @@ def estimator_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def closure_arguments(parser: argparse.ArgumentParser, description: str) -> None:
-    """SYSTEM, --estimator and --params: the commands that act on one trained closure."""
-    parser.description = description
-    system_argument(parser)
-    estimator_argument(parser)
-    params_argument(parser)
-
-
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
@@ -121,8 +115,24 @@ def build_parser(configure: str | None = None) -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
         if name == configure:
-            importlib.import_module(command.module).configure(p)
+            _configure(p, importlib.import_module(command.module))
     return parser
+
+
+SHARED_ARGUMENTS = {
+    "system": system_argument,
+    "estimator": estimator_argument,
+    "params": params_argument,
+}
+
+
+def _configure(parser: argparse.ArgumentParser, module: Any) -> None:
+    """A command's description and arguments, from its module."""
+    parser.description = inspect.cleandoc(module.__doc__).split("\n\n")[0].replace("``", "`")
+    for name in getattr(module, "ARGUMENTS", ()):
+        SHARED_ARGUMENTS[name](parser)
+    if hasattr(module, "configure"):
+        module.configure(parser)
 
 
 def _chosen(argv: Sequence[str]) -> str | None:

@@ -1,4 +1,8 @@
-"""``ml4d bench``: the cost of one training step of each estimator, side by side in one run.
+"""Time one optimisation step of each estimator on data/SYSTEM side by side and write the medians
+and their ratios to OLS as JSON. Needs the generate and fit_manifold outputs (`dvc repro
+fit_manifold@SYSTEM`).
+
+``ml4d bench``: the cost of one training step of each estimator, side by side in one run.
 
 Timed in one process on the same data and model, so the ratios to OLS are comparable even on a
 noisy shared machine; absolute times are for orientation only. Not a DVC stage (timings are not
@@ -19,7 +23,7 @@ import optax
 from flax import nnx
 
 from ml4dynamics import estimators
-from ml4dynamics.cli import params_argument, print_json
+from ml4dynamics.cli import print_json
 from ml4dynamics.closure_training import frozen, objective
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_dataset
@@ -84,14 +88,11 @@ def time_steps(
     return report
 
 
+ARGUMENTS = ("params",)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Time one optimisation step of each estimator on data/SYSTEM side by side and write the "
-        "medians and their ratios to OLS as JSON. Needs the generate and fit_manifold outputs "
-        "(`dvc repro fit_manifold@SYSTEM`)."
-    )
     parser.add_argument("system", nargs="?", default="rd", help="system name (default: rd)")
-    params_argument(parser)
     parser.add_argument("--out", help="output (default: bench/SYSTEM_train_step.json)")
 
 

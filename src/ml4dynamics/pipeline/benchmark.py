@@ -1,4 +1,9 @@
-"""``ml4d benchmark`` (a command, not a DVC stage): the frozen golden benchmark
+"""`build`: generate reference test/ood trajectories of every system (seeds +1000) into
+data/benchmark with their recipe, and track them as data.dvc (refuses to overwrite). `score`:
+roll registered closures out on it with the recipe's evaluation settings; write the scores as
+JSON and log them to MLflow.
+
+``ml4d benchmark`` (a command, not a DVC stage): the frozen golden benchmark
 (``data/benchmark``, tracked by the top-level ``data.dvc``).
 
 ``build`` generates reference trajectories once — the test and ood splits of every system in
@@ -27,7 +32,6 @@ from typing import Any
 import yaml
 
 from ml4dynamics import registry
-from ml4dynamics.cli import params_argument
 from ml4dynamics.config import SPLITS, SystemSetup, load_params
 from ml4dynamics.datasets import generate_split, open_splits, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
@@ -197,13 +201,10 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
     return report
 
 
+ARGUMENTS = ("params",)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "`build`: generate reference test/ood trajectories of every system (seeds +1000) into "
-        "data/benchmark with their recipe, and track them as data.dvc (refuses to overwrite). "
-        "`score`: roll registered closures out on it with the recipe's evaluation settings; "
-        "write the scores as JSON and log them to MLflow."
-    )
     parser.add_argument("action", choices=("build", "score"), help="build or score")
     parser.add_argument("--model", action="append", help="registry URI to score (repeatable)")
     parser.add_argument("--system", action="append", help="build: only these systems (repeatable)")
@@ -211,7 +212,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scores", default="benchmark_scores.json", help="score: output (default: %(default)s)"
     )
-    params_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:

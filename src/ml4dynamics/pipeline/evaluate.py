@@ -1,4 +1,9 @@
-"""``ml4d evaluate`` (stage ``evaluate``): hybrid rollouts of a trained closure on the test and
+"""Roll the closure models/SYSTEM/closures/ESTIMATOR out (un-nudged, float64, with the system's own
+step) from the first frame of every test and ood trajectory; write
+metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under
+plots/SYSTEM/evaluate/ESTIMATOR/, and log them to the model's MLflow run.
+
+``ml4d evaluate`` (stage ``evaluate``): hybrid rollouts of a trained closure on the test and
 ood splits.
 
 Writes ``metrics/<system>/evaluate/<estimator>.json`` (summaries per split, see
@@ -14,7 +19,7 @@ import argparse
 import numpy as np
 
 from ml4dynamics import estimators, figures
-from ml4dynamics.cli import closure_arguments, print_json
+from ml4dynamics.cli import print_json
 from ml4dynamics.closure_training import frozen
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_splits
@@ -35,16 +40,7 @@ from ml4dynamics.tracking import Run
 SPLITS = ("test", "ood")
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    closure_arguments(
-        parser,
-        (
-            "Roll the closure models/SYSTEM/closures/ESTIMATOR out (un-nudged, float64, with the "
-            "system's own step) from the first frame of every test and ood trajectory; write "
-            "metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under "
-            "plots/SYSTEM/evaluate/ESTIMATOR/, and log them to the model's MLflow run."
-        ),
-    )
+ARGUMENTS = ("system", "estimator", "params")
 
 
 def main(args: argparse.Namespace) -> int:

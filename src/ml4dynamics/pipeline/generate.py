@@ -1,26 +1,24 @@
-"""``ml4d generate`` (stage ``generate``): a system's reference data, all four splits."""
+"""Simulate SYSTEM's reference data (its exact closure, or its own reference solver) and write
+data/SYSTEM/<split>.zarr for the splits train, val, test and ood, as configured in params.yaml.
+
+``ml4d generate`` (stage ``generate``): a system's reference data, all four splits.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ml4dynamics.cli import params_argument, system_argument
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.datasets import generate_split, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.layout import Layout
 from ml4dynamics.provenance import provenance
 
+ARGUMENTS = ("system", "params")
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Simulate SYSTEM's reference data (its exact closure, or its own reference solver) and "
-        "write data/SYSTEM/<split>.zarr for the splits train, val, test and ood, as configured "
-        "in params.yaml."
-    )
-    system_argument(parser)
-    params_argument(parser)
     parser.add_argument("--out", help="output directory (default: data/SYSTEM)")
 
 

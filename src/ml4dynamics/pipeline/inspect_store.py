@@ -1,4 +1,4 @@
-"""``ml4d inspect``: open a dataset store through the validating reader and summarise it."""
+"""Open a zarr dataset through the validating reader (``ml4d inspect``) and summarise it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from ml4dynamics.datasets import open_dataset
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Open a zarr dataset through the validating reader and summarise it."
     parser.add_argument("path", help="a .zarr store written by `ml4d generate`")
 
 

@@ -1,4 +1,8 @@
-"""``ml4d linear-theory`` (stage ``linear_theory``): terminal error vs λ for OLS, mOLS and TR on
+"""Closed-form OLS, mOLS and TR estimators on data/linear for every λ in params.yaml
+`linear_theory`, rolled out with the system's step; writes metrics/linear_theory.json and
+plots/linear_theory.{csv,png}.
+
+``ml4d linear-theory`` (stage ``linear_theory``): terminal error vs λ for OLS, mOLS and TR on
 the linear toy.
 
 The paper (its code: 50 steps, mean over 5 samples, λ = 2048) reports OLS 27.9, mOLS 0.035,
@@ -15,7 +19,7 @@ import argparse
 import numpy as np
 
 from ml4dynamics import linear_theory as lt
-from ml4dynamics.cli import params_argument, print_json
+from ml4dynamics.cli import print_json
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
@@ -28,13 +32,7 @@ from ml4dynamics.systems.linear import Linear
 TRAINED_CHECK_LAMS = (4.0,)  # plain gradient descent converges in a few hundred steps here
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Closed-form OLS, mOLS and TR estimators on data/linear for every λ in params.yaml "
-        "`linear_theory`, rolled out with the system's step; writes metrics/linear_theory.json "
-        "and plots/linear_theory.{csv,png}."
-    )
-    params_argument(parser)
+ARGUMENTS = ("params",)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,5 +1,9 @@
-"""``ml4d fit-manifold`` (stage ``fit_manifold``): the autoencoder whose F(u) = ‖u − D(E(u))‖²
-measures the distance to the training data's manifold."""
+"""Train the autoencoder (E, D) on data/SYSTEM/train.zarr; write models/SYSTEM/manifold and
+metrics/SYSTEM/manifold.json; log an MLflow run.
+
+``ml4d fit-manifold`` (stage ``fit_manifold``): the autoencoder whose F(u) = ‖u − D(E(u))‖²
+measures the distance to the training data's manifold.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from ml4dynamics.cli import params_argument, print_json, system_argument
+from ml4dynamics.cli import print_json
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
@@ -19,14 +23,7 @@ from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import write_json
 from ml4dynamics.tracking import Run
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Train the autoencoder (E, D) on data/SYSTEM/train.zarr; write models/SYSTEM/manifold "
-        "and metrics/SYSTEM/manifold.json; log an MLflow run."
-    )
-    system_argument(parser)
-    params_argument(parser)
+ARGUMENTS = ("system", "params")
 
 
 def main(args: argparse.Namespace) -> int:

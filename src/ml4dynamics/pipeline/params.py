@@ -1,5 +1,9 @@
-"""``ml4d params``: validate the whole of params.yaml (every section, by the module that owns it)
-and print the resolved configuration."""
+"""Read params.yaml into typed configuration, every section checked by the code that uses it, and
+report the first problem.
+
+``ml4d params``: validate the whole of params.yaml (every section, by the module that owns it)
+and print the resolved configuration.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,11 @@ import argparse
 import dataclasses
 
 from ml4dynamics import estimators, gates, linear_theory
-from ml4dynamics.cli import params_argument
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.evaluation import evaluate_config
 from ml4dynamics.network_config import all_network_stages
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Read params.yaml into typed configuration, every section checked by the code that "
-        "uses it, and report the first problem."
-    )
-    params_argument(parser)
+ARGUMENTS = ("params",)
 
 
 def main(args: argparse.Namespace) -> int:

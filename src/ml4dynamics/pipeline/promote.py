@@ -1,4 +1,9 @@
-"""``ml4d promote`` (stage ``promote``): submit every evaluated closure of a system to the registry.
+"""For every metrics/SYSTEM/evaluate/ESTIMATOR.json: register the closure as a version of
+SYSTEM-closure (MLflow models-from-code pyfunc, once per closure), alias it `candidate`, run the
+gates of params.yaml `promote` and move `champion` to it only if all pass. Writes
+metrics/SYSTEM/promotion.json; gate results become version tags.
+
+``ml4d promote`` (stage ``promote``): submit every evaluated closure of a system to the registry.
 
 For each ``metrics/<system>/evaluate/<estimator>.json`` (sorted by name): register the closure
 (once per closure fingerprint) as a version of ``<system>-closure`` logged into the closure's own
@@ -15,7 +20,6 @@ import json
 from typing import Any
 
 from ml4dynamics import gates, registry
-from ml4dynamics.cli import params_argument, system_argument
 from ml4dynamics.config import load_params
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.evaluation import evaluate_config
@@ -25,16 +29,7 @@ from ml4dynamics.promotion import champion_score
 from ml4dynamics.registry.packaging import load_closure_dir
 from ml4dynamics.tracking import Run
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "For every metrics/SYSTEM/evaluate/ESTIMATOR.json: register the closure as a version of "
-        "SYSTEM-closure (MLflow models-from-code pyfunc, once per closure), alias it "
-        "`candidate`, run the gates of params.yaml `promote` and move `champion` to it only if "
-        "all pass. Writes metrics/SYSTEM/promotion.json; gate results become version tags."
-    )
-    system_argument(parser)
-    params_argument(parser)
+ARGUMENTS = ("system", "params")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,6 +1,11 @@
-"""``ml4d shift-correlation`` (stage ``shift_correlation``): does distribution shift go with
+"""Spearman's rank correlation between the excess shift and the error at the horizon over every
+evaluated (closure, split or swept parameter value) of the given systems, read from
+metrics/SYSTEM/evaluate; blown-up units are counted, not ranked.
+
+``ml4d shift-correlation`` (stage ``shift_correlation``): does distribution shift go with
 rollout error? Reads every evaluation of the given systems, ranks them with
-``ml4dynamics.shift_correlation`` and writes the result."""
+``ml4dynamics.shift_correlation`` and writes the result.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,6 @@ from ml4dynamics.shift_correlation import correlate, units
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Spearman's rank correlation between the excess shift and the error at the horizon over "
-        "every evaluated (closure, split or swept parameter value) of the given systems, read "
-        "from metrics/SYSTEM/evaluate; blown-up units are counted, not ranked."
-    )
     system_argument(parser, nargs="+", what="systems whose evaluations to pool")
     parser.add_argument("--out", help="output JSON (default: metrics/shift_correlation.json)")
 

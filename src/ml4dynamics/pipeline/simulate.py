@@ -1,4 +1,9 @@
-"""``ml4d simulate``: a downstream hybrid simulation with a closure pulled from the registry."""
+"""Load a closure from the MLflow registry and run the hybrid simulation with its system's own
+solver; write the trajectory (u and the predicted closure y) to a zarr store and a PNG beside
+it. The registry is MLFLOW_TRACKING_URI, else mlruns/mlflow.db of the repository.
+
+``ml4d simulate``: a downstream hybrid simulation with a closure pulled from the registry.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,6 @@ from ml4dynamics.simulation import hybrid_simulation, initial_state
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Load a closure from the MLflow registry and run the hybrid simulation with its "
-        "system's own solver; write the trajectory (u and the predicted closure y) to a zarr "
-        "store and a PNG beside it. The registry is MLFLOW_TRACKING_URI, else mlruns/mlflow.db "
-        "of the repository."
-    )
     parser.add_argument(
         "--model", required=True, help="registry URI, e.g. models:/rd-closure@champion"
     )

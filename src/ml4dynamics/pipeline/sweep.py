@@ -1,4 +1,8 @@
-"""``ml4d sweep`` (a command, not a DVC stage): the paper's rd table — error at t = 10 vs γ_u
+"""For each gamma_u: generate rd data with the exact solver, fit the autoencoder, train every
+estimator with every seed and roll out on the test split. Writes every run and a mean +- std table
+(JSON and Markdown).
+
+``ml4d sweep`` (a command, not a DVC stage): the paper's rd table — error at t = 10 vs γ_u
 for every estimator and seed.
 
 For each γ_u: generate train/val/test with the exact solver (the rd settings of params.yaml with
@@ -20,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from ml4dynamics import estimators
-from ml4dynamics.cli import params_argument
 from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import generate_split
@@ -144,12 +147,10 @@ def table(runs: list[dict[str, Any]], names: list[str], gamma_us: list[float]) -
     return "\n".join(lines)
 
 
+ARGUMENTS = ("params",)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "For each gamma_u: generate rd data with the exact solver, fit the autoencoder, train "
-        "every estimator with every seed and roll out on the test split. Writes every run and "
-        "a mean +- std table (JSON and Markdown)."
-    )
     parser.add_argument("--gamma-u", type=float, nargs="+", required=True, help="gamma_u values")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("--estimator", action="append", help="estimator names (default: all)")
@@ -158,7 +159,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="sweep/rd_table.json", help="output (default: %(default)s)"
     )
-    params_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,4 +1,9 @@
-"""``ml4d train`` (stage ``train``): fit the closure φ_θ with one estimator of params.yaml.
+"""Train the closure on data/SYSTEM with estimator ESTIMATOR of params.yaml `estimators` (TR weight
+from `reg`); checkpoint to models/SYSTEM/checkpoints/ESTIMATOR (resumes after SIGINT/SIGTERM),
+export models/SYSTEM/closures/ESTIMATOR, write metrics/SYSTEM/train/ESTIMATOR.json and
+plots/SYSTEM/train/; log to MLflow.
+
+``ml4d train`` (stage ``train``): fit the closure φ_θ with one estimator of params.yaml.
 
 Checkpoints go to a persistent directory so that an interrupted run (SIGINT/SIGTERM) resumes
 where it stopped and ends with the same parameters as an uninterrupted one; the MLflow run is
@@ -13,7 +18,7 @@ import json
 
 from ml4dynamics import estimators
 from ml4dynamics.checkpoints import RunCheckpoints
-from ml4dynamics.cli import closure_arguments, print_json
+from ml4dynamics.cli import print_json
 from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_splits
@@ -27,17 +32,7 @@ from ml4dynamics.outputs import fingerprint, fresh_dir, write_csv, write_json
 from ml4dynamics.tracking import Run
 from ml4dynamics.training import Interrupted
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    closure_arguments(
-        parser,
-        (
-            "Train the closure on data/SYSTEM with estimator ESTIMATOR of params.yaml `estimators` "
-            "(TR weight from `reg`); checkpoint to models/SYSTEM/checkpoints/ESTIMATOR (resumes "
-            "after SIGINT/SIGTERM), export models/SYSTEM/closures/ESTIMATOR, write "
-            "metrics/SYSTEM/train/ESTIMATOR.json and plots/SYSTEM/train/; log to MLflow."
-        ),
-    )
+ARGUMENTS = ("system", "estimator", "params")
 
 
 def main(args: argparse.Namespace) -> int:
