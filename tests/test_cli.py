@@ -6,20 +6,41 @@ import os
 
 import pytest
 
-from ml4dynamics.cli import build_parser
+from ml4dynamics.cli import build_parser, main
 from tests.conftest import REPO, run_cli
 
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
 
 
-def test_every_subcommand_has_help(tmp_path):
+def test_every_subcommand_has_help(tmp_path, capsys):
     assert {"generate", "inspect", "params"} <= set(SUBCOMMANDS)
-    top = run_cli(["--help"], cwd=tmp_path)
+    top = run_cli(["--help"], cwd=tmp_path)  # the console script itself, once
     assert top.returncode == 0 and all(name in top.stdout for name in SUBCOMMANDS)
-    for name in SUBCOMMANDS:
-        result = run_cli([name, "--help"], cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(f"usage: ml4d {name}")
+    for name in SUBCOMMANDS:  # each command's own help, in process (a subprocess costs ~2 s)
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and out.startswith(f"usage: ml4d {name}"), out
+        description = out.split("\n\n")[1]
+        assert len(description) > 40 and "``" not in description  # its module docstring
+    systems = build_parser("generate")._subparsers._group_actions[0].choices["generate"]  # noqa: SLF001
+    assert "one of linear, ns_channel, rd" in systems.format_help()  # from the registry
+
+
+def test_version_and_instant_top_level_help(tmp_path):
+    """`ml4d --help` reads only the command table: no command module, no JAX."""
+    script = (
+        "import sys; from ml4dynamics.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit: pass\n"
+        "assert 'jax' not in sys.modules and 'ml4dynamics.pipeline.train' not in sys.modules\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    version = run_cli(["--version"], cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("ml4d ")
 
 
 @pytest.mark.parametrize("args", [[], ["generate"], ["frobnicate"]])
