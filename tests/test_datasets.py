@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from ml4dynamics import __version__
 from ml4dynamics.config import parse_params
 from ml4dynamics.datasets import open_dataset, write_datasets
 from ml4dynamics.errors import DatasetError
-from tests.conftest import run_cli, small_params, write_params
+from tests.conftest import BIN, run_cli, small_params, write_params
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -164,3 +167,70 @@ def test_a_failed_write_leaves_nothing_behind(generated, tmp_path):
     with pytest.raises(DatasetError, match="non-finite"):
         write_datasets({"train": good, "val": bad}, out)
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary directory
+
+
+def chunk_files(store: Path, name: str) -> list[Path]:
+    """The chunk files of array ``name`` in a zarr v3 store."""
+    return [p for p in (store / name).rglob("*") if p.is_file() and p.name != "zarr.json"]
+
+
+@pytest.mark.parametrize("coordinate", ["time", "gamma_u"])
+def test_a_lost_coordinate_chunk_is_refused_naming_it(generated, tmp_path, coordinate):
+    """Deleting a coordinate's chunk makes zarr read its fill value (NaN): refused, one line."""
+    store = tmp_path / "ood.zarr"
+    shutil.copytree(generated / "rd" / "ood.zarr", store)
+    chunks = chunk_files(store, coordinate)
+    assert chunks, f"no chunk files for {coordinate}"
+    for chunk in chunks:
+        chunk.unlink()
+    result = run_cli(["inspect", str(store)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"coordinate '{coordinate}' has" in result.stderr and "non-finite" in result.stderr
+
+
+def test_a_write_killed_between_its_renames_is_recovered(generated, tmp_path):
+    """A kill between moving the old output aside and the new one in leaves the old one aside;
+    the next write puts it back first and cleans the temporaries of killed writes."""
+    from ml4dynamics.atomic import recover
+
+    out = tmp_path / "rd"
+    shutil.copytree(generated / "rd", out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    out.rename(tmp_path / ".rd.old")  # the first rename happened, the second never did
+    (tmp_path / ".rd.new.x1y2").mkdir()  # and a killed write's temporary
+    recover(out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rd"]
+
+
+def test_generate_killed_mid_write_keeps_the_old_data(generated, tmp_path):
+    """SIGKILL while `ml4d generate` writes its new stores: the old stores stay valid and
+    untouched; the next run finishes and leaves no temporary behind."""
+    params = small_params()
+    params["rd"]["data"]["train"]["seed"] = 101  # the new stores differ from the old ones
+    root = tmp_path / "p"
+    root.mkdir()
+    write_params(root / "params.yaml", params)
+    shutil.copytree(generated / "rd", root / "data" / "rd")
+    old = tree_digest(root / "data" / "rd")
+    proc = subprocess.Popen(
+        [str(BIN / "ml4d"), "generate", "rd"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+    deadline, writing = time.time() + 300, False
+    while time.time() < deadline and proc.poll() is None:
+        writing = bool(list((root / "data").glob(".rd.new.*")))  # new stores being written
+        if writing:
+            break
+        time.sleep(0.005)
+    proc.kill()
+    assert proc.wait() == -9 and writing, "the kill did not land while the stores were written"
+    assert tree_digest(root / "data" / "rd") == old  # every byte of the old stores
+    for split in ("train", "val", "test", "ood"):
+        open_dataset(root / "data" / "rd" / f"{split}.zarr")  # still valid
+    done = run_cli(["generate", "rd"], cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["rd"]  # no stale temporaries

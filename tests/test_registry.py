@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 
@@ -75,3 +76,22 @@ def test_an_unknown_model_is_one_clear_error(store):
         ML4DError, match="cannot load models:/rd-closure@champion from the registry"
     ):
         registry.load_registered("models:/rd-closure@champion")
+
+
+def test_a_version_without_its_run_or_files_is_refused_in_one_line(store, generated):
+    """A registered version whose MLflow run was deleted, or whose artifact files are gone, is
+    refused with one clear error instead of being loaded silently or with a traceback."""
+    from ml4dynamics.errors import ML4DError
+
+    system = system_of(open_dataset(generated / "rd" / "test.zarr"))
+    _, champion = register(store, system, seed=4, data_fingerprint="x")
+    client = registry.client()
+    client.delete_run(champion.run_id)
+    with pytest.raises(ML4DError, match=r"whose MLflow run .* was deleted; restore the run"):
+        registry.load_registered("models:/rd-closure@champion")
+    client.restore_run(champion.run_id)
+    registry.load_registered("models:/rd-closure@champion")  # served again once restored
+    shutil.rmtree(store / "mlruns" / "artifacts" / "rd" / "models")  # the version's files are lost
+    with pytest.raises(ML4DError) as lost:
+        registry.load_registered(f"models:/rd-closure/{champion.version}")
+    assert "\n" not in str(lost.value) and "are gone from the artifact store" in str(lost.value)

@@ -28,3 +28,22 @@ def test_later_stages_resume_the_run_and_prefix_their_tags(tmp_path, monkeypatch
     assert [(m.step, m.value) for m in history] == [(10, 0.1), (30, 0.3)]  # nan skipped
     assert not lost.resumed and lost.run_id != train.run_id
     assert client.get_run(lost.run_id).data.tags["stage"] == "evaluate"
+
+
+def test_a_failure_keeps_the_status_of_a_run_it_did_not_start(tmp_path, monkeypatch):
+    """A stage that reopens a finished run (a retraining that resumes) and then fails must not
+    mark the finished run FAILED; a run it started itself is marked FAILED."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        train = Run("rd", "train", "rd-ols", {})
+        train.end()
+        again = Run("rd", "train", "rd-ols", {}, run_id=train.run_id)
+        again.fail()
+        fresh = Run("rd", "train", "rd-aols", {})
+        fresh.fail()
+    finally:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert client.get_run(train.run_id).info.status == "FINISHED"
+    assert client.get_run(fresh.run_id).info.status == "FAILED"

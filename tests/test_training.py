@@ -228,3 +228,37 @@ def test_estimator_configs_are_validated():
     assert tr.label == "tr-projector" and tr.config.lam == 2.0 and tr.needs_manifold
     ols = parse_estimator({"kind": "ols"}, "estimators.ols")
     assert dataclasses.asdict(ols.config) == {"kind": "ols"}  # no dummy weights of others
+
+
+@pytest.mark.slow
+def test_an_unreadable_checkpoint_falls_back_to_an_older_one(straight, tmp_path):
+    """Truncated files in the newest checkpoint: one warning line, training resumes from the
+    previous checkpoint and ends where an uninterrupted run ends."""
+    root, env = copy_project(straight, tmp_path / "p")
+    directory = root / "models" / "rd" / "checkpoints" / "tr-projector"
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+    assert len(steps) == 2  # the two newest are kept
+    for f in (directory / str(steps[-1])).rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # half of every file
+    result = run_cli(["train", "rd", "--estimator", "tr-projector"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("ml4d: warning:")]
+    assert len(warnings) == 1 and f"checkpoint {steps[-1]} in" in warnings[0], result.stderr
+    for a, b in zip(final_params(straight), final_params(root), strict=True):
+        np.testing.assert_array_equal(a, b)  # resumed from the older one, same end point
+
+
+def test_a_second_training_of_the_same_model_stops_at_once(base_project, tmp_path):
+    """One writer per model: while a training holds the lock, another stops with one line and
+    touches nothing."""
+    from ml4dynamics.outputs import exclusive
+
+    root, env = copy_project(base_project, tmp_path / "p")
+    lock = root / "models" / "rd" / "checkpoints" / ".ols.lock"
+    with exclusive(lock, "the first training"):
+        result = run_cli(["train", "rd", "--estimator", "ols"], cwd=root, env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "`ml4d train rd --estimator ols` is already running in this workspace" in result.stderr
+    assert not (root / "models" / "rd" / "checkpoints" / "ols").exists()
+    assert not (root / "models" / "rd" / "closures" / "ols").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,21 +120,45 @@ class RunCheckpoints:
         self.manager.wait_until_finished()
 
     def restore_latest(self, model: nnx.Module, optimizer: nnx.Optimizer) -> dict | None:
-        """Load the newest checkpoint of this run into model and optimizer; return its metadata.
+        """Load the newest readable checkpoint of this run into model and optimizer; return its
+        metadata.
 
         Where the checkpoint holds grown samples, ``meta["grown"]`` is their arrays, one list per
-        round as given to ``save``; otherwise the key is absent. Returns None (and clears the
-        directory) when there is no checkpoint or it belongs to another run.
+        round as given to ``save``; otherwise the key is absent. A checkpoint that cannot be read
+        (a truncated or deleted file) is reported in one line on stderr and removed, and the next
+        older one is tried; with none left, training starts over (and says so). Returns None (and
+        clears the directory) when there is no checkpoint or it belongs to another run.
         """
         if not self.directory.exists():
             return None
-        step = self.manager.latest_step()
-        if step is None:
-            return None
+        try:
+            steps = sorted(self.manager.all_steps(), reverse=True)
+        except Exception as err:  # an unreadable directory listing: start over
+            _warn(f"checkpoints in {self.directory} cannot be listed ({_brief(err)})")
+            steps = []
+        for step in steps:
+            try:
+                meta = self._restore(step, model, optimizer)
+            except Exception as err:
+                _warn(
+                    f"checkpoint {step} in {self.directory} cannot be read ({_brief(err)}); "
+                    "removed, trying an older one"
+                )
+                shutil.rmtree(self.directory / str(step), ignore_errors=True)
+                self.close()  # the manager caches the steps it has seen
+                continue
+            if meta is None:  # another run's checkpoints
+                self.clear()
+            return meta
+        if steps:
+            _warn(f"no readable checkpoint in {self.directory}: training starts over")
+            self.clear()
+        return None
+
+    def _restore(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer) -> dict | None:
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         meta = dict(meta["meta"])
         if meta.get("fingerprint") != self.fingerprint:
-            self.clear()
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state(model, optimizer))
         items = {"state": ocp.args.StandardRestore(abstract)}
@@ -174,3 +199,13 @@ def load_params(directory: str | Path, model: nnx.Module) -> nnx.Module:
     with ocp.StandardCheckpointer() as ckpt:
         nnx.update(model, ckpt.restore(directory, abstract))
     return model
+
+
+def _brief(err: BaseException) -> str:
+    """An exception as one short line."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
+
+
+def _warn(message: str) -> None:
+    print(f"ml4d: warning: {message}", file=sys.stderr)

@@ -110,7 +110,9 @@ class Run:
         if run_id is not None and not self._exists(run_id):
             run_id = None
         self.resumed = run_id is not None
+        self.previous_status = None
         if run_id is not None:
+            self.previous_status = self.mlflow.get_run(run_id).info.status
             self.run = self.mlflow.start_run(run_id=run_id)
             created_by = self.run.data.tags.get("stage")
         else:
@@ -161,3 +163,11 @@ class Run:
 
     def end(self, status: str = "FINISHED") -> None:
         self.mlflow.end_run(status=status)
+
+    def fail(self) -> None:
+        """End after a failure: FAILED for a run this process started; a resumed run keeps the
+        status it had (a failure never rewrites the record of a run it did not start)."""
+        if self.resumed and self.previous_status not in (None, "RUNNING"):
+            self.end(self.previous_status)
+        else:
+            self.end("FAILED")

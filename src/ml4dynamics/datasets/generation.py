@@ -25,6 +25,7 @@ from ml4dynamics.systems import System, make_system
 #: agree); its git revision goes into the attributes
 GENERATION_CODE = (
     "src/ml4dynamics/__init__.py",
+    "src/ml4dynamics/atomic.py",
     "src/ml4dynamics/errors.py",
     "src/ml4dynamics/validation.py",
     "src/ml4dynamics/discovery.py",

@@ -8,8 +8,6 @@ what is wrong, so a half-written or hand-edited store never reaches training.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from ml4dynamics.atomic import replacing
 from ml4dynamics.errors import DatasetError
 
 REQUIRED_VARIABLES = ("u", "y")
@@ -36,13 +35,12 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict]:
 def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> list[Path]:
     """Write ``{split: Dataset}`` as ``out_dir/<split>.zarr``, all or nothing.
 
-    Everything goes to a temporary sibling directory first and is moved into place only when
-    every split has been written and re-validated; on any failure nothing is left behind.
+    Everything goes to a temporary sibling directory first and is swapped in only when every
+    split has been written and re-validated (``ml4dynamics.atomic``): a failure or a kill at any
+    instant leaves the old stores or the new ones, never a mixture.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replacing(out_dir) as tmp:
         for split, ds in datasets.items():
             validate_dataset(ds, f"{split} (before writing)")
             ds.to_zarr(
@@ -53,25 +51,16 @@ def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> l
                 encoding=_encoding(ds),
             )
             open_dataset(tmp / f"{split}.zarr")  # read back through the validating reader
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [out_dir / f"{split}.zarr" for split in datasets]
 
 
 def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     """Write one dataset to the store ``path`` (replacing it), all or nothing."""
     path = Path(path)
-    tmp_dir = write_datasets({path.stem: ds}, path.parent / f".{path.name}.tmp")
-    try:
-        if path.exists():
-            shutil.rmtree(path)
-        tmp_dir[0].rename(path)
-    finally:
-        shutil.rmtree(path.parent / f".{path.name}.tmp", ignore_errors=True)
+    validate_dataset(ds, f"{path} (before writing)")
+    with replacing(path) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
+        open_dataset(tmp)  # read back through the validating reader
     return path
 
 
@@ -120,7 +109,16 @@ def validate_dataset(ds: xr.Dataset, where: str) -> None:
                 f"(first at {at}); regenerate the dataset"
             )
     if "time" not in ds.coords:
-        raise DatasetError(f"{where}: missing coordinate 'time'")
+        raise DatasetError(f"{where}: missing coordinate 'time'; regenerate the dataset")
+    for name, coord in ds.coords.items():  # a lost coordinate chunk reads back as NaN
+        if coord.dtype.kind in "fc" and not np.isfinite(coord.values).all():
+            bad = int((~np.isfinite(coord.values)).sum())
+            raise DatasetError(
+                f"{where}: coordinate {name!r} has {bad} non-finite values; regenerate the dataset"
+            )
+    time = ds.time.values
+    if time.dtype.kind not in "fiu" or (len(time) > 1 and not (np.diff(time) > 0).all()):
+        raise DatasetError(f"{where}: coordinate 'time' is not increasing; regenerate the dataset")
     for key in REQUIRED_ATTRS:
         if key not in ds.attrs:
             raise DatasetError(f"{where}: missing attribute {key!r}; regenerate the dataset")

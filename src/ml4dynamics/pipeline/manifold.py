@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from ml4dynamics.atomic import replacing
 from ml4dynamics.cli import print_json
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.datasets import open_splits
@@ -53,18 +54,19 @@ def main(args: argparse.Namespace) -> int:
                 np.mean(np.sum(np.asarray(train_u) ** 2, axis=tuple(range(1, train_u.ndim))))
             ),
         )
-        export_model(
-            layout.manifold(name),
-            "manifold",
-            model,
-            stage.model,
-            {"system": name},
-            {"state": system.state_field},
-        )
+        with replacing(layout.manifold(name)) as out_dir:  # old or new, never half
+            export_model(
+                out_dir,
+                "manifold",
+                model,
+                stage.model,
+                {"system": name},
+                {"state": system.state_field},
+            )
         write_json(layout.manifold_metrics(name), result)
         tracker.log_metrics(result)
     except BaseException:
-        tracker.end("FAILED")
+        tracker.fail()
         raise
     tracker.end()
     print_json(result)

@@ -17,6 +17,7 @@ import dataclasses
 import json
 
 from ml4dynamics import estimators
+from ml4dynamics.atomic import replacing
 from ml4dynamics.checkpoints import RunCheckpoints
 from ml4dynamics.cli import print_json
 from ml4dynamics.closure_training import frozen, train_closure
@@ -28,7 +29,7 @@ from ml4dynamics.layout import Layout
 from ml4dynamics.models import build_closure
 from ml4dynamics.models.io import export_model, load_model
 from ml4dynamics.network_config import network_stage
-from ml4dynamics.outputs import fingerprint, fresh_dir, write_csv, write_json
+from ml4dynamics.outputs import exclusive, fingerprint, write_csv, write_json
 from ml4dynamics.tracking import Run
 from ml4dynamics.training import Interrupted
 
@@ -37,6 +38,13 @@ ARGUMENTS = ("system", "estimator", "params")
 
 def main(args: argparse.Namespace) -> int:
     layout, name, label = Layout(), args.system, args.estimator
+    # one writer per model: a second training of it stops at once, disturbing nothing
+    lock = layout.checkpoints(name, label).with_name(f".{label}.lock")
+    with exclusive(lock, f"`ml4d train {name} --estimator {label}`"):
+        return _train(args, layout, name, label)
+
+
+def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> int:
     params = load_params(args.params)
     stage = network_stage(params, "train", name)
     estimator = estimators.estimator(params, label)
@@ -88,25 +96,25 @@ def main(args: argparse.Namespace) -> int:
         raise
     except BaseException:
         checkpoints.close()
-        tracker.end("FAILED")
+        tracker.fail()
         raise
     checkpoints.close()
-    out_dir = fresh_dir(layout.closure(name, label))
-    export_model(
-        out_dir,
-        "closure",
-        model,
-        stage.model,
-        {
-            "system": name,
-            "system_config": dataclasses.asdict(system.config),
-            "estimator": label,
-            "reg": dataclasses.asdict(estimator.config),
-            "data": config["data"],
-            "mlflow_run_id": tracker.run_id,
-        },
-        {"state": system.state_field, "closure": system.closure_field},
-    )
+    with replacing(layout.closure(name, label)) as out_dir:  # old or new, never half
+        export_model(
+            out_dir,
+            "closure",
+            model,
+            stage.model,
+            {
+                "system": name,
+                "system_config": dataclasses.asdict(system.config),
+                "estimator": label,
+                "reg": dataclasses.asdict(estimator.config),
+                "data": config["data"],
+                "mlflow_run_id": tracker.run_id,
+            },
+            {"state": system.state_field, "closure": system.closure_field},
+        )
     final = history.epochs[-1]
     result = {
         "estimator": label,

@@ -76,6 +76,9 @@ def log_closure(closure_dir: Path, system: System, name: str) -> str:
     ``name``; returns the new version number."""
     import mlflow
 
+    from ml4dynamics.tracking import configured_uri
+
+    mlflow.set_registry_uri(configured_uri())  # the workspace's registry, not a stale global
     info = mlflow.pyfunc.log_model(
         name="closure",
         python_model=str(MODEL_FILE),
@@ -101,6 +104,11 @@ def _closure_artifact(model_dir: Path, model_uri: str) -> Path:
     """The ``closure`` artifact of a downloaded pyfunc, located through its MLmodel file."""
     import yaml
 
+    if not (model_dir / "MLmodel").is_file():
+        raise ML4DError(
+            f"the files of {model_uri} are gone from the artifact store (no MLmodel); "
+            "re-register it with `dvc repro -f promote@<system>` or use another version"
+        )
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     entry = mlmodel.get("flavors", {}).get("python_function", {}).get("artifacts", {})
     closure = model_dir / entry.get("closure", {}).get("path", "missing")
@@ -127,6 +135,7 @@ def load_registered(model_uri: str):
     mlflow.set_registry_uri(uri)  # models:/ URIs resolve through the registry
     # a download bar on stderr would bury the one-line errors that follow the download
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _refuse_deleted_run(model_uri)
     with tempfile.TemporaryDirectory(prefix="ml4d-model-") as target:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -138,4 +147,32 @@ def load_registered(model_uri: str):
                 f"{err.message.splitlines()[0]}; check the name and alias (`dvc repro` "
                 "registers models; MLFLOW_TRACKING_URI selects the store)"
             ) from None
+        except OSError as err:  # the version is registered but its files are gone
+            raise ML4DError(
+                f"the artifacts of {model_uri} cannot be read ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'missing'}); re-register it with "
+                "`dvc repro -f promote@<system>` or use another version"
+            ) from None
         return load_closure_dir(_closure_artifact(Path(local), model_uri))
+
+
+def _refuse_deleted_run(model_uri: str) -> None:
+    """A version whose MLflow run was deleted (``mlflow runs delete``) is not served: its record
+    (parameters, evaluation) is gone, so nothing says what the model is."""
+    from mlflow.exceptions import MlflowException
+
+    name, sep, rest = model_uri.removeprefix("models:/").partition("@")
+    try:
+        if sep:
+            version = client().get_model_version_by_alias(name, rest)
+        else:
+            name, _, number = model_uri.removeprefix("models:/").partition("/")
+            version = client().get_model_version(name, number)
+        run = client().get_run(version.run_id) if version.run_id else None
+    except MlflowException:
+        return  # an unknown name or alias: the download below says so in one line
+    if run is not None and run.info.lifecycle_stage == "deleted":
+        raise ML4DError(
+            f"{model_uri} is version {version.version}, whose MLflow run {version.run_id} was "
+            "deleted; restore the run (`mlflow runs restore --run-id ...`) or use another version"
+        )
