@@ -23,8 +23,9 @@ def test_every_subcommand_has_help(tmp_path, capsys):
         assert done.value.code == 0 and out.startswith(f"usage: ml4d {name}"), out
         description = out.split("\n\n")[1]
         assert len(description) > 40 and "``" not in description  # its module docstring
-    systems = build_parser("generate")._subparsers._group_actions[0].choices["generate"]  # noqa: SLF001
-    assert "one of linear, ns_channel, rd" in systems.format_help()  # from the registry
+    for name in ("generate", "train", "bench", "shift-correlation"):  # system names: registry
+        sub = build_parser(name)._subparsers._group_actions[0].choices[name]  # noqa: SLF001
+        assert "one of linear, ns_channel, rd" in sub.format_help(), name
 
 
 def test_version_and_instant_top_level_help(tmp_path):

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from ml4dynamics import estimators
-from ml4dynamics.cli import print_json
+from ml4dynamics.cli import print_json, system_argument
 from ml4dynamics.closure_training import frozen, objective
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_dataset
@@ -92,7 +92,7 @@ ARGUMENTS = ("params",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("system", nargs="?", default="rd", help="system name (default: rd)")
+    system_argument(parser, nargs="?", default="rd", what="system (default: rd)")
     parser.add_argument("--out", help="output (default: bench/SYSTEM_train_step.json)")
 
 
