@@ -66,9 +66,7 @@ def test_train_evaluate_promote_and_simulate(workdir, tmp_path):
     for args in (
         ["fit-manifold", "ns_channel"],
         ["train", "ns_channel", "--estimator", "ols"],
-        ["train", "ns_channel", "--estimator", "tr-gradient"],
         ["evaluate", "ns_channel", "--estimator", "ols"],
-        ["evaluate", "ns_channel", "--estimator", "tr-gradient"],
         ["promote", "ns_channel"],
     ):
         result = run_cli(args, cwd=root, env=env)

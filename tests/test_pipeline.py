@@ -21,10 +21,11 @@ def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return result
 
 
-# The test pipeline trains one rd estimator (the default trains five; the others are exercised in
-# test_training and test_registry). Thresholds are loose enough for
+# The test pipeline trains two rd estimators, OLS and TR (the default trains six; the others are
+# exercised in test_training and test_registry): an experiment on `reg` must rerun TR only. Thresholds are loose enough for
 # tiny trainings to pass, so a champion exists.
 TEST_MODELS = {
+    "rd-ols": {"system": "rd", "estimator": "ols", "weights": "estimators.ols"},
     "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg"},
 }
 
@@ -93,9 +94,7 @@ STAGES = (
     "promote@rd",
     "linear_theory",
 )
-TR = {f"{stage}@{model}" for stage in ("train", "evaluate") for model in TEST_MODELS} | {
-    "promote@rd"
-}
+TR = {f"{stage}@rd-tr-projector" for stage in ("train", "evaluate")} | {"promote@rd"}
 
 
 def ran(result: subprocess.CompletedProcess) -> set[str]:
@@ -124,8 +123,10 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
         for split in ("train", "val", "test", "ood"):
             assert (repo / "data" / system / f"{split}.zarr" / "zarr.json").is_file()
     # (`dvc status dvc.yaml`: the clone has data.dvc but, with no remote, not its benchmark;
-    # `dvc repro` above ran regardless, as a fresh clone of the project must)
-    assert "up to date" in sh(["dvc", "status", "dvc.yaml"], repo, env).stdout
+    # `dvc repro` above ran regardless, as a fresh clone of the project must). Promotion always
+    # runs: the registry lives outside DVC.
+    status = json.loads(sh(["dvc", "status", "--json", "dvc.yaml"], repo, env).stdout)
+    assert status == {"promote@rd": ["always changed"]}
     lock = (repo / "dvc.lock").read_text()
     revision = sh(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
     attrs = json.loads((repo / "data/rd/train.zarr/zarr.json").read_text())["attributes"]
@@ -141,13 +142,16 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     # a champion exists, with its gate results as tags
     client = registry(repo)
     champion = client.get_model_version_by_alias("rd-closure", "champion")
-    assert champion.tags["promotion"] == "champion"
+    assert champion.tags["gates"] == "passed" and champion.tags["gates.decided_in"] == "workspace"
     assert champion.tags["gate.finite_and_bounded"] == "passed"
     promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
     assert promotion["champion"]["version"] == int(champion.version)
 
-    # a second repro does nothing; rerunning generate reproduces its hashes byte for byte
-    assert "Running stage" not in sh(["dvc", "repro"], repo, env).stdout
+    # a second repro does nothing but reconcile the registry (nothing new to register);
+    # rerunning generate reproduces its hashes byte for byte
+    versions = client.search_model_versions("name = 'rd-closure'")
+    assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
+    assert len(client.search_model_versions("name = 'rd-closure'")) == len(versions) == 2
     assert (repo / "dvc.lock").read_text() == lock
     sh(["dvc", "repro", "--force", "--no-run-cache", "generate@rd"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
@@ -159,30 +163,67 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     assert set(json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)) == {
         "generate@rd",
         "data.dvc",  # the benchmark: tracked, but not in this clone's cache (no remote)
+        "promote@rd",  # always
     }
     write_params(repo / "params.yaml", pipeline_params())
 
-    # an experiment with another lambda reruns the TR models through promotion only
+    # two queued experiments on lambda, run by two workers: each reruns the TR model through
+    # promotion only (one new training run each, none for OLS), registers its TR closure and
+    # records its gates, and neither moves the champion
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-q", "-m", "baseline"], repo, env)
-    exp = sh(["dvc", "exp", "run", "-S", "reg.lam=2.5", "-n", "lam-2.5"], repo, env)
-    assert ran(exp) == TR
+    promotion_before = (repo / "metrics/rd/promotion.json").read_text()
+    for lam in ("2.5", "0.3"):
+        sh(["dvc", "exp", "run", "--queue", "-S", f"reg.lam={lam}", "-n", f"lam-{lam}"], repo, env)
+    sh(["dvc", "exp", "run", "--run-all", "--jobs", "2"], repo, env)
     shown = json.dumps(json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout))
-    assert '"lam": 2.5' in shown and '"name": "lam-2.5"' in shown
+    for lam in ("2.5", "0.3"):
+        assert f'"lam": {lam}' in shown and f'"name": "lam-{lam}"' in shown
     assert "metrics/rd/evaluate/tr-projector.json" in shown and "val_tr_penalty" in shown
-    # its MLflow runs landed in the workspace's store, tagged with the experiment's name
     experiment = client.get_experiment_by_name("rd")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
-    tagged = [r for r in runs if r.data.tags.get("dvc_exp_name") == "lam-2.5"]
-    assert len(tagged) == 1 and tagged[0].data.params["reg.lam"] == "2.5"
-    assert "eval.test.error_horizon" in tagged[0].data.metrics  # evaluation logged to it
-    promotions = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.stage = 'promote'"
+    assert len(runs) == 2 + 2  # the baseline's OLS and TR, and one TR per experiment
+    for lam in ("2.5", "0.3"):
+        # its MLflow runs landed in the workspace's store, tagged with the experiment's name
+        tagged = [r for r in runs if r.data.tags.get("dvc_exp_name") == f"lam-{lam}"]
+        assert len(tagged) == 1 and tagged[0].data.params["reg.lam"] == lam
+        assert tagged[0].data.tags["estimator"] == "tr-projector"
+        evaluation = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{tagged[0].info.run_id}'",
+        )
+        assert len(evaluation) == 1 and "eval.test.error_horizon" in evaluation[0].data.metrics
+        registered = client.search_model_versions(
+            f"name = 'rd-closure' and tags.registered_in = 'lam-{lam}'"
+        )
+        assert len(registered) == 1 and registered[0].run_id == tagged[0].info.run_id
+        assert registered[0].tags["gates.decided_in"] == f"lam-{lam}"
+    assert len(client.search_model_versions("name = 'rd-closure'")) == 2 + 2
+    assert client.get_model_version_by_alias("rd-closure", "champion").version == champion.version
+    assert (repo / "metrics/rd/promotion.json").read_text() == promotion_before
+    assert not any(
+        r.info.status == "RUNNING" for r in client.search_runs([experiment.experiment_id])
     )
-    assert len(promotions) == 2  # one per promote run
-    new = client.get_model_version_by_alias("rd-closure", "candidate")
-    assert int(new.version) == 2 and new.run_id == tagged[0].info.run_id
+
+    # applied to the workspace, an experiment's pipeline moves the champion (when its gates
+    # pass); only promotion runs, and the aliases agree with promotion.json
+    applied = subprocess.run(
+        ["dvc", "exp", "apply", "lam-2.5"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    # (this clone has data.dvc but not the benchmark's files: no remote to check them out from)
+    assert applied.returncode == 0 or applied.stderr.split("targets:\n")[1].startswith(
+        "data/benchmark\n"
+    ), applied.stderr
+    assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["lam"] == 2.5
+    assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
+    promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
+    tr = promotion["candidates"]["tr-projector"]
     champion = client.get_model_version_by_alias("rd-closure", "champion")
+    assert promotion["champion"]["version"] == int(champion.version)
+    assert (int(champion.version) == tr["version"]) == tr["passed"]
+    assert len(client.search_model_versions("name = 'rd-closure'")) == 2 + 2
+    sh(["git", "checkout", "--", "."], repo, env)
+    sh(["dvc", "checkout", "dvc.yaml"], repo, env)
 
     # downstream: a fresh process elsewhere loads the champion by alias and predicts
     elsewhere = tmp_path / "elsewhere"
@@ -279,9 +320,10 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
         repo,
         env,
     )
-    refused = client.get_model_version_by_alias("rd-closure", "candidate")
-    assert int(refused.version) == 3
-    assert refused.tags["promotion"] == "refused"
+    (refused,) = client.search_model_versions(
+        "name = 'rd-closure' and tags.registered_in = 'blow-up' and tags.estimator = 'tr-projector'"
+    )
+    assert refused.tags["gates"] == "failed"
     assert refused.tags["gate.finite_and_bounded"] == "failed"
     assert "blow up" in refused.tags["refusal_reason"]
     after = client.get_model_version_by_alias("rd-closure", "champion")

@@ -47,3 +47,29 @@ def test_a_failure_keeps_the_status_of_a_run_it_did_not_start(tmp_path, monkeypa
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert client.get_run(train.run_id).info.status == "FINISHED"
     assert client.get_run(fresh.run_id).info.status == "FAILED"
+
+
+def test_a_process_identity_outlives_pid_reuse():
+    """A run records boot id, pid and start time of its process: this process is alive, one that
+    has exited is not, and neither is a process of another boot with the same pid."""
+    import subprocess
+    import sys
+
+    from ml4dynamics.mlflow_store import alive, this_process
+
+    me = this_process()
+    assert alive(me)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from ml4dynamics.mlflow_store import this_process as p; print(p())",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    gone = child.communicate()[0].strip()
+    assert gone.rsplit(":", 2)[1] == str(child.pid) and not alive(gone)
+    boot, pid, ticks = me.rsplit(":", 2)
+    assert not alive(f"another-boot:{pid}:{ticks}")
+    assert not alive(f"{boot}:{pid}:{int(ticks) + 1}")  # the pid reused by a later process

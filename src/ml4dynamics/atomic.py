@@ -1,19 +1,25 @@
 """Outputs that are either old or new, never half-written: write beside, then swap in.
 
 A stage writes a directory output into a fresh temporary sibling (``.<name>.new.*``) and swaps it
-in with two renames: the old output moves aside to ``.<name>.old``, the new one into place, and the
-old one is deleted. Renames within a folder are atomic, so a kill at any instant leaves the old
-output, the new one, or — between the two renames — the old one aside, which the next write (or
-``recover``) puts back. Stale temporaries of killed writes are removed at the next write.
+in. On Linux the swap is one atomic exchange of the two names (``renameat2``), so a kill at any
+instant leaves the old output or the new one in place. Elsewhere it is two renames: the old output
+moves aside to ``.<name>.old``, the new one into place; a kill between them leaves the old one
+aside, which the next write (or ``recover``) puts back. Either way the old output is then deleted,
+and stale temporaries of killed writes are removed at the next write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from ml4dynamics.faults import kill_point
 
 
 def _aside(target: Path) -> Path:
@@ -34,14 +40,37 @@ def recover(target: str | Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False
+    where the system or the file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def swap_in(new: str | Path, target: str | Path) -> None:
-    """Replace the directory ``target`` by ``new`` (a sibling), old aside first."""
+    """Replace the directory ``target`` by ``new`` (a sibling): in one atomic exchange where the
+    system has it (the old output then lies in ``new``'s temporary name until it is deleted),
+    else old aside first, then new in."""
     new, target = Path(new), Path(target)
+    if target.exists() and _exchange(new, target):
+        kill_point("swap")  # fault-injection tests: new in place, old not yet deleted
+        shutil.rmtree(new, ignore_errors=True)
+        return
     old = _aside(target)
     if target.exists():
         if old.exists():
             shutil.rmtree(old)
         target.rename(old)
+    kill_point("swap")  # fault-injection tests: the worst instant, old aside and new not in
     new.rename(target)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import inspect
 import json
@@ -24,6 +25,7 @@ from typing import Any
 from ml4dynamics.errors import ML4DError
 
 EXIT_USER_ERROR = 2
+EXIT_SYSTEM_ERROR = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +163,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ml4d: error: {err}", file=sys.stderr)
         signum = getattr(err, "signum", None)  # interrupted training: the shell's convention
         return 128 + signum if signum else EXIT_USER_ERROR
+    except OSError as err:  # the machine, not the code: a full disk, a read-only folder, ...
+        print(f"ml4d: error: {os_error(err)}", file=sys.stderr)
+        return EXIT_SYSTEM_ERROR
+
+
+def os_error(err: OSError) -> str:
+    """An operating-system failure as one line with what to do about it. Outputs are written
+    beside their target and swapped in (``ml4dynamics.atomic``), so the old ones are intact."""
+    where = f" ({err.filename})" if err.filename else ""
+    what = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+    hints = {
+        errno.ENOSPC: "free some space (or point the output elsewhere) and run again",
+        errno.EDQUOT: "free some space within your quota and run again",
+        errno.EFBIG: "a file grew past the size limit (`ulimit -f`); raise it and run again",
+        errno.EROFS: "the folder is read-only; run from a writable copy",
+        errno.EACCES: "check the permissions of that path",
+    }
+    hint = hints.get(err.errno, "fix the cause and run again")
+    return f"{what}{where}; {hint} (earlier outputs are left as they were)"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,14 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ml4dynamics.outputs import atomic_file  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Save atomically: the old figure or the new one, never half a PNG."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+
 
 def snapshots(
     path: Path,
@@ -63,7 +71,7 @@ def snapshots(
                     ax.set_ylabel(f"{label} ({name})", fontsize=9)
             fig.colorbar(image, ax=axes[r].tolist(), shrink=0.8)
         fig.suptitle(title)
-    fig.savefig(path, dpi=90)
+    _save(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -87,7 +95,7 @@ def curves(
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -119,6 +127,6 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, dpi=100)
     plt.close(fig)
     return path

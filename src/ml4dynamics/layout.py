@@ -40,6 +40,9 @@ class Layout:
         return self.closures(system) / estimator
 
     def checkpoints(self, system: str, estimator: str) -> Path:
+        """Training checkpoints: a run's own scratch space for resuming, guarded by the training
+        fingerprint. Not a DVC output: a fresh workspace (an experiment's) has none and must not
+        count that as a change."""
         return self.root / "models" / system / "checkpoints" / estimator
 
     # -- metrics and plots ------------------------------------------------------------------
@@ -86,8 +89,7 @@ class Layout:
             "generate": lambda: [self.data(s)],
             "fit-manifold": lambda: [self.manifold(s), self.manifold_metrics(s)],
             "train": lambda: [
-                self.closure(s, e),
-                self.checkpoints(s, e),
+                self.closure(s, e),  # (checkpoints are no output: they exist to resume)
                 self.train_plots(s) / f"{e}.png",
                 self.train_plots(s) / f"{e}.csv",
                 self.train_metrics(s, e),

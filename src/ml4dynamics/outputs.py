@@ -16,27 +16,40 @@ from typing import Any
 from ml4dynamics.errors import ML4DError
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (a reader never sees half a file)."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary sibling of the file ``path`` to write; renamed over ``path`` when the block
+    ends (a reader, or a kill at any instant, sees the old file or the new one, never half), and
+    removed if the block raises. Temporaries of killed writes to ``path`` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    for stale in path.parent.glob(f".{path.name}.new.*"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.new.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (a reader never sees half a file)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(path)
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write CSV rows (the keys of the first row are the header) atomically."""
     fields = list(rows[0]) if rows else []
-    with open(path, "w", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    return path
+    return Path(path)
 
 
 def fingerprint(config: Any, paths: Iterable[str | Path] = ()) -> str:

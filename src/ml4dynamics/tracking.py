@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ml4dynamics.mlflow_store import alive, relocate, this_process
 from ml4dynamics.provenance import git_revision
 
 DVC_TAGS = {
@@ -20,6 +22,9 @@ DVC_TAGS = {
     "dvc_exp_baseline_rev": "DVC_EXP_BASELINE_REV",
     "dvc_stage": "DVC_STAGE",
 }
+# the process holding a run open, and the status a resumed run had before it was reopened: a
+# run left RUNNING by a dead process is ended with that status (or KILLED) by the next Run
+PROCESS_TAG, STATUS_BEFORE_TAG = "ml4d.process", "ml4d.status_before"
 
 
 def repo_root() -> Path:
@@ -43,12 +48,17 @@ def tracking_uri(root: Path | None = None) -> str:
 
 
 def configured_uri(root: Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` (a shared server) or the repository's sqlite store."""
+    """``$MLFLOW_TRACKING_URI`` (a shared server) or the repository's sqlite store; a sqlite
+    store that was copied or moved is first pointed at its own artifacts
+    (``mlflow_store.relocate``)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    root = root or repo_root()
-    (root / "mlruns").mkdir(parents=True, exist_ok=True)
-    return tracking_uri(root)
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        root = root or repo_root()
+        (root / "mlruns").mkdir(parents=True, exist_ok=True)
+        uri = tracking_uri(root)
+    relocate(uri)
+    return uri
 
 
 def _mlflow(root: Path):
@@ -87,12 +97,34 @@ def run_tags(stage: str, extra: Mapping[str, str] | None = None) -> dict[str, st
     return tags
 
 
+def end_dead_runs(client, experiment_ids: list[str]) -> list[str]:
+    """End every RUNNING run whose recorded process has died: KILLED, or the status a resumed run
+    had before it was reopened (a stage that dies never rewrites a run it did not start). Runs
+    without a recorded process (another tool's) are left alone. Returns the names ended."""
+    ended = []
+    for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'"):
+        process = run.data.tags.get(PROCESS_TAG)
+        if process is None or alive(process):
+            continue
+        before = run.data.tags.get(STATUS_BEFORE_TAG)
+        status = before if before in ("FINISHED", "FAILED", "KILLED") else "KILLED"
+        client.set_tag(run.info.run_id, "ml4d.ended", f"process {process} died; ended {status}")
+        client.set_terminated(run.info.run_id, status)
+        ended.append(f"{run.info.run_name} ({status})")
+    return ended
+
+
 class Run:
     """One MLflow run (new, or resumed by id); a thin layer so stages log in one style.
 
-    A later stage that adds to the run of a model (``evaluate``, ``promote``) resumes it by id;
-    its tags then go under ``<stage>.`` so the run keeps saying which stage created it. An id the
-    store does not know (``mlruns/`` deleted) starts a new run instead.
+    A later stage that adds to the run of a model (``promote``) resumes it by id; its tags then go
+    under ``<stage>.`` so the run keeps saying which stage created it. An id the store does not
+    know (``mlruns/`` deleted) starts a new run instead. A stage that records a result about
+    another run (``evaluate``) starts a child run of it (``parent_run_id``); with
+    ``replace=True`` the earlier child runs of the same stage are deleted, so a re-evaluation
+    replaces the previous one instead of adding a second history.
+
+    Starting a Run first ends the runs of the store whose process died (``end_dead_runs``).
     """
 
     def __init__(
@@ -103,12 +135,23 @@ class Run:
         params: Mapping[str, Any],
         tags: Mapping[str, str] | None = None,
         run_id: str | None = None,
+        parent_run_id: str | None = None,
+        replace: bool = False,
     ):
         self.root = repo_root()
         self.mlflow = _mlflow(self.root)
+        client = self.mlflow.MlflowClient()
         exp = experiment_id(system, self.root)
+        ended = end_dead_runs(client, [e.experiment_id for e in client.search_experiments()])
+        if ended:
+            print(
+                f"ml4d: note: ended {len(ended)} run(s) whose process died: {', '.join(ended)}",
+                file=sys.stderr,
+            )
         if run_id is not None and not self._exists(run_id):
             run_id = None
+        if parent_run_id is not None and not self._exists(parent_run_id):
+            parent_run_id = None
         self.resumed = run_id is not None
         self.previous_status = None
         if run_id is not None:
@@ -116,7 +159,18 @@ class Run:
             self.run = self.mlflow.start_run(run_id=run_id)
             created_by = self.run.data.tags.get("stage")
         else:
-            self.run = self.mlflow.start_run(experiment_id=exp, run_name=run_name)
+            if parent_run_id is not None and replace:
+                for old in client.search_runs(
+                    [exp],
+                    filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                    f"and tags.stage = '{stage}'",
+                ):
+                    client.delete_run(old.info.run_id)
+            self.run = self.mlflow.start_run(
+                experiment_id=exp,
+                run_name=run_name,
+                tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None,
+            )
             flat = {k: str(v) for k, v in flatten(params).items()}
             items = list(flat.items())
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
@@ -125,6 +179,9 @@ class Run:
         all_tags = run_tags(stage, tags)
         if created_by != stage:
             all_tags = {f"{stage}.{k}": v for k, v in all_tags.items()}
+        all_tags[PROCESS_TAG] = this_process()
+        if self.previous_status is not None:
+            all_tags[STATUS_BEFORE_TAG] = self.previous_status
         self.mlflow.set_tags(all_tags)
         self.run_id = self.run.info.run_id
 

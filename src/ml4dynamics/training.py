@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ml4dynamics.checkpoints import RunCheckpoints
 from ml4dynamics.errors import ML4DError
+from ml4dynamics.faults import kill_point
 from ml4dynamics.validation import require, require_positive
 
 Batch = dict[str, jax.Array]
@@ -270,6 +271,7 @@ def fit(
             end_of_round = (epoch + 1) % epochs == 0
             if (epoch + 1) % config.checkpoint_every == 0 or end_of_round:
                 save(epoch + 1, 0)
+            kill_point("epoch")  # fault-injection tests: a kill after an epoch's checkpoint
             if end_of_round and epoch + 1 < total and flag.signum is not None:
                 bar.close()  # stopped between rounds: the next round's samples are not drawn
                 raise Interrupted(flag.signum, epoch + 1, 0)

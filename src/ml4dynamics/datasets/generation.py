@@ -26,6 +26,7 @@ from ml4dynamics.systems import System, make_system
 GENERATION_CODE = (
     "src/ml4dynamics/__init__.py",
     "src/ml4dynamics/atomic.py",
+    "src/ml4dynamics/faults.py",
     "src/ml4dynamics/errors.py",
     "src/ml4dynamics/validation.py",
     "src/ml4dynamics/discovery.py",

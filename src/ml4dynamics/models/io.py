@@ -10,11 +10,14 @@ passes (the system's).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 from flax import nnx
 
 from ml4dynamics.checkpoints import load_params, save_params
@@ -59,7 +62,7 @@ def export_model(
     return directory
 
 
-def _read_meta(meta_path: Path) -> dict[str, Any]:
+def read_meta(meta_path: Path) -> dict[str, Any]:
     """The parsed ``model.json``, or a one-line error saying it is unreadable."""
     try:
         meta = json.loads(meta_path.read_text())
@@ -112,7 +115,7 @@ def load_model(
         raise ML4DError(
             f"no exported model at {directory} (missing model.json); run `dvc repro` to create it"
         )
-    meta = _read_meta(meta_path)
+    meta = read_meta(meta_path)
     if meta.get("role") != role:
         raise ML4DError(f"{directory} holds a {meta.get('role')!r} model, expected {role!r}")
     fields = _fields(meta, meta_path, role, {"state": state, "closure": closure})
@@ -130,3 +133,20 @@ def load_model(
     # build abstractly (shapes only): running the initialisers costs seconds per conv layer
     model = nnx.eval_shape(build)
     return load_params(directory / "params", model), meta
+
+
+# what a model's description records about the run that produced it, not about the model
+_PROVENANCE_KEYS = ("mlflow_run_id",)
+
+
+def model_identity(model: nnx.Module, meta: Mapping[str, Any]) -> str:
+    """sha256 of what an exported model *is*: its description (``model.json`` without the run
+    that logged it) and its parameter values. The bytes of the export are no identity: Orbax
+    writes timestamps and random file names, so the same weights saved twice differ."""
+    described = {k: v for k, v in meta.items() if k not in _PROVENANCE_KEYS}
+    h = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
+    for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param)):
+        values = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)} {values.dtype} {values.shape}".encode())
+        h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()

@@ -1,15 +1,16 @@
 """Roll the closure models/SYSTEM/closures/ESTIMATOR out (un-nudged, float64, with the system's own
 step) from the first frame of every test and ood trajectory; write
 metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under
-plots/SYSTEM/evaluate/ESTIMATOR/, and log them to the model's MLflow run.
+plots/SYSTEM/evaluate/ESTIMATOR/, and log them to an evaluation run nested in the model's run.
 
 ``ml4d evaluate`` (stage ``evaluate``): hybrid rollouts of a trained closure on the test and
 ood splits.
 
 Writes ``metrics/<system>/evaluate/<estimator>.json`` (summaries per split, see
 ``ml4dynamics.evaluation`` for the definitions), per-frame curves as CSV for ``dvc plots`` and PNG
-figures under ``plots/<system>/evaluate/<estimator>/``, and logs all of it to the MLflow run that
-trained the model.
+figures under ``plots/<system>/evaluate/<estimator>/``, and logs all of it to an MLflow run nested
+under the run that trained the model (``<system>-<estimator>-evaluate``); evaluating again replaces
+that run, so the per-step history is never logged twice.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from ml4dynamics.evaluation import (
     numeric_metrics,
     split_score,
 )
+from ml4dynamics.faults import kill_point
 from ml4dynamics.layout import Layout
-from ml4dynamics.models.io import load_model
+from ml4dynamics.models.io import load_model, model_identity
 from ml4dynamics.outputs import fingerprint, write_csv, write_json
 from ml4dynamics.tracking import Run
 
@@ -59,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     result = {
         "system": name,
         "estimator": label,
-        "closure_fingerprint": fingerprint({}, [closure_dir]),
+        "closure_fingerprint": model_identity(closure, meta),
         "data_fingerprint": fingerprint({}, [layout.split(name, s) for s in SPLITS]),
         "score": split_score([summaries[s] for s in SPLITS]),
         **summaries,
@@ -106,18 +108,21 @@ def main(args: argparse.Namespace) -> int:
         )
     write_json(layout.evaluate_metrics(name, label), result)
 
+    # a child run of the training run; a re-evaluation replaces it (no second history)
     tracker = Run(
         name,
         "evaluate",
-        f"{name}-{label}",
-        {"estimator": label, "evaluate": vars(config)},
-        tags={"role": "closure", "estimator": label},
-        run_id=meta.get("mlflow_run_id"),
+        f"{name}-{label}-evaluate",
+        {"estimator": label, "evaluate": vars(config), "reg": meta.get("reg", {})},
+        tags={"role": "evaluation", "estimator": label},
+        parent_run_id=meta.get("mlflow_run_id"),
+        replace=True,
     )
     tracker.log_metrics(
         numeric_metrics(summaries, "eval")
         | ({"eval.score": result["score"]} if result["score"] is not None else {})
     )
+    kill_point("evaluate-logged")  # fault-injection tests: summaries logged, curves not yet
     for split in SPLITS:
         stride = frame_stride(datasets[split], system.dt)
         steps = np.arange(1, len(curves[split]["time"]) + 1) * stride

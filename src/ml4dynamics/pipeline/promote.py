@@ -1,15 +1,20 @@
 """For every metrics/SYSTEM/evaluate/ESTIMATOR.json: register the closure as a version of
-SYSTEM-closure (MLflow models-from-code pyfunc, once per closure), alias it `candidate`, run the
-gates of params.yaml `promote` and move `champion` to it only if all pass. Writes
+SYSTEM-closure (once per model: same weights and description, same version), run the gates of
+params.yaml `promote` and move `champion` to it only if all pass. Inside `dvc exp run` the
+champion never moves: candidates are registered and their gates recorded. Writes
 metrics/SYSTEM/promotion.json; gate results become version tags.
 
 ``ml4d promote`` (stage ``promote``): submit every evaluated closure of a system to the registry.
 
-For each ``metrics/<system>/evaluate/<estimator>.json`` (sorted by name): register the closure
-(once per closure fingerprint) as a version of ``<system>-closure`` logged into the closure's own
-MLflow run, give it alias ``candidate``, run every registered gate (``ml4dynamics.gates``) and move
-``champion`` to it only when all pass. Gate results and the reason for a refusal become version
-tags and ``metrics/<system>/promotion.json``; a summary run of the stage is logged to MLflow.
+For each ``metrics/<system>/evaluate/<estimator>.json`` (sorted by name): register the closure as
+a version of ``<system>-closure`` logged into the closure's own MLflow run, unless a version with
+the same identity (``model_identity``: weights and description, not file bytes) exists; run every
+registered gate (``ml4dynamics.gates``). On the workspace the version gets alias ``candidate`` and
+``champion`` moves to it only when all gates pass. In a DVC experiment (``$DVC_EXP_NAME``) no alias
+moves: the experiment's gate results are recorded, and the champion moves when the pipeline runs
+on the workspace (``dvc exp apply`` then ``dvc repro``: the stage always runs, as the registry
+lives outside DVC). Gate results and the reason for a refusal become version tags and
+``metrics/<system>/promotion.json``; a summary run of the stage is logged to MLflow.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from typing import Any
 
 from ml4dynamics import gates, registry
 from ml4dynamics.config import load_params
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.evaluation import evaluate_config
+from ml4dynamics.faults import kill_point
+from ml4dynamics.gates import Champion
 from ml4dynamics.layout import Layout
-from ml4dynamics.outputs import fingerprint, write_json
+from ml4dynamics.models.io import model_identity
+from ml4dynamics.outputs import write_json
 from ml4dynamics.promotion import champion_score
 from ml4dynamics.registry.packaging import load_closure_dir
 from ml4dynamics.tracking import Run
@@ -33,11 +42,18 @@ ARGUMENTS = ("system", "params")
 
 
 def main(args: argparse.Namespace) -> int:
+    # one promotion at a time per store: queued experiments run promote side by side
+    with registry.exclusive():
+        return _promote(args)
+
+
+def _promote(args: argparse.Namespace) -> int:
     layout, system_name = Layout(), args.system
     params = load_params(args.params)
     thresholds = gates.configured(params)
     evaluate = evaluate_config(params)
-    data_dir, closures_dir = layout.data(system_name), layout.closures(system_name)
+    experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run` (workspace, temp, queue)
+    data_dir = layout.data(system_name)
     evaluations_dir, metrics_path = layout.evaluations(system_name), layout.promotion(system_name)
     name = registry.registered_name(system_name)
     results = sorted(evaluations_dir.glob("*.json"))
@@ -45,67 +61,58 @@ def main(args: argparse.Namespace) -> int:
         raise ML4DError(
             f"no evaluations in {evaluations_dir}; run `dvc repro` (stage evaluate) first"
         )
-    report: dict[str, Any] = {"registered_model": name, "candidates": {}}
-    for path in results:
-        estimator = path.stem
-        result = json.loads(path.read_text())
-        closure_dir = closures_dir / estimator
-        if not (closure_dir / "model.json").is_file():
-            raise ML4DError(f"{path} has no closure at {closure_dir}; run `dvc repro`")
-        fp = fingerprint({}, [closure_dir])
-        if fp != result["closure_fingerprint"]:
-            raise ML4DError(
-                f"{path} evaluated another closure than {closure_dir}; run `dvc repro` "
-                "to re-evaluate it"
+    submitted = {
+        path.stem: _register(layout, system_name, path, name, experiment) for path in results
+    }
+    kill_point("promote-registered")
+    scores: dict[str, Champion] = {}  # a champion's score, computed once per run
+
+    def gate(submission: Submission, champion) -> list[gates.Gate]:
+        key = "none" if champion is None else str(champion.version)
+        if key not in scores:
+            scores[key] = champion_score(
+                champion, submission.result, data_dir, evaluate, submission.system
             )
-        _, system, meta = load_closure_dir(closure_dir)
-        found = registry.version_with_fingerprint(name, fp)
-        if found is None:
-            model_run = Run(
-                system_name,
-                "promote",
-                f"{system_name}-{estimator}",
-                {},
-                run_id=meta.get("mlflow_run_id"),
-            )
-            version = registry.log_closure(closure_dir, system, name)
-            model_run.end()
-            registry.set_tags(name, version, {"closure_fingerprint": fp, "estimator": estimator})
-        else:
-            version = found.version
-        registry.set_alias(name, version, registry.CANDIDATE)
-        champion = registry.version_by_alias(name, registry.CHAMPION)
-        entry: dict[str, Any] = {"version": int(version), "score": result["score"]}
-        if champion is not None and champion.version == version:
-            entry.update(passed=True, decision="champion (unchanged)")
-            report["candidates"][estimator] = entry
-            continue
-        checks = gates.check(
-            result, thresholds, champion_score(champion, result, data_dir, evaluate, system)
-        )
-        passed = all(g.passed for g in checks)
-        reason = gates.refusal(checks)
-        tags = {
-            "data_fingerprint": result["data_fingerprint"],
-            "score": result["score"],
-            "promotion": "champion" if passed else "refused",
-            "refusal_reason": reason or "-",
-        }
-        for g in checks:
-            tags[f"gate.{g.name}"] = "passed" if g.passed else "failed"
-            tags[f"gate.{g.name}.detail"] = g.detail
-        registry.set_tags(name, version, tags)
-        if passed:
-            registry.set_alias(name, version, registry.CHAMPION)
-        entry.update(
-            passed=passed,
-            decision="champion" if passed else "refused",
-            reason=reason,
-            gates={g.name: dataclasses.asdict(g) for g in checks},
-        )
-        report["candidates"][estimator] = entry
-        print(f"{name} v{version} ({estimator}): {entry['decision']} {reason}".rstrip())
+        return gates.check(submission.result, thresholds, scores[key])
+
+    if experiment is None:  # decide: the workspace's pipeline moves the aliases
+        for submission in submitted.values():
+            registry.set_alias(name, submission.version, registry.CANDIDATE)
+            champion = registry.version_by_alias(name, registry.CHAMPION)
+            if champion is not None and int(champion.version) == submission.version:
+                continue
+            checks = gate(submission, champion)
+            if all(g.passed for g in checks):
+                # the report that made it champion stays with it (promotion.json repeats it)
+                entry = _entry(submission, checks, "champion")
+                tags = _gate_tags(submission, entry, checks, "workspace")
+                registry.set_tags(
+                    name, submission.version, tags | {"champion.report": json.dumps(entry)}
+                )
+                registry.set_alias(name, submission.version, registry.CHAMPION)
+    # report every candidate against the champion as it now stands: the same state gives the
+    # same report, so a repeated run leaves promotion.json (and dvc.lock) unchanged
     champion = registry.version_by_alias(name, registry.CHAMPION)
+    report: dict[str, Any] = {"registered_model": name, "candidates": {}, "experiment": experiment}
+    for estimator, submission in submitted.items():
+        if champion is not None and int(champion.version) == submission.version:
+            recorded = champion.tags.get("champion.report")
+            entry = json.loads(recorded) if recorded else _entry(submission, [], "champion")
+        else:
+            checks = gate(submission, champion)
+            passed = all(g.passed for g in checks)
+            if not passed:
+                decision = "refused"
+            elif experiment is None:
+                decision = "passed; the champion was chosen earlier in this run"
+            else:  # an experiment never moves the champion; applying it and `dvc repro` does
+                decision = f"passed (experiment {experiment}: champion not moved)"
+            entry = _entry(submission, checks, decision)
+            tags = _gate_tags(submission, entry, checks, experiment or "workspace")
+            registry.set_tags(name, submission.version, tags)
+        report["candidates"][estimator] = entry
+        line = f"{name} v{submission.version} ({estimator}): {entry['decision']} {entry['reason']}"
+        print(line.rstrip())
     report["champion"] = (
         None
         if champion is None
@@ -127,3 +134,76 @@ def main(args: argparse.Namespace) -> int:
     summary.end()
     print(json.dumps(report["champion"]))
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    version: int
+    result: dict[str, Any]
+    system: Any
+
+
+def _entry(submission: Submission, checks: list[gates.Gate], decision: str) -> dict[str, Any]:
+    """One candidate's line of promotion.json."""
+    return {
+        "version": int(submission.version),
+        "score": submission.result["score"],
+        "passed": all(g.passed for g in checks),
+        "decision": decision,
+        "reason": gates.refusal(checks),
+        "gates": {g.name: dataclasses.asdict(g) for g in checks},
+    }
+
+
+def _gate_tags(
+    submission: Submission, entry: dict[str, Any], checks: list[gates.Gate], where: str
+) -> dict[str, Any]:
+    """What the gates found, as version tags (which version is champion only the alias says)."""
+    tags = {
+        "data_fingerprint": submission.result["data_fingerprint"],
+        "score": submission.result["score"],
+        "gates": "passed" if entry["passed"] else "failed",
+        "gates.decided_in": where,
+        "refusal_reason": entry["reason"] or "-",
+    }
+    for g in checks:
+        tags[f"gate.{g.name}"] = "passed" if g.passed else "failed"
+        tags[f"gate.{g.name}.detail"] = g.detail
+    return tags
+
+
+def _register(
+    layout: Layout, system_name: str, path, name: str, experiment: str | None
+) -> Submission:
+    """The registered version of the closure evaluated in ``path``: the existing one with the
+    same identity, else a new one logged into the closure's training run."""
+    estimator = path.stem
+    result = json.loads(path.read_text())
+    closure_dir = layout.closure(system_name, estimator)
+    if not (closure_dir / "model.json").is_file():
+        raise ML4DError(f"{path} has no closure at {closure_dir}; run `dvc repro`")
+    model, system, meta = load_closure_dir(closure_dir)
+    identity = model_identity(model, meta)
+    if identity != result["closure_fingerprint"]:
+        raise ML4DError(
+            f"{path} evaluated another closure than {closure_dir}; run `dvc repro` "
+            "to re-evaluate it"
+        )
+    found = registry.version_with_fingerprint(name, identity)
+    if found is not None:
+        return Submission(int(found.version), result, system)
+    model_run = Run(
+        system_name, "promote", f"{system_name}-{estimator}", {}, run_id=meta.get("mlflow_run_id")
+    )
+    version = registry.log_closure(closure_dir, system, name)
+    model_run.end()
+    registry.set_tags(
+        name,
+        version,
+        {
+            "closure_fingerprint": identity,
+            "estimator": estimator,
+            "registered_in": experiment or "workspace",
+        },
+    )
+    return Submission(int(version), result, system)

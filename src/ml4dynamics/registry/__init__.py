@@ -1,17 +1,21 @@
 """The model registry: ``<system>-closure`` versions, aliases ``candidate`` and ``champion``.
 
 Versions are MLflow models-from-code pyfuncs (``closure_model.py``) carrying the exported
-closure directory as the artifact ``closure``. A version is identified by the fingerprint of
-that directory (tag ``closure_fingerprint``): submitting the same closure twice returns the
-version already registered. Aliases are read with ``get_model_version_by_alias`` (on sqlite,
-``search_model_versions`` returns versions without their aliases).
+closure directory as the artifact ``closure``. A version is identified by the closure's
+``model_identity`` (its weights and description; tag ``closure_fingerprint``): submitting the same
+closure twice, or a retraining that reproduces it, returns the version already registered.
+Aliases are read with ``get_model_version_by_alias`` (on sqlite, ``search_model_versions`` returns
+versions without their aliases).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.metadata
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,26 @@ def client():
     from ml4dynamics.tracking import configured_uri
 
     return MlflowClient(tracking_uri=configured_uri())
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Hold the store's registry lock (waiting for it): two promotions side by side (queued
+    experiments) would otherwise race for version numbers and aliases. A tracking server
+    serialises its own writes; a local sqlite store gets ``mlruns/.registry.lock``."""
+    from ml4dynamics.mlflow_store import store_dir
+    from ml4dynamics.tracking import configured_uri
+
+    folder = store_dir(configured_uri())
+    if folder is None:
+        yield
+        return
+    with open(folder / ".registry.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the process ends, even by a kill
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def signature(system: System):
@@ -90,14 +114,14 @@ def log_closure(closure_dir: Path, system: System, name: str) -> str:
     return str(info.registered_model_version)
 
 
-def set_tags(name: str, version: str, tags: dict[str, Any]) -> None:
+def set_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
     c = client()
     for key, value in tags.items():
-        c.set_model_version_tag(name, version, key, str(value))
+        c.set_model_version_tag(name, str(version), key, str(value))
 
 
-def set_alias(name: str, version: str, alias: str) -> None:
-    client().set_registered_model_alias(name, alias, version)
+def set_alias(name: str, version: str | int, alias: str) -> None:
+    client().set_registered_model_alias(name, alias, str(version))
 
 
 def _closure_artifact(model_dir: Path, model_uri: str) -> Path:

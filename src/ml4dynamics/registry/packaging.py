@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from flax import nnx
 
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.models.io import load_model
+from ml4dynamics.models.io import load_model, read_meta
 from ml4dynamics.systems import System, system_class
 from ml4dynamics.validation import parse
 
@@ -30,7 +29,7 @@ def load_closure_dir(directory: str | Path) -> tuple[nnx.Module, System, dict[st
     meta_path = directory / "model.json"
     if not meta_path.is_file():
         raise ML4DError(f"{directory} is not an exported closure (no model.json)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(meta_path)
     system = system_from_meta(meta, str(meta_path))
     model, meta = load_model(directory, "closure", system.state_field, system.closure_field)
     return model, system, meta

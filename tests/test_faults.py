@@ -1,0 +1,232 @@
+"""Fault injection: a small real workspace (data, manifold, one closure, its evaluation and
+registration, all made by `ml4d`) is copied, and each copy gets one fault — SIGKILL at a fixed
+point of a stage (``$ML4D_KILL_AT``, see ml4dynamics.faults), a full disk, a copied or moved
+store. Each test checks that nothing is lost: outputs are the old ones or complete new ones, no run
+stays RUNNING, no temporaries remain, nothing is registered or logged twice, and a failure is one
+line. (Corrupt inputs are tested where they are read: chunks and coordinates in test_datasets,
+checkpoint files in test_training, model.json in test_models, registry artifacts and deleted runs
+in test_registry.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from ml4dynamics.datasets import open_splits
+from ml4dynamics.registry.packaging import load_closure_dir
+from tests.conftest import BIN, small_params, write_params
+
+SPLITS = ("train", "val", "test", "ood")
+
+
+def params() -> dict:
+    """The small parameters, with gates loose enough that the tiny closure becomes champion."""
+    p = small_params()
+    p["promote"] = {"max_error": 5.0, "max_shift": 20.0}
+    return p
+
+
+def digest(root: Path) -> dict[str, str]:
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return {
+        str(p.relative_to(root.parent)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+def ml4d(
+    root: Path, *args: str, kill_at: str | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    if kill_at:
+        env["ML4D_KILL_AT"] = kill_at
+    return subprocess.run(
+        [str(BIN / "ml4d"), *args], cwd=root, env=env, capture_output=True, text=True, **kwargs
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def client(root: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def runs(root: Path) -> list:
+    c = client(root)
+    return c.search_runs([e.experiment_id for e in c.search_experiments()])
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporaries of interrupted writes anywhere in the workspace (outside the store)."""
+    return [
+        str(p.relative_to(root))
+        for p in root.rglob(".*")
+        if (".new." in p.name or p.name.endswith(".old")) and "mlruns" not in p.parts
+    ]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, generated) -> Path:
+    """A git repository after the pipeline's rd chain for OLS: data, manifold, closure,
+    evaluation, registered champion."""
+    root = tmp_path_factory.mktemp("faults") / "ws"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    write_params(root / "params.yaml", params())
+    shutil.copytree(generated / "rd", root / "data" / "rd")
+    ok(ml4d(root, "fit-manifold", "rd"))
+    ok(ml4d(root, "train", "rd", "--estimator", "ols"))
+    ok(ml4d(root, "evaluate", "rd", "--estimator", "ols"))
+    ok(ml4d(root, "promote", "rd"))
+    return root
+
+
+def copy_of(workspace: Path, dest: Path) -> Path:
+    shutil.copytree(workspace, dest, symlinks=True)
+    return dest
+
+
+def intact_or_new(path: Path, before: dict[str, str]) -> None:
+    """``path`` is byte for byte what it was, or a complete, readable new output."""
+    if digest(path) == before:
+        return
+    if path.name == "rd" and path.parent.name == "data":
+        open_splits(path, SPLITS)
+    elif path.suffix == ".json":
+        json.loads(path.read_text())
+    else:
+        load_closure_dir(path) if path.parent.name == "closures" else (
+            path / "model.json"
+        ).is_file()
+
+
+KILLS = {
+    # stage: (command, where it dies, its outputs)
+    "generate": (("generate", "rd"), "swap", ("data/rd",)),
+    "fit-manifold": (("fit-manifold", "rd"), "epoch", ("models/rd/manifold",)),
+    "train": (
+        ("train", "rd", "--estimator", "ols"),
+        "epoch#2",
+        ("models/rd/closures/ols", "metrics/rd/train/ols.json"),
+    ),
+    "evaluate": (
+        ("evaluate", "rd", "--estimator", "ols"),
+        "evaluate-logged",
+        ("metrics/rd/evaluate/ols.json",),
+    ),
+    "promote": (("promote", "rd"), "promote-registered", ("metrics/rd/promotion.json",)),
+}
+
+
+@pytest.mark.parametrize("stage", list(KILLS))
+def test_sigkill_loses_nothing(workspace, tmp_path, stage):
+    """SIGKILL at a fixed point of each stage, then the same command again: the outputs were
+    the old ones or complete new ones at every moment, the killed run is ended (KILLED) when
+    tracking next starts, and the rerun finishes with nothing left over or recorded twice."""
+    root = copy_of(workspace, tmp_path / "ws")
+    command, point, outputs = KILLS[stage]
+    if stage == "generate":  # new data differ from the old
+        changed = params()
+        changed["rd"]["data"]["train"]["seed"] = 101
+        write_params(root / "params.yaml", changed)
+    if stage == "promote":  # a store that has never seen this closure: it registers anew
+        shutil.rmtree(root / "mlruns")
+    if stage == "train":  # no finished checkpoints to resume from: it trains anew
+        shutil.rmtree(root / "models" / "rd" / "checkpoints")
+    before = {out: digest(root / out) for out in outputs}
+
+    killed = ml4d(root, *command, kill_at=point)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    for out in outputs:
+        intact_or_new(root / out, before[out])
+    running = [r for r in runs(root) if r.info.status == "RUNNING"]
+    # generate logs nothing; promote dies with its registration run ended
+    assert len(running) == (0 if stage in ("generate", "promote") else 1), running
+
+    again = ok(ml4d(root, *command))
+    assert not leftovers(root)
+    assert not [r for r in runs(root) if r.info.status == "RUNNING"]
+    c = client(root)
+    for zombie in running:
+        assert "ended 1 run(s) whose process died" in again.stderr
+        # ended KILLED; the rerun of `train` then resumed it and finished it, the rerun of
+        # `evaluate` replaced (deleted) it
+        assert c.get_run(zombie.info.run_id).info.status in ("KILLED", "FINISHED")
+    if stage == "evaluate":  # the re-evaluation replaced the killed one: one history
+        (training,) = [r for r in runs(root) if r.data.tags.get("stage") == "train"]
+        evaluations = c.search_runs(
+            [training.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{training.info.run_id}'",
+        )
+        assert len(evaluations) == 1
+        history = c.get_metric_history(evaluations[0].info.run_id, "eval.test.rel_error")
+        steps = [m.step for m in history]
+        assert steps and len(steps) == len(set(steps))
+    if stage == "promote":  # registered once, and the champion is set
+        versions = c.search_model_versions("name = 'rd-closure'")
+        assert len(versions) == 1
+        assert c.get_model_version_by_alias("rd-closure", "champion").version == versions[0].version
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_old_data(workspace, tmp_path):
+    """A write that fails for lack of room (here: a file-size limit, which needs no root)
+    ends in one `ml4d: error:` line; the old data are untouched and no temporary remains."""
+    root = copy_of(workspace, tmp_path / "ws")
+    changed = params()
+    changed["rd"]["data"]["train"]["seed"] = 101
+    write_params(root / "params.yaml", changed)
+    before = digest(root / "data" / "rd")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    result = ml4d(root, "generate", "rd", preexec_fn=limit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ml4d: error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
+    assert "File too large" in errors[0] and "earlier outputs are left as they were" in errors[0]
+    assert digest(root / "data" / "rd") == before and not leftovers(root)
+
+
+def locations(root: Path) -> list[str]:
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as con:
+        rows = con.execute("SELECT artifact_location FROM experiments").fetchall()
+        rows += con.execute("SELECT artifact_uri FROM runs").fetchall()
+        rows += con.execute("SELECT storage_location FROM model_versions").fetchall()
+    return [r[0] for r in rows if r[0]]
+
+
+def test_a_copied_or_moved_workspace_works_on_its_own_store(workspace, tmp_path):
+    """`cp -a` of a workspace, then evaluate and simulate in the copy: the copy's store points at
+    its own artifacts and nothing of the original changes; moved again, it still works."""
+    original = digest(workspace / "mlruns")
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(workspace), str(copy)], check=True)
+    evaluated = ok(ml4d(copy, "evaluate", "rd", "--estimator", "ols"))
+    assert "was copied or moved from" in evaluated.stderr
+    assert all(str(copy / "mlruns") in loc for loc in locations(copy))
+    simulate = ("simulate", "--model", "models:/rd-closure@champion", "--steps", "20")
+    ok(ml4d(copy, *simulate, "--out", "run.zarr"))
+    assert digest(workspace / "mlruns") == original
+    evaluation = max(
+        (r for r in runs(copy) if r.data.tags.get("stage") == "evaluate"),
+        key=lambda r: r.info.start_time,
+    )
+    assert (copy / "mlruns").as_uri() in evaluation.info.artifact_uri
+    assert client(copy).list_artifacts(evaluation.info.run_id, "evaluation")
+
+    moved = tmp_path / "moved"
+    copy.rename(moved)
+    ok(ml4d(moved, *simulate, "--out", "run2.zarr"))
+    assert all(str(moved / "mlruns") in loc for loc in locations(moved))
