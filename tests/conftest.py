@@ -102,7 +102,13 @@ SMALL_PARAMS = {
             },
         },
         "rd": {
-            "model": {"kind": "conv", "width": 4, "levels": 2, "latent_channels": 2},
+            "model": {
+                "kind": "conv",
+                "width": 4,
+                "levels": 2,
+                "latent_channels": 2,
+                "shift_augment": False,
+            },
             "optim": {
                 "optimizer": "adam",
                 "lr": 0.003,
@@ -113,7 +119,13 @@ SMALL_PARAMS = {
             },
         },
         "ns_channel": {
-            "model": {"kind": "conv", "width": 4, "levels": 2, "latent_channels": 2},
+            "model": {
+                "kind": "conv",
+                "width": 4,
+                "levels": 2,
+                "latent_channels": 2,
+                "shift_augment": False,
+            },
             "optim": {
                 "optimizer": "adam",
                 "lr": 0.003,

@@ -146,3 +146,47 @@ def test_laplacian_symbols_vanish_only_on_the_mean_mode():
     for kind in ("fd2", "spectral"):
         lam = laplacian_symbol(16, L, kind)
         assert lam[0, 0] == 0 and np.all(lam.ravel()[1:] < 0)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "gamma_u", "unstable"),
+    [(0.01, 0.05, 0), (0.01, 0.25, 0), (0.001, 0.05, 28), (0.001, 0.25, 4), (-0.001, 0.05, 28)],
+)
+def test_turing_instability_of_the_uniform_state(alpha, gamma_u, unstable):
+    """At |α| = 0.01 (γ_v = 2γ_u) the uniform state is linearly stable for every mode; at
+    |α| = 0.001 a band of modes grows (Turing patterns); the sign of α does not matter."""
+    system = ReactionDiffusion(ReactionDiffusionConfig(alpha=alpha, gamma_u=gamma_u))
+    u_star = system.uniform_state()
+    y = np.asarray(system.closure(jnp.full((2, 64, 64), u_star), 0.0))
+    assert np.abs(y).max() < 1e-15  # a steady state of the reaction
+    rates = system.linear_growth_rates()
+    assert rates.shape == (64, 64) and int((rates > 0).sum()) == unstable
+    assert rates[0, 0] < 0  # the uniform mode itself is stable
+
+
+def test_the_fastest_mode_grows_at_the_predicted_rate():
+    """A perturbation of the uniform state along the fastest-growing Fourier mode (its unstable
+    eigenvector) grows in the solver at the linear-stability rate σ (error O(Δt) from the
+    scheme, O(ε) from the nonlinearity)."""
+    config = ReactionDiffusionConfig(alpha=0.001, gamma_u=0.05, n=32)
+    system = ReactionDiffusion(config)
+    rates = system.linear_growth_rates()
+    i, j = np.unravel_index(np.argmax(rates), rates.shape)
+    sigma = rates[i, j]
+    kappa = -laplacian_symbol(config.n, config.length, config.laplacian)[i, min(j, 32 - j)]
+    a = 1 - 3 * system.uniform_state() ** 2 - config.gamma_u * kappa
+    direction = np.array([1.0, config.beta / (sigma + config.beta + config.gamma_v * kappa)])
+    assert np.isclose((a - sigma) * direction[0] - direction[1], 0.0, atol=1e-12)  # eigenvector
+    x = np.arange(config.n) * config.h
+    k1, k2 = 2 * np.pi * np.fft.fftfreq(32, d=config.h)[[i, j]]
+    mode = np.cos(k1 * x[:, None] + k2 * x[None, :])
+    eps = 1e-7
+    u0 = system.uniform_state() + eps * direction[:, None, None] * mode[None]
+    steps = 500  # t = 5
+    frames = np.asarray(rollout(system, system.closure, jnp.asarray(u0), 0.0, steps, steps))
+    growth = (
+        np.abs(frames[-1] - system.uniform_state()).max()
+        / np.abs(u0 - system.uniform_state()).max()
+    )
+    observed = np.log(growth) / (steps * config.dt)
+    assert abs(observed - sigma) < 0.01 * sigma + 0.5 * sigma**2 * config.dt

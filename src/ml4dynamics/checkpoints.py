@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from ml4dynamics.errors import warn
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
 
@@ -134,13 +135,13 @@ class RunCheckpoints:
         try:
             steps = sorted(self.manager.all_steps(), reverse=True)
         except Exception as err:  # an unreadable directory listing: start over
-            _warn(f"checkpoints in {self.directory} cannot be listed ({_brief(err)})")
+            warn(f"checkpoints in {self.directory} cannot be listed ({_brief(err)})")
             steps = []
         for step in steps:
             try:
                 meta = self._restore(step, model, optimizer)
             except Exception as err:
-                _warn(
+                warn(
                     f"checkpoint {step} in {self.directory} cannot be read ({_brief(err)}); "
                     "removed, trying an older one"
                 )
@@ -151,7 +152,7 @@ class RunCheckpoints:
                 self.clear()
             return meta
         if steps:
-            _warn(f"no readable checkpoint in {self.directory}: training starts over")
+            warn(f"no readable checkpoint in {self.directory}: training starts over")
             self.clear()
         return None
 
@@ -205,7 +206,3 @@ def _brief(err: BaseException) -> str:
     """An exception as one short line."""
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
-
-
-def _warn(message: str) -> None:
-    print(f"ml4d: warning: {message}", file=sys.stderr)

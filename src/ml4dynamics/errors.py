@@ -1,4 +1,7 @@
-"""Errors a user can fix. The CLI prints them as one line and exits non-zero."""
+"""Errors a user can fix. The CLI prints them as one line and exits non-zero. Warnings: one line
+on stderr, the run goes on."""
+
+import sys
 
 
 class ML4DError(Exception):
@@ -15,3 +18,8 @@ class ConfigError(ML4DError):
 
 class DatasetError(ML4DError):
     """A dataset store is missing, malformed, or holds non-finite values."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr that a user should read (the run goes on)."""
+    print(f"ml4d: warning: {message}", file=sys.stderr)

@@ -106,6 +106,11 @@ class Estimator(abc.ABC):
         scale: the projector form unless the estimator trains with another."""
         return mean_projector_penalty(system, closure, batch, reconstruct)
 
+    def floor(self, system, batch: Batch, reconstruct: Reconstruct) -> jax.Array:
+        """The penalty of the exact closure (the labels ``y``) on ``batch``: the manifold model's
+        own error, below which no closure's penalty carries a tangency signal (DESIGN §2)."""
+        return self.penalty(system, lambda _u: batch["y"], batch, reconstruct)
+
     def validation(
         self, system, closure: BatchClosure, batch: Batch, reconstruct: Reconstruct | None
     ) -> dict[str, jax.Array]:

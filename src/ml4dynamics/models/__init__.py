@@ -16,7 +16,7 @@ from flax import nnx
 
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.fields import FieldSpec
-from ml4dynamics.models.autoencoders import ConvAutoencoder, LinearAutoencoder
+from ml4dynamics.models.autoencoders import ConvAutoencoder, LinearAutoencoder, PCAManifold
 from ml4dynamics.models.closures import LinearClosure, LocalClosure, UNet
 from ml4dynamics.validation import require
 
@@ -70,6 +70,8 @@ class ConvAutoencoderConfig:
     width: int
     levels: int
     latent_channels: int
+    #: train on each state at a random periodic translation (periodic grids only)
+    shift_augment: bool = False
 
     def __post_init__(self) -> None:
         require(self.width >= 1, "width", "must be >= 1", "set the channels of the first level")
@@ -77,10 +79,37 @@ class ConvAutoencoderConfig:
         require(self.latent_channels >= 1, "latent_channels", "must be >= 1", "set it to e.g. 4")
 
 
+@dataclasses.dataclass(frozen=True)
+class PCAManifoldConfig:
+    """Principal modes of the training states: at most ``rank`` of them, as many as explain a
+    fraction ``energy`` of the variance; on a periodic grid each training state also enters with
+    ``shifts`` random periodic translations (0: none), so that the modes span translated
+    patterns too."""
+
+    kind: Literal["pca"]
+    rank: int
+    energy: float
+    shifts: int
+
+    def __post_init__(self) -> None:
+        require(self.rank >= 1, "rank", "must be >= 1", "set the largest number of modes")
+        require(
+            0.0 < self.energy <= 1.0,
+            "energy",
+            f"must be in (0, 1], got {self.energy}",
+            "use e.g. 0.9999 (the fraction of the variance the modes explain)",
+        )
+        require(self.shifts >= 0, "shifts", "must be >= 0", "use 0 for no augmentation")
+
+
 ClosureConfig = LinearClosureConfig | LocalClosureConfig | UNetConfig
-ManifoldConfig = LinearAutoencoderConfig | ConvAutoencoderConfig
+ManifoldConfig = LinearAutoencoderConfig | ConvAutoencoderConfig | PCAManifoldConfig
 CLOSURE_KINDS = {"linear": LinearClosureConfig, "local": LocalClosureConfig, "unet": UNetConfig}
-MANIFOLD_KINDS = {"linear": LinearAutoencoderConfig, "conv": ConvAutoencoderConfig}
+MANIFOLD_KINDS = {
+    "linear": LinearAutoencoderConfig,
+    "conv": ConvAutoencoderConfig,
+    "pca": PCAManifoldConfig,
+}
 
 
 def _describe(spec: FieldSpec) -> str:
@@ -164,8 +193,25 @@ def build_manifold(config: ManifoldConfig, state: FieldSpec, seed: int) -> nnx.M
                 f"states of {size} components: use latent < {size}"
             )
         return LinearAutoencoder(state.channels, config.latent, rngs=rngs)
+    if isinstance(config, PCAManifoldConfig):
+        if config.rank >= size:
+            raise ML4DError(
+                f"manifold kind 'pca' with rank {config.rank} has no bottleneck for states of "
+                f"{size} components: use rank < {size}"
+            )
+        if config.shifts and not (state.ndim and state.periodic):
+            raise ML4DError(
+                f"manifold kind 'pca' with shifts={config.shifts} needs a periodic grid; the "
+                f"state has {_describe(state)}: use shifts: 0"
+            )
+        return PCAManifold(state.shape, config.rank)
     _require_grid(state, "manifold kind 'conv'", "state", "use 'linear'")
     _check_levels(state.grid, config.levels, "conv autoencoder")
+    if config.shift_augment and not state.periodic:
+        raise ML4DError(
+            f"conv autoencoder with shift_augment needs a periodic grid; the state has "
+            f"{_describe(state)}: use shift_augment: false"
+        )
     latent = config.latent_channels * size // (state.channels * 2 ** (config.levels * state.ndim))
     if latent >= size:
         raise ML4DError(
@@ -193,6 +239,8 @@ __all__ = [
     "LinearClosure",
     "LocalClosure",
     "ManifoldConfig",
+    "PCAManifold",
+    "PCAManifoldConfig",
     "UNet",
     "build_closure",
     "build_manifold",

@@ -7,6 +7,8 @@ identity, and then F is zero everywhere and means nothing (DESIGN §2).
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -48,6 +50,32 @@ class LinearAutoencoder(nnx.Module):
         ae.W_e[...] = basis
         ae.W_d[...] = basis.T
         return ae
+
+
+class PCAManifold(nnx.Module):
+    """The affine manifold of the training states' leading principal modes: E(u) = W(u − μ),
+    D(z) = μ + Wᵀz, so D∘E is the exact orthogonal projection onto μ + span(W) and F(u) is the
+    squared distance to it. ``W`` has ``rank`` rows; rows past the fitted rank are zero (they
+    project onto nothing), so the architecture is fixed by the config and the fit chooses the
+    rank (``manifold_fitting.fit_pca``)."""
+
+    def __init__(self, shape: tuple[int, ...], rank: int):
+        d = math.prod(shape)
+        self.shape = tuple(shape)
+        self.mean = nnx.Param(jnp.zeros((d,), dtype=F64))
+        self.basis = nnx.Param(jnp.zeros((rank, d), dtype=F64))
+
+    def encode(self, u: jax.Array) -> jax.Array:
+        """(..., *shape) → (..., rank): any leading axes, one state per trailing block."""
+        flat = u.reshape(*u.shape[: u.ndim - len(self.shape)], -1) - self.mean[...]
+        return flat @ self.basis[...].T
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        flat = self.mean[...] + z @ self.basis[...]
+        return flat.reshape(*z.shape[:-1], *self.shape)
+
+    def __call__(self, u: jax.Array) -> jax.Array:
+        return self.decode(self.encode(u))
 
 
 class ConvAutoencoder(nnx.Module):

@@ -14,11 +14,14 @@ import numpy as np
 
 from ml4dynamics.atomic import replacing
 from ml4dynamics.cli import print_json
+from ml4dynamics.closure_training import frozen
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.layout import Layout
-from ml4dynamics.manifold_fitting import fit_autoencoder, mean_log10_f
+from ml4dynamics.manifold_fitting import fit_autoencoder, fit_pca, mean_f, mean_log10_f
+from ml4dynamics.manifold_quality import projector_floor
+from ml4dynamics.models import PCAManifoldConfig
 from ml4dynamics.models.io import export_model
 from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import write_json
@@ -35,24 +38,35 @@ def main(args: argparse.Namespace) -> int:
     train_u = as_pairs(splits["train"])["u"]
     config = {"model": dataclasses.asdict(stage.model), "optim": dataclasses.asdict(stage.optim)}
     tracker = Run(name, "fit_manifold", f"{name}-manifold", config, tags={"role": "manifold"})
+    val = as_pairs(splits["val"])
     try:
-        model, history = fit_autoencoder(
-            system.state_field,
-            stage,
-            train_u,
-            as_pairs(splits["val"])["u"],
-            on_epoch=lambda e, mtr: tracker.log_metrics(mtr, step=e),
-            description=f"fit_manifold {name}",
-        )
+        if isinstance(stage.model, PCAManifoldConfig):  # a closed-form fit, no optimiser
+            model, fitted = fit_pca(system.state_field, stage.model, train_u, stage.optim.seed)
+            val_f = mean_f(model, val["u"])
+            fitted.update(final_train_loss=mean_f(model, train_u), final_val_loss=val_f)
+        else:
+            model, history = fit_autoencoder(
+                system.state_field,
+                stage,
+                train_u,
+                val["u"],
+                on_epoch=lambda e, mtr: tracker.log_metrics(mtr, step=e),
+                description=f"fit_manifold {name}",
+            )
+            fitted = {
+                "final_train_loss": history.epochs[-1]["train_loss"],
+                "final_val_loss": history.epochs[-1]["val_loss"],
+            }
         result = {
             f"log10_F_{s}": mean_log10_f(model, as_pairs(ds)["u"]) for s, ds in splits.items()
         }
         result.update(
-            final_train_loss=history.epochs[-1]["train_loss"],
-            final_val_loss=history.epochs[-1]["val_loss"],
+            fitted,
             state_norm2=float(
                 np.mean(np.sum(np.asarray(train_u) ** 2, axis=tuple(range(1, train_u.ndim))))
             ),
+            # the exact closure's tangent penalty: the manifold model's own error (its floor)
+            val_floor=projector_floor(system, val, frozen(model)),
         )
         with replacing(layout.manifold(name)) as out_dir:  # old or new, never half
             export_model(

@@ -24,8 +24,10 @@ from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.errors import warn
 from ml4dynamics.figures import loss_curves
 from ml4dynamics.layout import Layout
+from ml4dynamics.manifold_quality import assess, warnings
 from ml4dynamics.models import build_closure
 from ml4dynamics.models.io import export_model, load_model
 from ml4dynamics.network_config import network_stage
@@ -78,18 +80,21 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
     )
     write_json(run_file, {"fingerprint": fp, "run_id": tracker.run_id})
     model = build_closure(stage.model, system.state_field, system.closure_field, stage.optim.seed)
+    train, val, reconstruct = as_pairs(splits["train"]), as_pairs(splits["val"]), frozen(manifold)
     try:
         history = train_closure(
             system,
             model,
             estimator,
             stage.optim,
-            as_pairs(splits["train"]),
-            as_pairs(splits["val"]),
-            reconstruct=frozen(manifold),
+            train,
+            val,
+            reconstruct=reconstruct,
             checkpoints=checkpoints,
             on_epoch=lambda e, m: tracker.log_metrics(m, step=e),
         )
+        # can the manifold model see this closure's errors? (the floor diagnostic)
+        quality = assess(estimator, system, train, val, reconstruct, history.epochs[-1])
     except Interrupted:
         checkpoints.close()
         tracker.end("KILLED")
@@ -120,7 +125,13 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
         "estimator": label,
         "epochs": len(history.epochs),
         **{k: v for k, v in final.items() if k != "epoch"},
+        "manifold": quality,
     }
+    for line in warnings(quality, f"{name} {label}"):
+        warn(line)
+    tracker.log_metrics(
+        {f"manifold.{k}": float(v) for k, v in quality.items() if k != "val_tr_penalty"}
+    )
     write_json(layout.train_metrics(name, label), result)
     plots = layout.train_plots(name)
     plots.mkdir(parents=True, exist_ok=True)

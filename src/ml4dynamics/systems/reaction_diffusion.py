@@ -4,7 +4,13 @@
     ∂v/∂t = γ_v Δv + R_v(u, v),   R_v = β (u − v)
 
 on [0, L]² with periodic boundaries, γ_v = ratio · γ_u. The reaction R = (R_u, R_v) is the closure
-y. One step treats diffusion by Crank–Nicolson and the reaction explicitly:
+y. (u, v, α) → −(u, v, α) maps solutions to solutions, so only |α| matters; α enters R_u with a
+plus sign here. The uniform state u* = v* solves u* − u*³ − u* + α = 0, i.e. u* = ∛α (β > 0);
+``linear_growth_rates`` gives the growth rate of every Fourier mode of the grid about it: at
+|α| = 0.01 (γ_v = 2γ_u) none grows (no Turing instability), at |α| = 0.001 a band does and stripes
+and spots form (tests/test_reaction_diffusion.py).
+
+One step treats diffusion by Crank–Nicolson and the reaction explicitly:
 
     (I − Δt/2 γ Δ_h) u_{k+1} = (I + Δt/2 γ Δ_h) u_k + Δt y_k .
 
@@ -30,7 +36,8 @@ from ml4dynamics.validation import require, require_non_negative, require_positi
 
 @dataclasses.dataclass(frozen=True)
 class ReactionDiffusionConfig(SystemConfig):
-    """Defaults are the paper's: [0, 6.4]², 64² points, Δt = 0.01, α = 0.01, β = 1, γ_v = 2 γ_u."""
+    """Defaults: [0, 6.4]², 64² points, Δt = 0.01, α = 0.01 (no Turing instability: params.yaml
+    uses the pattern-forming |α| = 0.001), β = 1, γ_v = 2 γ_u."""
 
     dt: float = 0.01
     n: int = 64
@@ -110,6 +117,23 @@ class ReactionDiffusion(System):
         grid = np.arange(self.config.n) * self.config.h
         # object dtype: zarr v3 stores it as variable-length UTF-8, which the spec defines
         return {"field": np.array(["u", "v"], dtype=object), "x1": grid, "x2": grid}
+
+    def uniform_state(self) -> float:
+        """u* = v* = ∛α, the uniform steady state (R(u*, u*) = 0 needs u* − v* = 0 for β ≠ 0)."""
+        return float(np.cbrt(self.config.alpha))
+
+    def linear_growth_rates(self) -> np.ndarray:
+        """Largest real part of the eigenvalues of the linearisation about the uniform state, per
+        Fourier mode of the grid (shape (n, n), the fft2 layout, the discrete Laplacian's symbol):
+        for a mode with Laplacian eigenvalue −κ, J = [[1 − 3u*² − γ_u κ, −1], [β, −β − γ_v κ]]."""
+        c = self.config
+        kappa = -laplacian_symbol(c.n, c.length, c.laplacian)
+        kappa = np.concatenate([kappa, kappa[:, 1 : (c.n + 1) // 2][:, ::-1]], axis=1)
+        a = 1.0 - 3.0 * self.uniform_state() ** 2 - c.gamma_u * kappa
+        d = -c.beta - c.gamma_v * kappa
+        trace, det = a + d, a * d + c.beta
+        disc = trace**2 / 4 - det
+        return np.where(disc >= 0, trace / 2 + np.sqrt(np.abs(disc)), trace / 2)
 
     def initial_state(self, key: jax.Array) -> jax.Array:
         """Independent N(0, ic_std²) values at every grid point, as in the paper."""
