@@ -106,3 +106,26 @@ def test_gates_pass_fail_and_say_why():
     reason = refusal(failed)
     assert "ood: 1 of 2 trajectories blow up (first after t = 3)" in reason
     assert "ood error at horizon not finite > 0.5" in reason
+
+
+def test_the_ablation_is_the_exact_closure_plus_noise_of_the_misfits_size(generated):
+    """The ablation rollout: with σ = 0 it is the oracle (error 0 to round-off); on the linear
+    toy its deviation from the truth is linear in the noise, so doubling σ doubles the error
+    exactly (same draws); a closure off by a constant c in every element has misfit_std |c|."""
+    import jax.numpy as jnp
+
+    from ml4dynamics.evaluation import ablation, misfit_std
+
+    ds = open_dataset(generated / "linear" / "test.zarr")
+    zero, _ = ablation(ds, 0.0, bound=10.0, report_time=2.0, spatial=0)
+    assert zero["error_horizon"] < 1e-13 and zero["misfit_std"] == 0.0
+    once, curves = ablation(ds, 1e-3, bound=10.0, report_time=2.0, spatial=0)
+    twice, _ = ablation(ds, 2e-3, bound=10.0, report_time=2.0, spatial=0)
+    assert once["error_horizon"] > 1e-6  # the noise does move the hybrid
+    assert twice["error_horizon"] == pytest.approx(2 * once["error_horizon"], rel=1e-9)
+    assert curves["rel_error"].shape == (ds.sizes["time"] - 1,)
+
+    system = system_groups(ds)[0][0]
+    offset = lambda u: jnp.stack([system.closure(v, 0.0) for v in u]) + 0.25  # noqa: E731
+    # the labels of the linear data carry U[0, 1e-3) noise: the misfit is 0.25 minus its mean
+    assert misfit_std(offset, ds) == pytest.approx(0.25 - 5e-4, abs=1e-4)

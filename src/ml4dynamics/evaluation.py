@@ -74,9 +74,12 @@ def frame_stride(ds: xr.Dataset, dt: float) -> int:
     return round(spacing / dt)
 
 
-def hybrid_rollouts(ds: xr.Dataset, closure_fn) -> np.ndarray:
-    """Roll out ``closure_fn`` from the first frame of every trajectory of ``ds`` over its whole
-    horizon, with the system of each trajectory; frames at the stored times, like ``ds.u``."""
+def hybrid_rollouts(
+    ds: xr.Dataset, closure_fn, noise: tuple[float, int] | None = None
+) -> np.ndarray:
+    """Roll out ``closure_fn`` (None: the exact closure; ``noise`` added at every step, see
+    ``rollout``) from the first frame of every trajectory of ``ds`` over its whole horizon, with
+    the system of each trajectory; frames at the stored times, like ``ds.u``."""
     out = np.empty_like(ds.u.values)
     n_frames = ds.sizes["time"]
     for system, idx, q in system_groups(ds):
@@ -86,7 +89,7 @@ def hybrid_rollouts(ds: xr.Dataset, closure_fn) -> np.ndarray:
         n_steps = (n_frames - 1) * stride
 
         def run(u, t, qi, system=system, n_steps=n_steps, stride=stride):
-            return rollout(system, closure_fn, u, t, n_steps, stride, q=qi)
+            return rollout(system, closure_fn, u, t, n_steps, stride, q=qi, noise=noise)
 
         q = {name: jnp.asarray(v) for name, v in q.items()}
         out[idx] = np.asarray(jax.vmap(run)(u0, t0, q))
@@ -228,16 +231,55 @@ def curve_rows(curves: dict[str, np.ndarray]) -> list[dict[str, float | None]]:
     return [{name: _finite(curves[name][k]) for name in names} for k in range(len(curves["time"]))]
 
 
+def misfit_std(closure, ds: xr.Dataset, chunk: int = 64) -> float:
+    """The closure network's a-priori error on ``ds``'s stored pairs as one standard deviation
+    per element: sqrt(mean over samples, frames and elements of (y − φ(u))²)."""
+    u = ds.u.values.reshape(-1, *ds.u.shape[2:])
+    y = ds.y.values.reshape(-1, *ds.y.shape[2:])
+    fn = jax.jit(lambda x: closure(x))
+    total = 0.0
+    for i in range(0, len(u), chunk):
+        total += float(
+            np.sum((y[i : i + chunk] - np.asarray(fn(jnp.asarray(u[i : i + chunk])))) ** 2)
+        )
+    return math.sqrt(total / y.size)
+
+
+#: what the ablation rollout reports (beside the closure's own numbers)
+ABLATION_KEYS = ("error_horizon", "stable_fraction", "corr_time_95")
+
+
+def ablation(
+    ds: xr.Dataset,
+    sigma: float,
+    bound: float,
+    report_time: float,
+    spatial: int,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The paper's ablation: the exact closure plus fresh N(0, σ²) noise at every step, σ the
+    closure's own misfit; its rollout error is what a per-step error of that size costs without
+    any distribution shift. (Summary, per-frame curves.) The noise is drawn per step, shared by
+    the trajectories rolled out together."""
+    pred = hybrid_rollouts(ds, None, noise=(sigma, seed))
+    summary, curves = score_split(ds, pred, bound, report_time, None, spatial)
+    keys = (*ABLATION_KEYS, f"error_t{report_time:g}")
+    return {"misfit_std": sigma, **{k: summary[k] for k in keys}}, curves
+
+
 def evaluate_splits(
     datasets: Mapping[str, xr.Dataset],
     closure,
     reconstruct=None,
     bound: float = 10.0,
     report_time: float = 10.0,
+    with_ablation: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Roll the closure network out on every dataset and score it: (summaries, curves, hybrid
     frames), keyed like ``datasets``. With ``reconstruct`` (the frozen autoencoder) the shift
-    metrics are included."""
+    metrics are included; ``with_ablation`` adds the ablation (``ablation``) of every split and
+    the ratio of the closure's error at the horizon to it (``error_vs_ablation``: ≫ 1 where the
+    error comes from distribution shift rather than the per-step error)."""
     first = next(iter(datasets.values()))
     spatial = len(system_groups(first)[0][0].state_dims) - 1
     log10_f = log10_reconstruction(reconstruct) if reconstruct is not None else None
@@ -248,6 +290,15 @@ def evaluate_splits(
         summaries[split], curves[split] = score_split(
             ds, frames[split], bound, report_time, log10_f, spatial
         )
+        if with_ablation:
+            sigma = misfit_std(closure, ds)
+            noisy, noisy_curves = ablation(ds, sigma, bound, report_time, spatial)
+            summaries[split]["ablation"] = noisy
+            own, base = summaries[split]["error_horizon"], noisy["error_horizon"]
+            summaries[split]["error_vs_ablation"] = (
+                _finite(own / base) if own is not None and base else None
+            )
+            curves[split]["ablation_rel_error"] = noisy_curves["rel_error"]
         for name, groups in swept_groups(ds).items():
             summaries[split][f"by_{name}"] = {
                 f"{value:g}": score_split(

@@ -31,7 +31,12 @@ def champion_score(
             None, f"champion {label} closes another system configuration: not comparable"
         )
     summaries, *_ = evaluate_splits(
-        open_splits(data_dir, EVALUATED_SPLITS), model, None, evaluate.bound, evaluate.report_time
+        open_splits(data_dir, EVALUATED_SPLITS),
+        model,
+        None,
+        evaluate.bound,
+        evaluate.report_time,
+        with_ablation=False,  # only the score is compared
     )
     return Champion(
         split_score(list(summaries.values())), f"{label}, re-evaluated on the current data"

@@ -29,7 +29,7 @@ def displacement(
     return (system.bind(q).step(u, y, t) - u) / system.dt
 
 
-@partial(jax.jit, static_argnames=("system", "closure_fn", "n_steps", "store_every"))
+@partial(jax.jit, static_argnames=("system", "closure_fn", "n_steps", "store_every", "noise"))
 def rollout(
     system: System,
     closure_fn: Closure | None,
@@ -38,11 +38,14 @@ def rollout(
     n_steps: int,
     store_every: int = 1,
     q: Params | None = None,
+    noise: tuple[float, int] | None = None,
 ) -> jax.Array:
     """Advance ``u0`` by ``n_steps`` steps of ``S(u, closure_fn(u, t))`` from time ``t0``.
 
     ``closure_fn=None`` is the system's exact closure; ``q`` the trajectory's sample parameters
-    (traced, so one compilation serves every trajectory).
+    (traced, so one compilation serves every trajectory). ``noise = (σ, seed)`` adds independent
+    N(0, σ²) noise to every element of the closure at every step (drawn from ``seed`` and the step
+    number: the paper's ablation, an exact closure with a per-step error of a given size).
 
     Returns the states at ``t0 + j·store_every·Δt`` for ``j = 0 … n_steps // store_every``,
     shape ``(n_steps // store_every + 1, *state_shape)``; the first frame is ``u0`` itself.
@@ -59,7 +62,11 @@ def rollout(
 
     def advance(k: jax.Array, u: jax.Array) -> jax.Array:
         t = t0 + k * system.dt
-        return bound.step(u, closure_fn(u, t), t)
+        y = closure_fn(u, t)
+        if noise is not None:
+            sigma, seed = noise
+            y = y + sigma * jax.random.normal(jax.random.fold_in(jax.random.key(seed), k), y.shape)
+        return bound.step(u, y, t)
 
     def frame(u: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
         u = jax.lax.fori_loop(0, store_every, lambda i, v: advance(j * store_every + i, v), u)

@@ -87,7 +87,16 @@ def main(args: argparse.Namespace) -> int:
     pngs.append(
         figures.curves(
             plots_dir / "error.png",
-            {s: (curves[s]["time"], curves[s]["rel_error"]) for s in SPLITS},
+            {
+                **{s: (curves[s]["time"], curves[s]["rel_error"]) for s in SPLITS},
+                **{
+                    f"{s}: exact closure + noise of its misfit (ablation)": (
+                        curves[s]["time"],
+                        curves[s]["ablation_rel_error"],
+                    )
+                    for s in SPLITS
+                },
+            },
             "relative L2 error",
             f"{name} {label}: hybrid rollout error",
         )

@@ -94,7 +94,12 @@ def run(
                     progress=False,
                 )
                 summaries, *_ = evaluate_splits(
-                    {"test": data["test"]}, model, None, evaluate.bound, evaluate.report_time
+                    {"test": data["test"]},
+                    model,
+                    None,
+                    evaluate.bound,
+                    evaluate.report_time,
+                    with_ablation=False,
                 )
                 summary = summaries["test"]
                 row = {
