@@ -123,8 +123,9 @@ def test_penalties_through_the_hybrid_field_of_the_linear_system(linear_data):
 
     u = jnp.array([[0.7, 1e-3], [-1.2, -2e-3]])  # near V, so that ∇F ≠ 0 for the gradient form
     batch = {"u": u, "t": jnp.zeros(2)}
-    tangent_c = jnp.array([[0.3, 0.0], [0.0, -0.2]])  # A + BĈ − I = diag(0.25, 0): V ∥ e1
-    normal_c = jnp.array([[0.05, 0.0], [1.0, -0.2]])  # A + BĈ − I = [[0, 0], [1, 0]]: V ∥ e2
+    a21 = float(system.A[1, 0])  # the coupling of e1 into e2, cancelled or not by Ĉ
+    tangent_c = jnp.array([[0.3, 0.0], [-a21, -0.2]])  # A + BĈ − I = diag(0.25, 0): V ∥ e1
+    normal_c = jnp.array([[0.05, 0.0], [1.0 - a21, -0.2]])  # A + BĈ − I = [[0, 0], [1, 0]]: e2
     for normal in ("gradient", "projector"):
         r = reg("tr", lam=1.0, normal=normal)
         n = jax.vmap(lambda v: unit_normal(recon, v, 1e-12))(u)
@@ -155,3 +156,24 @@ def test_gradient_form_degenerates_on_exact_data(linear_data):
         reg("tr", 1.0, normal="projector").penalty(system, lambda x: x @ normal_c.T, batch, recon)
         > 0.4
     )
+
+
+def test_tr_with_the_exact_manifold_shrinks_ols_toward_the_truth_by_one_over_one_plus_lambda(
+    linear_data,
+):
+    """With B = I and D∘E = P_V exactly, the penalty's zero set on V-data is the exact closure's
+    V⊥ row (the truth keeps V invariant), so TR's estimate is (Ĉ_OLS + λ C)/(1 + λ) there, for
+    any A, coupled or not: TR's error is OLS's divided by 1 + λ. (Why the linear experiment's
+    1/λ law is not evidence beyond the linear theory.)"""
+    system, data = linear_data
+    assert float(system.A[1, 0]) != 0.0  # the configured toy is coupled: P⊥ A P_V ≠ 0
+    u, y = np.asarray(data["u"]), np.asarray(data["y"])
+    sigma, gamma = lt.moments(u, y)
+    p_v = lt.subspace_projector(np.array([[1.0, 0.0]]))
+    c_ols, c = lt.ols(sigma, gamma), np.asarray(system.C)
+    for lam in (1.0, 10.0, 1000.0):
+        c_tr = lt.tr_projector(system, sigma, gamma, p_v, lam)
+        np.testing.assert_allclose(
+            c_tr[1, 0] - c[1, 0], (c_ols[1, 0] - c[1, 0]) / (1 + lam), atol=1e-15
+        )
+        assert c_tr[0, 0] == pytest.approx(c_ols[0, 0], abs=1e-15)  # V's row: data misfit only

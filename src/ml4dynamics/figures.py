@@ -114,8 +114,18 @@ def terminal_error_vs_lambda(rows: Sequence[Mapping[str, float]], path: Path, ho
     """The linear experiment: mean terminal error of the OLS, mOLS and TR hybrids against λ."""
     lams = [r["lam"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("ols", "OLS"), ("mols", "mOLS (wd = λ)"), ("tr", "TR (projector, P_V)")):
-        ax.loglog(lams, [r[key] for r in rows], marker="o", label=label)
+    for i, (key, label) in enumerate(
+        (("ols", "OLS"), ("mols", "mOLS (wd = λ)"), ("tr", "TR (projector, P_V)"))
+    ):
+        colour = f"C{i}"
+        ax.loglog(lams, [r[key] for r in rows], marker="o", color=colour, label=label)
+        if f"{key}_centred" in rows[0]:
+            centred = [r[f"{key}_centred"] for r in rows]
+            ax.loglog(
+                lams, centred, "--", marker=".", color=colour, label=f"{label}, zero-mean noise"
+            )
+    if "no_closure" in rows[0]:
+        ax.axhline(rows[0]["no_closure"], color="grey", lw=1, label="no closure (y = 0)")
     ax.loglog(lams, [rows[0]["tr"] * lams[0] / lam for lam in lams], "k:", label="∝ 1/λ")
     ylabel = f"mean ‖u_T − û_T‖, T = {horizon}"
     return _finish(fig, ax, path, "λ", ylabel, "linear toy: terminal error of the hybrid")
