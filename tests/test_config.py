@@ -137,12 +137,17 @@ def test_missing_and_malformed_parameter_files(tmp_path, capsys):
 def test_the_repository_params_are_valid():
     params = parse_params(__import__("yaml").safe_load((REPO / "params.yaml").read_text()))
     rd = params.setup("rd").system
-    # the paper's reaction-diffusion parameters (DESIGN §3)
-    assert (rd.length, rd.n, rd.dt, rd.alpha, rd.beta) == (6.4, 64, 0.01, 0.01, 1.0)
+    # the paper's reaction-diffusion domain and rates, in its pattern-forming regime: the
+    # uniform state is Turing-unstable (|α| = 0.001, γ_v = 2γ_u)
+    from ml4dynamics.systems import ReactionDiffusion
+
+    assert (rd.length, rd.dt, abs(rd.alpha), rd.beta) == (6.4, 0.01, 0.001, 1.0)
     assert rd.gamma_v == 2 * rd.gamma_u
-    ood = params.setup("rd").data.ood
-    assert all(g != rd.gamma_u for g in ood.system["gamma_u"])  # ood: other gamma_u ...
-    assert ood.steps > params.setup("rd").data.train.steps  # ... and a longer horizon
+    assert (ReactionDiffusion(rd).linear_growth_rates() > 0).any()
+    data = params.setup("rd").data
+    assert all(g > rd.gamma_u for g in data.ood.system["gamma_u"])  # ood: outside training's γ_u
+    for split in (data.val, data.test, data.ood):  # rollouts of at least 30 time units
+        assert split.steps * rd.dt >= 30 and split.steps > data.train.steps
 
 
 def test_estimators_resolve_with_the_shared_tr_weight():

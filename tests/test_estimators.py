@@ -177,3 +177,33 @@ def test_tr_with_the_exact_manifold_shrinks_ols_toward_the_truth_by_one_over_one
             c_tr[1, 0] - c[1, 0], (c_ols[1, 0] - c[1, 0]) / (1 + lam), atol=1e-15
         )
         assert c_tr[0, 0] == pytest.approx(c_ols[0, 0], abs=1e-15)  # V's row: data misfit only
+
+
+def test_field_ols_measures_the_closure_error_through_the_step():
+    """field-ols's misfit is ‖V_θ(u) − V(u)‖² = ‖B(Ĉ − C)u‖²/Δt² on the linear toy: 4× the data
+    misfit for B = 2I, Δt = 1, and a quarter of that again for Δt = 2."""
+    from ml4dynamics.estimators.least_squares import field_misfit
+    from ml4dynamics.systems import Linear, LinearConfig
+
+    u = jnp.array([[1.0, 0.0], [-0.5, 0.0], [2.0, 0.0]])
+    for dt, factor in ((1.0, 4.0), (2.0, 1.0)):
+        system = Linear(
+            LinearConfig(
+                dt=dt,
+                A=((0.95, 0.0), (0.1, 1.2)),
+                B=((2.0, 0.0), (0.0, 2.0)),
+                C=((-0.025, 0.0), (-0.05, -0.15)),
+            )
+        )
+        batch = {"u": u, "y": u @ system.C.T, "t": jnp.zeros(3)}
+        wrong = jnp.array([[0.1, 0.0], [0.3, 0.0]])
+
+        def closure(x, wrong=wrong, system=system):
+            return x @ (system.C + wrong).T
+
+        data = float(jnp.mean(jnp.sum((u @ wrong.T) ** 2, axis=1)))
+        assert float(field_misfit(system, closure, batch)) == pytest.approx(
+            factor * data, rel=1e-12
+        )
+        loss, parts = reg("field-ols").loss(system, closure, batch, None, None)
+        assert float(parts["misfit"]) == pytest.approx(data, rel=1e-12) and loss == parts["field"]

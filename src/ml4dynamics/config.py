@@ -41,6 +41,10 @@ from ml4dynamics.validation import coerce, parse, require, require_non_negative
 T = TypeVar("T")
 
 SPLITS = ("train", "val", "test", "ood")
+#: the splits a closure's rollouts are scored on for promotion (val is for choosing λ and the like)
+SCORED_SPLITS = ("test", "ood")
+#: the splits ``ml4d evaluate`` rolls out: validation first, for hyperparameter choices
+ROLLED_OUT_SPLITS = ("val", *SCORED_SPLITS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ml4dynamics.config import SCORED_SPLITS
 from ml4dynamics.validation import coerce, require, require_positive
 
 Result = Mapping[str, Any]
@@ -143,7 +144,7 @@ def check(
     result: Result,
     thresholds: Thresholds,
     champion: Champion = Champion(),
-    splits: Sequence[str] = ("test", "ood"),
+    splits: Sequence[str] = SCORED_SPLITS,
 ) -> list[Gate]:
     """Every registered gate on one evaluation ``result``."""
     return [

@@ -102,6 +102,7 @@ class Layout:
                         "ood_snapshots.png",
                         "error.png",
                         "shift.png",
+                        "val.csv",
                         "test.csv",
                         "ood.csv",
                     )

@@ -81,6 +81,8 @@ def assess(
         "val_floor": val_floor,
         "val_tr_penalty": penalty,
         "floor_ratio": ratio(val_floor, penalty),
+        # the natural scale of λ: where λ·penalty weighs as much as the misfit (for OLS)
+        "lam_scale": ratio(float(final["val_misfit"]), penalty),
     }
     if "train_tr_penalty" in final:  # it trains on the penalty: did it go below the floor?
         train_floor = floor(estimator, system, estimator.prepare(train, reconstruct), reconstruct)

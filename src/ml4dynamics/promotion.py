@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from ml4dynamics import registry
+from ml4dynamics.config import SCORED_SPLITS
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, split_score
 from ml4dynamics.gates import Champion
 
-EVALUATED_SPLITS = ("test", "ood")
 
 
 def champion_score(
@@ -31,7 +31,7 @@ def champion_score(
             None, f"champion {label} closes another system configuration: not comparable"
         )
     summaries, *_ = evaluate_splits(
-        open_splits(data_dir, EVALUATED_SPLITS),
+        open_splits(data_dir, SCORED_SPLITS),
         model,
         None,
         evaluate.bound,

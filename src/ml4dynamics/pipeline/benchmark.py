@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from ml4dynamics import registry
-from ml4dynamics.config import SPLITS, SystemSetup, load_params
+from ml4dynamics.config import SCORED_SPLITS, SPLITS, SystemSetup, load_params
 from ml4dynamics.datasets import generate_split, open_splits, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import system_of
@@ -50,7 +50,7 @@ from ml4dynamics.provenance import provenance
 from ml4dynamics.tracking import Run
 from ml4dynamics.validation import parse
 
-BENCHMARK_SPLITS = ("test", "ood")
+BENCHMARK_SPLITS = SCORED_SPLITS
 SEED_OFFSET = 1000  # benchmark seeds: the pipeline's seeds + 1000 (distinct trajectories)
 RECIPE = "recipe.yaml"
 

@@ -1,10 +1,10 @@
 """Roll the closure models/SYSTEM/closures/ESTIMATOR out (un-nudged, float64, with the system's own
-step) from the first frame of every test and ood trajectory; write
+step) from the first frame of every val, test and ood trajectory; write
 metrics/SYSTEM/evaluate/ESTIMATOR.json, per-frame curves and figures under
 plots/SYSTEM/evaluate/ESTIMATOR/, and log them to an evaluation run nested in the model's run.
 
-``ml4d evaluate`` (stage ``evaluate``): hybrid rollouts of a trained closure on the test and
-ood splits.
+``ml4d evaluate`` (stage ``evaluate``): hybrid rollouts of a trained closure on the val, test
+and ood splits (val to choose hyperparameters such as λ; test and ood are scored for promotion).
 
 Writes ``metrics/<system>/evaluate/<estimator>.json`` (summaries per split, see
 ``ml4dynamics.evaluation`` for the definitions), per-frame curves as CSV for ``dvc plots`` and PNG
@@ -22,7 +22,7 @@ import numpy as np
 from ml4dynamics import estimators, figures
 from ml4dynamics.cli import print_json
 from ml4dynamics.closure_training import frozen
-from ml4dynamics.config import load_params
+from ml4dynamics.config import ROLLED_OUT_SPLITS, SCORED_SPLITS, load_params
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.evaluation import (
@@ -39,9 +39,6 @@ from ml4dynamics.models.io import load_model, model_identity
 from ml4dynamics.outputs import fingerprint, write_csv, write_json
 from ml4dynamics.tracking import Run
 
-SPLITS = ("test", "ood")
-
-
 ARGUMENTS = ("system", "estimator", "params")
 
 
@@ -51,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     estimators.estimator(params, label)  # an unknown name fails here, naming the known ones
     config = evaluate_config(params)
     data_dir, closure_dir = layout.data(name), layout.closure(name, label)
-    datasets = open_splits(data_dir, SPLITS)
+    datasets = open_splits(data_dir, ROLLED_OUT_SPLITS)
     system = system_of(datasets["test"])
     closure, meta = load_model(closure_dir, "closure", system.state_field, system.closure_field)
     manifold, _ = load_model(layout.manifold(name), "manifold", system.state_field)
@@ -62,15 +59,16 @@ def main(args: argparse.Namespace) -> int:
         "system": name,
         "estimator": label,
         "closure_fingerprint": model_identity(closure, meta),
-        "data_fingerprint": fingerprint({}, [layout.split(name, s) for s in SPLITS]),
-        "score": split_score([summaries[s] for s in SPLITS]),
+        "data_fingerprint": fingerprint({}, [layout.split(name, s) for s in SCORED_SPLITS]),
+        "score": split_score([summaries[s] for s in SCORED_SPLITS]),
         **summaries,
     }
     plots_dir = layout.evaluate_plots(name, label)
     plots_dir.mkdir(parents=True, exist_ok=True)
     pngs = []
-    for split in SPLITS:
+    for split in ROLLED_OUT_SPLITS:
         write_csv(plots_dir / f"{split}.csv", curve_rows(curves[split]))
+    for split in SCORED_SPLITS:
         ds = datasets[split]
         truth, hybrid = ds.u.values[0], frames[split][0]
         times = ds.time.values - ds.time.values[0]
@@ -88,13 +86,13 @@ def main(args: argparse.Namespace) -> int:
         figures.curves(
             plots_dir / "error.png",
             {
-                **{s: (curves[s]["time"], curves[s]["rel_error"]) for s in SPLITS},
+                **{s: (curves[s]["time"], curves[s]["rel_error"]) for s in ROLLED_OUT_SPLITS},
                 **{
                     f"{s}: exact closure + noise of its misfit (ablation)": (
                         curves[s]["time"],
                         curves[s]["ablation_rel_error"],
                     )
-                    for s in SPLITS
+                    for s in ROLLED_OUT_SPLITS
                 },
             },
             "relative L2 error",
@@ -103,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if "log10_f_hybrid" in curves["test"]:
         shift = {}
-        for s in SPLITS:
+        for s in ROLLED_OUT_SPLITS:
             shift[f"{s} hybrid"] = (curves[s]["time"], curves[s]["log10_f_hybrid"])
             shift[f"{s} truth"] = (curves[s]["time"], curves[s]["log10_f_true"])
         pngs.append(
@@ -132,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
         | ({"eval.score": result["score"]} if result["score"] is not None else {})
     )
     kill_point("evaluate-logged")  # fault-injection tests: summaries logged, curves not yet
-    for split in SPLITS:
+    for split in ROLLED_OUT_SPLITS:
         stride = frame_stride(datasets[split], system.dt)
         steps = np.arange(1, len(curves[split]["time"]) + 1) * stride
         series = {k: v for k, v in curves[split].items() if k != "time"}
