@@ -48,7 +48,7 @@ COMMANDS: dict[str, Command] = {
         (
             "evaluate",
             "evaluate",
-            "hybrid rollouts of a trained closure on test and ood: errors, stability, shift",
+            "hybrid rollouts of a trained closure on val, test and ood: errors, stability, shift",
         ),
         ("promote", "promote", "register the evaluated closures; move `champion` past the gates"),
         ("simulate", "simulate", "run a hybrid simulation with a registered closure"),
@@ -57,7 +57,12 @@ COMMANDS: dict[str, Command] = {
             "benchmark",
             "the frozen golden benchmark: build it once (data.dvc), score registry versions",
         ),
-        ("sweep", "sweep", "the paper's rd table: error vs gamma_u, every estimator x seed"),
+        (
+            "sweep",
+            "sweep",
+            "the rd trial: error vs gamma_u, every estimator x seed, lambda chosen on validation",
+        ),
+        ("report", "report", "write docs/results.md: the results tables, from the metrics"),
         ("bench", "bench", "time one training step of every estimator side by side"),
         ("linear-theory", "linear_theory", "the paper's linear experiment: terminal error vs λ"),
         (

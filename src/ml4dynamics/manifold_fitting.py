@@ -116,3 +116,23 @@ def fit_autoencoder(
         description=description,
     )
     return model, history
+
+
+def fit_manifold(
+    state: FieldSpec,
+    stage: NetworkStage,
+    train_u: jax.Array,
+    val_u: jax.Array,
+    on_epoch=None,
+    description: str = "fit_manifold",
+) -> tuple[nnx.Module, dict[str, float]]:
+    """The manifold model of ``stage`` fitted to ``train_u``: PCA in closed form, an autoencoder
+    by training. Returns it and its record (``final_train_loss``/``final_val_loss``: mean F on
+    the training and validation states; PCA adds its rank and explained variance)."""
+    if isinstance(stage.model, PCAManifoldConfig):
+        model, record = fit_pca(state, stage.model, train_u, stage.optim.seed)
+        record.update(final_train_loss=mean_f(model, train_u), final_val_loss=mean_f(model, val_u))
+        return model, record
+    model, history = fit_autoencoder(state, stage, train_u, val_u, on_epoch, description)
+    last = history.epochs[-1]
+    return model, {"final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"]}

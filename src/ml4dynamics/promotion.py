@@ -12,7 +12,6 @@ from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, split_score
 from ml4dynamics.gates import Champion
 
 
-
 def champion_score(
     champion, result: dict[str, Any], data_dir: Path, evaluate: EvaluateConfig, system
 ) -> Champion:

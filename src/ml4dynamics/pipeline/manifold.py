@@ -19,9 +19,8 @@ from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.layout import Layout
-from ml4dynamics.manifold_fitting import fit_autoencoder, fit_pca, mean_f, mean_log10_f
+from ml4dynamics.manifold_fitting import fit_manifold, mean_log10_f
 from ml4dynamics.manifold_quality import projector_floor
-from ml4dynamics.models import PCAManifoldConfig
 from ml4dynamics.models.io import export_model
 from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import write_json
@@ -40,23 +39,14 @@ def main(args: argparse.Namespace) -> int:
     tracker = Run(name, "fit_manifold", f"{name}-manifold", config, tags={"role": "manifold"})
     val = as_pairs(splits["val"])
     try:
-        if isinstance(stage.model, PCAManifoldConfig):  # a closed-form fit, no optimiser
-            model, fitted = fit_pca(system.state_field, stage.model, train_u, stage.optim.seed)
-            val_f = mean_f(model, val["u"])
-            fitted.update(final_train_loss=mean_f(model, train_u), final_val_loss=val_f)
-        else:
-            model, history = fit_autoencoder(
-                system.state_field,
-                stage,
-                train_u,
-                val["u"],
-                on_epoch=lambda e, mtr: tracker.log_metrics(mtr, step=e),
-                description=f"fit_manifold {name}",
-            )
-            fitted = {
-                "final_train_loss": history.epochs[-1]["train_loss"],
-                "final_val_loss": history.epochs[-1]["val_loss"],
-            }
+        model, fitted = fit_manifold(  # PCA in closed form, an autoencoder by training
+            system.state_field,
+            stage,
+            train_u,
+            val["u"],
+            on_epoch=lambda e, mtr: tracker.log_metrics(mtr, step=e),
+            description=f"fit_manifold {name}",
+        )
         result = {
             f"log10_F_{s}": mean_log10_f(model, as_pairs(ds)["u"]) for s, ds in splits.items()
         }

@@ -1,0 +1,63 @@
+"""Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md when committed).
+
+``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
+the files ``dvc repro`` and ``ml4d sweep`` wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ml4dynamics import report
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.layout import Layout
+from ml4dynamics.outputs import atomic_file
+
+ARGUMENTS = ()
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--system", action="append", help="systems with trained closures (default: rd, ns_channel)"
+    )
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(args: argparse.Namespace) -> int:
+    layout = Layout()
+    sections = []
+    for name in args.system or ["rd", "ns_channel"]:
+        files = sorted(layout.evaluations(name).glob("*.json"))
+        if not files:
+            raise ML4DError(
+                f"no evaluations of {name} in {layout.evaluations(name)}; run `dvc repro` first"
+            )
+        evaluations = {f.stem: json.loads(f.read_text()) for f in files}
+        trainings = {e: _read(layout.train_metrics(name, e)) or {} for e in evaluations}
+        sections.append(
+            report.system_section(
+                name,
+                evaluations,
+                trainings,
+                _read(layout.manifold_metrics(name)),
+                _read(layout.promotion(name)),
+            )
+        )
+    sweep = Path("sweep/rd_table.md")
+    if sweep.is_file():
+        sections.append(
+            "## rd trial over seeds (`ml4d sweep`, committed output `sweep/rd_table.md`)\n\n"
+            + sweep.read_text().strip()
+        )
+    linear = _read(layout.linear_theory_metrics)
+    if linear:
+        sections.append(report.linear_section(linear))
+    with atomic_file(layout.results_page) as tmp:
+        Path(tmp).write_text(report.page(sections))
+    print(f"wrote {layout.results_page}")
+    return 0
