@@ -300,30 +300,21 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     )
     assert len(benchmarked) == 2 and "bench.test.error_horizon" in benchmarked[0].data.metrics
 
-    # a closure that blows up (one epoch at a huge learning rate, no TR) is refused with the
-    # reason tagged, and the champion stays where it was
-    sh(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "promote@rd",
-            "-n",
-            "blow-up",
-            "-S",
-            "reg.lam=0",
-            "-S",
-            "train.rd.optim.epochs=1",
-            "-S",
-            "train.rd.optim.lr=1.0",
-        ],
-        repo,
-        env,
-    )
-    (refused,) = client.search_model_versions(
-        "name = 'rd-closure' and tags.registered_in = 'blow-up' and tags.estimator = 'tr-projector'"
-    )
-    assert refused.tags["gates"] == "failed"
+    # a closure that blows up (one epoch at a huge learning rate, no TR), trained, evaluated and
+    # promoted by the stages' commands with its own parameter file: refused with the reason
+    # tagged, and the champion stays where it was
+    blowup = pipeline_params()
+    blowup["reg"]["lam"] = 0.0
+    blowup["train"]["rd"]["optim"].update(epochs=1, lr=1.0)
+    write_params(repo / "blowup.yaml", blowup)
+    for args in (
+        ["train", "rd", "--estimator", "tr-projector"],
+        ["evaluate", "rd", "--estimator", "tr-projector"],
+        ["promote", "rd"],
+    ):
+        sh([str(BIN / "ml4d"), *args, "--params", "blowup.yaml"], repo, env)
+    refused = max(client.search_model_versions("name = 'rd-closure'"), key=lambda v: int(v.version))
+    assert refused.tags["estimator"] == "tr-projector" and refused.tags["gates"] == "failed"
     assert refused.tags["gate.finite_and_bounded"] == "failed"
     assert "blow up" in refused.tags["refusal_reason"]
     after = client.get_model_version_by_alias("rd-closure", "champion")

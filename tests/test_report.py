@@ -24,7 +24,12 @@ def evaluation(error_horizon, stable=1.0):
 PROMOTION = {
     "candidates": {
         "ols": {"decision": "champion", "gates": {"shift": {"passed": True}}},
-        "tr": {"decision": "refused", "gates": {"shift": {"passed": False}, "e": {"passed": True}}},
+        "tr": {
+            "decision": "refused",
+            "passed": False,
+            "reason": "shift: test shift 3.2 > 2",
+            "gates": {"shift": {"passed": False}, "e": {"passed": True}},
+        },
     }
 }
 
@@ -41,6 +46,7 @@ def test_a_system_table_says_which_gates_refused_and_marks_blow_ups():
     assert "| ols | 0.2 | 0.1 | 0.2 | 0.2 | 1 / 1 | 0.5 | 12 | 0.57 | 9.5 | champion |" in text
     assert rows["| tr"].endswith("| — | — | refused: shift |") and "0.5 / 0.5" in rows["| tr"]
     assert "PCA rank 384" in text and "test error (t = 10)" in text
+    assert "- tr: shift: test shift 3.2 > 2" in text  # the numbers behind a refusal
 
 
 def test_numbers_are_rounded_and_missing_ones_shown_as_dashes():

@@ -110,6 +110,13 @@ def system_section(
             + "."
         )
     parts.append(markdown_table(head, rows))
+    refused = [
+        f"- {estimator}: {entry['reason']}"
+        for estimator, entry in (promotion or {}).get("candidates", {}).items()
+        if not entry.get("passed", True) and entry.get("reason")
+    ]
+    if refused:
+        parts.append("Why the registry refused (from `promotion.json`):\n\n" + "\n".join(refused))
     parts.append(
         "Errors are relative L2 (means over trajectories; '—' where a trajectory blew up). "
         "Ablation: the exact closure plus noise of the closure's own misfit, rolled out the same "
