@@ -179,7 +179,9 @@ class Params:
     def section(self, section: str) -> Any:
         """The raw mapping of a stage section, or a clear error if the file lacks it."""
         if section not in self.raw:
-            raise ML4DError(f"params.yaml has no section {section!r}; add it (see docs/guide.md and params.yaml in the repository)")
+            raise ML4DError(
+                f"params.yaml has no section {section!r}; add it (see the repository's params.yaml)"
+            )
         return self.raw[section]
 
     def parse(self, parser: Callable[[Any, str], T], section: str, key: str | None = None) -> T:
@@ -190,7 +192,8 @@ class Params:
         if key is not None:
             if not isinstance(raw, Mapping) or key not in raw:
                 raise ML4DError(
-                    f"params.yaml has no section '{section}.{key}'; add it (see docs/guide.md and params.yaml in the repository)"
+                    f"params.yaml has no section '{section}.{key}'; add it "
+                    "(see the repository's params.yaml)"
                 )
             raw, dotted = raw[key], f"{section}.{key}"
         try:
@@ -209,7 +212,9 @@ def parse_params(raw: Any, path: str = "params.yaml") -> Params:
     """Validate the layout and every system section of a mapping read from params.yaml; raise
     ``ConfigError`` naming the first problem. Stage sections are checked by their owners."""
     if not isinstance(raw, Mapping):
-        raise ConfigError("(top level)", "must be a mapping of sections", "see docs/guide.md and params.yaml in the repository")
+        raise ConfigError(
+            "(top level)", "must be a mapping of sections", "see the repository's params.yaml"
+        )
     systems: dict[str, SystemSetup] = {}
     for name, section in raw.items():
         if name in STAGE_SECTIONS:
