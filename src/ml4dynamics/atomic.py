@@ -16,6 +16,7 @@ import errno
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,5 +88,16 @@ def replacing(target: str | Path) -> Iterator[Path]:
         yield tmp
         swap_in(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path, attempts: int = 100) -> None:
+    """Remove the temporary tree ``tmp``. A writer's background threads (zarr writes chunks
+    concurrently) may still add a file while it is being removed after one of them failed: try
+    again until it is gone (at most ~5 s)."""
+    for _ in range(attempts):
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not tmp.exists():
+            return
+        time.sleep(0.05)
