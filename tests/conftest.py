@@ -101,14 +101,8 @@ SMALL_PARAMS = {
                 "checkpoint_every": 50,
             },
         },
-        "rd": {
-            "model": {
-                "kind": "conv",
-                "width": 4,
-                "levels": 2,
-                "latent_channels": 2,
-                "shift_augment": False,
-            },
+        "rd": {  # closed form: no training to compile (the conv kind: test_models*)
+            "model": {"kind": "pca", "rank": 32, "energy": 0.9999, "shifts": 2},
             "optim": {
                 "optimizer": "adam",
                 "lr": 0.003,

@@ -115,7 +115,7 @@ def intact_or_new(path: Path, before: dict[str, str]) -> None:
 KILLS = {
     # stage: (command, where it dies, its outputs)
     "generate": (("generate", "rd"), "swap", ("data/rd",)),
-    "fit-manifold": (("fit-manifold", "rd"), "epoch", ("models/rd/manifold",)),
+    "fit-manifold": (("fit-manifold", "rd"), "swap", ("models/rd/manifold",)),  # (a PCA fit)
     "train": (
         ("train", "rd", "--estimator", "ols"),
         "epoch#2",

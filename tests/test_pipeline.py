@@ -57,7 +57,7 @@ def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     pipeline["vars"] = [
         {"systems": ["linear", "rd"]},
-        {"manifolds": ["linear", "rd"]},
+        {"manifolds": ["rd"]},
         {"models": TEST_MODELS},
         {"registered": ["rd"]},
     ]
@@ -89,7 +89,6 @@ def clone(tmp_path) -> tuple[Path, dict[str, str]]:
 STAGES = (
     "generate@linear",
     "generate@rd",
-    "fit_manifold@linear",
     "fit_manifold@rd",
     *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in TEST_MODELS),
     "promote@rd",
@@ -148,13 +147,11 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
     assert promotion["champion"]["version"] == int(champion.version)
 
-    # a second repro does nothing but reconcile the registry (nothing new to register);
-    # rerunning generate reproduces its hashes byte for byte
+    # a second repro does nothing but reconcile the registry (nothing new to register)
+    # (byte-identical regeneration: tests/test_datasets.py)
     versions = client.search_model_versions("name = 'rd-closure'")
     assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
     assert len(client.search_model_versions("name = 'rd-closure'")) == len(versions) == 2
-    assert (repo / "dvc.lock").read_text() == lock
-    sh(["dvc", "repro", "--force", "--no-run-cache", "generate@rd"], repo, env)
     assert (repo / "dvc.lock").read_text() == lock
 
     # an rd parameter invalidates generate@rd only (the rest of the rd chain follows its data)
