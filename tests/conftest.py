@@ -99,6 +99,7 @@ SMALL_PARAMS = {
                 "batch_size": 0,
                 "seed": 0,
                 "checkpoint_every": 50,
+                "schedule": "constant",
             },
         },
         "rd": {  # closed form: no training to compile (the conv kind: test_models*)
@@ -110,6 +111,7 @@ SMALL_PARAMS = {
                 "batch_size": 8,
                 "seed": 0,
                 "checkpoint_every": 1,
+                "schedule": "constant",
             },
         },
         "ns_channel": {
@@ -119,6 +121,7 @@ SMALL_PARAMS = {
                 "levels": 2,
                 "latent_channels": 2,
                 "shift_augment": False,
+                "dtype": "float32",
             },
             "optim": {
                 "optimizer": "adam",
@@ -127,6 +130,7 @@ SMALL_PARAMS = {
                 "batch_size": 8,
                 "seed": 0,
                 "checkpoint_every": 1,
+                "schedule": "constant",
             },
         },
     },
@@ -140,10 +144,11 @@ SMALL_PARAMS = {
                 "batch_size": 0,
                 "seed": 0,
                 "checkpoint_every": 50,
+                "schedule": "constant",
             },
         },
         "rd": {
-            "model": {"kind": "local", "hidden": 8, "depth": 2, "stencil": 1},
+            "model": {"kind": "local", "hidden": 8, "depth": 2, "stencil": 1, "dtype": "float32"},
             "optim": {
                 "optimizer": "adam",
                 "lr": 0.003,
@@ -151,10 +156,11 @@ SMALL_PARAMS = {
                 "batch_size": 8,
                 "seed": 0,
                 "checkpoint_every": 1,
+                "schedule": "cosine",
             },
         },
         "ns_channel": {
-            "model": {"kind": "unet", "width": 2, "levels": 2},
+            "model": {"kind": "unet", "width": 2, "levels": 2, "dtype": "float32"},
             "optim": {
                 "optimizer": "adam",
                 "lr": 0.003,
@@ -162,6 +168,7 @@ SMALL_PARAMS = {
                 "batch_size": 8,
                 "seed": 0,
                 "checkpoint_every": 1,
+                "schedule": "constant",
             },
         },
     },
@@ -172,11 +179,20 @@ SMALL_PARAMS = {
         "tr-gradient": {"kind": "tr", "normal": "gradient"},
         "tr-projector": {"kind": "tr", "normal": "projector"},
     },
-    "reg": {"lam": 1.0, "eps": 1.0e-8},
+    "reg": {name: {"lam": 1.0, "eps": 1.0e-8} for name in ("linear", "rd", "ns_channel")},
     "evaluate": {"bound": 10.0, "report_time": 2.0},
     "promote": {"max_error": 0.5, "max_shift": 2.0},
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
 }
+
+
+def mlflow_client(root: Path):
+    """A client of the MLflow store under ``root`` for tracking *and* registry: MLflow's default
+    registry URI is process-wide, and an earlier test in the same worker may have set it."""
+    import mlflow
+
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def small_params() -> dict:
@@ -207,3 +223,17 @@ def generated(tmp_path_factory) -> Path:
         result = run_cli(["generate", system, "--params", str(params)], cwd=root)
         assert result.returncode == 0, result.stderr
     return root / "data"
+
+
+# On several workers (`pytest -n 2 --dist loadfile`, pytest-xdist), the end-to-end files, which
+# take minutes each, start first and overlap with the many short files instead of running alone
+# at the end. (Not the default yet: one end-to-end step failed under two workers; issue 11.)
+FIRST = ("test_pipeline.py", "test_ns_channel_pipeline.py", "test_faults.py", "test_training.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept

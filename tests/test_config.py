@@ -51,13 +51,15 @@ BAD = [
 
 # Stage sections: each is checked by the stage that reads it (and all of them by `ml4d params`).
 BAD_STAGE = [
-    # estimators: each kind has exactly its own weight; TR takes lam from `reg`
+    # estimators: each kind has exactly its own weight; TR takes lam from `reg.<system>`
     ("estimators.mols", {"kind": "mols"}, "estimators.mols: an estimator of kind 'mols' has"),
-    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "(the tr weight lam lives in `reg`)"),
+    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "(the tr weight lam lives in `reg.<system>`)"),
     ("estimators.x", {"kind": "ridge"}, "estimators.x.kind: missing or unknown; use one of: aols"),
     ("estimators.aols.sigma", 0.0, "estimators.aols.sigma: must be > 0 (the input-noise level"),
     ("estimators.tr-gradient.normal", "hessian", "estimators.tr-gradient.normal: must be one of"),
-    ("reg.lam", -1.0, "reg.lam: must be >= 0"),
+    ("reg.rd.lam", -1.0, "reg.rd.lam: must be >= 0"),
+    # one section per system (the old shared form names the first system it lacks)
+    ("reg", {"lam": 1.0, "eps": 1e-8}, "reg.linear: missing (estimators of kind 'tr' read"),
     ("evaluate.bound", 0.5, "evaluate.bound: must be > 1"),
     ("promote.max_error", 0.0, "promote.max_error: must be > 0"),
     ("promote", {"max_error": 0.5}, "promote: must have exactly the gate thresholds"),
@@ -93,13 +95,13 @@ def test_bad_stage_parameter_is_one_line_from_ml4d_params(tmp_path, capsys, key,
 
 def test_the_stage_that_reads_a_section_checks_it(tmp_path, capsys):
     """`ml4d train` refuses a bad TR weight before any work (and names the file and key)."""
-    params = write_params(tmp_path / "params.yaml", edit(small_params(), "reg.lam", -1.0))
+    params = write_params(tmp_path / "params.yaml", edit(small_params(), "reg.rd.lam", -1.0))
     code = main(["train", "rd", "--estimator", "tr-projector", "--params", str(params)])
     err = capsys.readouterr().err
     assert (
         code == 2
         and err
-        == f"ml4d: error: {params}: reg.lam: must be >= 0 (the weight of "
+        == f"ml4d: error: {params}: reg.rd.lam: must be >= 0 (the weight of "
         "the tangent-space penalty), got -1.0; set a value >= 0\n"
     )
 
@@ -150,14 +152,16 @@ def test_the_repository_params_are_valid():
         assert split.steps * rd.dt >= 30 and split.steps > data.train.steps
 
 
-def test_estimators_resolve_with_the_shared_tr_weight():
-    params = parse_params(small_params())
-    tr = estimators.estimator(params, "tr-gradient").config
+def test_estimators_resolve_with_their_systems_tr_weight():
+    raw = edit(small_params(), "reg.ns_channel.lam", 0.01)
+    params = parse_params(raw)
+    tr = estimators.estimator(params, "tr-gradient", "rd").config
     assert (tr.kind, tr.normal, tr.lam) == ("tr", "gradient", 1.0)
-    mols = estimators.estimator(params, "mols").config
+    assert estimators.estimator(params, "tr-gradient", "ns_channel").config.lam == 0.01
+    mols = estimators.estimator(params, "mols", "rd").config
     assert mols.wd == 1.0e-4 and not hasattr(mols, "lam")  # only the keys it uses
     with pytest.raises(Exception, match="no estimator 'ridge' under 'estimators'"):
-        estimators.estimator(params, "ridge")
+        estimators.estimator(params, "ridge", "rd")
 
 
 def test_configs_are_frozen():

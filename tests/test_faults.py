@@ -23,7 +23,7 @@ import pytest
 
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.registry.packaging import load_closure_dir
-from tests.conftest import BIN, small_params, write_params
+from tests.conftest import BIN, mlflow_client, small_params, write_params
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -60,7 +60,7 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def client(root: Path) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    return mlflow_client(root)
 
 
 def runs(root: Path) -> list:

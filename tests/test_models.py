@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.fields import FieldSpec
@@ -172,6 +173,8 @@ EXPORTS = [
     pytest.param("closure", LocalClosureConfig("local", 4, 2, 1), FIELD_2D, id="closure-2d"),
     pytest.param("manifold", CONV, FieldSpec(2, (16,), False), id="manifold-1d"),
     pytest.param("manifold", CONV, FieldSpec(2, (8, 16), True), id="manifold-2d"),
+    # float32 networks load as float32 (model.json records the dtype)
+    pytest.param("closure", UNetConfig("unet", 2, 2, "float32"), FIELD_2D, id="closure-2d-float32"),
 ]
 
 
@@ -197,6 +200,8 @@ def test_an_exported_model_loads_with_its_recorded_fields(tmp_path, role, config
     assert meta["system"] == "toy"
     u = states(state)
     assert np.array_equal(loaded(u), model(u))
+    dtypes = {p.dtype for p in jax.tree.leaves(nnx.state(loaded, nnx.Param))}
+    assert dtypes == {jnp.dtype(getattr(config, "dtype", "float64"))}
 
 
 def test_an_old_export_loads_with_the_specs_its_caller_passes(tmp_path):
@@ -207,6 +212,7 @@ def test_an_old_export_loads_with_the_specs_its_caller_passes(tmp_path):
     meta_path = directory / "model.json"
     old = json.loads(meta_path.read_text())
     del old["fields"]  # as written before the fields were recorded
+    del old["model"]["dtype"]  # ... and before networks could compute in float32
     meta_path.write_text(json.dumps(old))
 
     loaded, _ = load_model(directory, "closure", state=state, closure=fields["closure"])

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import BIN, REPO, small_params, write_params
+from tests.conftest import BIN, REPO, mlflow_client, small_params, write_params
 
 
 def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -22,11 +22,11 @@ def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 
 
 # The test pipeline trains two rd estimators, OLS and TR (the default trains six; the others are
-# exercised in test_training and test_registry): an experiment on `reg` must rerun TR only. Thresholds are loose enough for
+# exercised in test_training and test_registry): an experiment on `reg.rd` must rerun TR only. Thresholds are loose enough for
 # tiny trainings to pass, so a champion exists.
 TEST_MODELS = {
     "rd-ols": {"system": "rd", "estimator": "ols", "weights": "estimators.ols"},
-    "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg"},
+    "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg.rd"},
 }
 
 
@@ -110,7 +110,7 @@ def lock_entry(repo: Path, stage: str) -> dict:
 
 
 def registry(repo: Path) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    return mlflow_client(repo)
 
 
 @pytest.mark.slow
@@ -172,7 +172,11 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     sh(["git", "commit", "-q", "-m", "baseline"], repo, env)
     promotion_before = (repo / "metrics/rd/promotion.json").read_text()
     for lam in ("2.5", "0.3"):
-        sh(["dvc", "exp", "run", "--queue", "-S", f"reg.lam={lam}", "-n", f"lam-{lam}"], repo, env)
+        sh(
+            ["dvc", "exp", "run", "--queue", "-S", f"reg.rd.lam={lam}", "-n", f"lam-{lam}"],
+            repo,
+            env,
+        )
     sh(["dvc", "exp", "run", "--run-all", "--jobs", "2"], repo, env)
     shown = json.dumps(json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout))
     for lam in ("2.5", "0.3"):
@@ -212,7 +216,7 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     assert applied.returncode == 0 or applied.stderr.split("targets:\n")[1].startswith(
         "data/benchmark\n"
     ), applied.stderr
-    assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["lam"] == 2.5
+    assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["rd"]["lam"] == 2.5
     assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
     promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
     tr = promotion["candidates"]["tr-projector"]
@@ -302,7 +306,7 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     # promoted by the stages' commands with its own parameter file: refused with the reason
     # tagged, and the champion stays where it was
     blowup = pipeline_params()
-    blowup["reg"]["lam"] = 0.0
+    blowup["reg"]["rd"]["lam"] = 0.0
     blowup["train"]["rd"]["optim"].update(epochs=1, lr=1.0)
     write_params(repo / "blowup.yaml", blowup)
     for args in (

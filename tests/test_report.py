@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from ml4dynamics.report import linear_section, number, system_section
+from ml4dynamics.report import (
+    bench_section,
+    linear_section,
+    number,
+    sweep_settings,
+    system_section,
+)
 from tests.conftest import run_cli
 
 
@@ -38,13 +44,20 @@ def test_a_system_table_says_which_gates_refused_and_marks_blow_ups():
     text = system_section(
         "rd",
         {"ols": evaluation(0.2), "tr": evaluation(None, stable=0.5)},
-        {"ols": {"manifold": {"floor_ratio": 0.57, "lam_scale": 9.5}}},
+        {
+            "ols": {
+                "manifold": {"floor_ratio": 0.57, "lam_scale": 9.5},
+                "convergence": {"drop": 0.02, "plateau": True},
+            },
+            "tr": {"convergence": {"drop": 0.35, "plateau": False}},
+        },
         {"final_val_loss": 1e-4, "val_floor": 1e-4, "rank": 384, "explained_variance": 0.99999},
         PROMOTION,
     )
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
-    assert "| ols | 0.2 | 0.1 | 0.2 | 0.2 | 1 / 1 | 0.5 | 12 | 0.57 | 9.5 | champion |" in text
-    assert rows["| tr"].endswith("| — | — | refused: shift |") and "0.5 / 0.5" in rows["| tr"]
+    assert "| ols | 0.2 | 0.1 | 0.2 | 0.2 | 1 / 1 | 0.5 | 12 | 0.57 | 9.5 | 2% | champion |" in text
+    assert rows["| tr"].endswith("| — | — | 35% (no plateau) | refused: shift |")
+    assert "0.5 / 0.5" in rows["| tr"]
     assert "PCA rank 384" in text and "test error (t = 10)" in text
     assert "- tr: shift: test shift 3.2 > 2" in text  # the numbers behind a refusal
 
@@ -87,3 +100,38 @@ def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
     missing = run_cli(["report", "--system", "ns_channel"], cwd=tmp_path)
     assert missing.returncode != 0 and missing.stderr.count("\n") == 1
     assert "no evaluations of ns_channel" in missing.stderr
+
+
+def test_the_step_cost_table_has_both_precisions_and_the_ratios():
+    record = {
+        "what": "one optimisation step of the rd closure, batch 16",
+        "model": {"kind": "unet"},
+        "repeats": 5,
+        "steps_per_repeat": 20,
+        "machine": "x86_64, 1 cpu device(s)",
+        "ms_per_step_median": {
+            "float32": {"ols": 40.0, "tr-projector": 64.0},
+            "float64": {"ols": 220.0, "tr-projector": 380.0},
+        },
+        "ratio_to_ols": {
+            "float32": {"ols": 1.0, "tr-projector": 1.6},
+            "float64": {"ols": 1.0, "tr-projector": 1.727},
+        },
+        "float64_over_float32": {"ols": 5.5, "tr-projector": 5.9375},
+    }
+    text = bench_section("rd", record)
+    assert "| estimator | ms per step (float32) | ms per step (float64) |" in text
+    assert "| tr-projector | 64 | 380 | 1.6 | 1.73 | 5.94 |" in text
+
+
+def test_a_committed_sweep_says_which_closure_it_was_run_with():
+    settings = {
+        "model": {"kind": "local", "hidden": 32},
+        "epochs": 30,
+        "lams": [0.1, 1.0],
+        "val_trajectories": 2,
+        "test_trajectories": 4,
+    }
+    text = sweep_settings(settings)
+    assert text.startswith("Run with the closure `local` (hidden 32), 30 epochs, λ grid [0.1, 1.0]")
+    assert sweep_settings({}) == ""

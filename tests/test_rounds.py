@@ -301,6 +301,9 @@ def test_grow_must_return_samples_like_the_training_set(linear_ds):
         fit(new_model(), ols, train, config(0, 1), progress=False, grow=wrong, rounds=2)
     with pytest.raises(ML4DError, match=r"^rounds=2 needs a grow function"):
         fit(new_model(), ols, train, config(0, 1), progress=False, rounds=2)
+    cosine = dataclasses.replace(config(0, 1), schedule="cosine")  # decays over a known length
+    with pytest.raises(ML4DError, match=r"^schedule 'cosine' decays over a known number"):
+        fit(new_model(), ols, train, cosine, progress=False, grow=wrong, rounds=2)
 
 
 def test_checkpoints_keep_grown_arrays_including_empty_ones(tmp_path):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import mlflow
-
 from ml4dynamics.tracking import Run
+from tests.conftest import mlflow_client
 
 
 def test_later_stages_resume_the_run_and_prefix_their_tags(tmp_path, monkeypatch):
@@ -20,7 +19,7 @@ def test_later_stages_resume_the_run_and_prefix_their_tags(tmp_path, monkeypatch
         lost.end()
     finally:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set_tracking_uri exports it
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    client = mlflow_client(tmp_path)
     run = client.get_run(train.run_id)
     assert evaluate.resumed and evaluate.run_id == train.run_id
     assert run.data.tags["stage"] == "train" and "evaluate.stage" in run.data.tags
@@ -44,7 +43,7 @@ def test_a_failure_keeps_the_status_of_a_run_it_did_not_start(tmp_path, monkeypa
         fresh.fail()
     finally:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    client = mlflow_client(tmp_path)
     assert client.get_run(train.run_id).info.status == "FINISHED"
     assert client.get_run(fresh.run_id).info.status == "FAILED"
 

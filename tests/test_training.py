@@ -22,15 +22,15 @@ from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.estimators import parse_estimator
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import load_model
-from ml4dynamics.training import OptimConfig
-from tests.conftest import BIN, run_cli, small_params, write_params
+from ml4dynamics.training import OptimConfig, convergence
+from tests.conftest import BIN, mlflow_client, run_cli, small_params, write_params
 
 EPOCHS = 10  # long enough that a signal after the first checkpoint lands mid-run
 
 
 def store(root: Path) -> mlflow.MlflowClient:
     """The project's own MLflow store (a client: no process-wide tracking URI to leak)."""
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    return mlflow_client(root)
 
 
 def train_runs(root: Path) -> list:
@@ -153,7 +153,7 @@ def test_a_changed_config_does_not_resume_anothers_checkpoint(straight, tmp_path
     root, env = copy_project(straight, tmp_path / "p")  # its checkpoints: a finished lam=1 run
     params = small_params()
     params["train"]["rd"]["optim"].update(epochs=EPOCHS, batch_size=4, checkpoint_every=1)
-    params["reg"]["lam"] = 2.0
+    params["reg"]["rd"]["lam"] = 2.0
     write_params(root / "params.yaml", params)
     result = run_cli(["train", "rd", "--estimator", "tr-projector"], cwd=root, env=env)
     assert result.returncode == 0, result.stderr
@@ -286,3 +286,36 @@ def test_a_trained_closure_reports_the_manifolds_floor(straight):
     (run,) = [r for r in train_runs(straight) if r.data.tags.get("estimator") == "tr-projector"]
     assert run.data.metrics["manifold.floor_ratio"] == pytest.approx(record["floor_ratio"])
     assert run.data.metrics["manifold.below_floor"] == float(record["below_floor"])
+
+
+def test_convergence_tells_a_plateau_from_a_falling_curve():
+    def epochs(values):
+        return [{"epoch": i, "val_misfit": v} for i, v in enumerate(values)]
+
+    # halves every epoch: the best of the last quarter is 8x below the best before it
+    falling = convergence(epochs([2.0**-i for i in range(12)]))
+    assert falling["plateau"] is False and falling["drop"] == 1 - 2.0**-3
+    # flat after a fast start, with one noisy epoch at the end: the best value decides
+    flat = convergence(epochs([1.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.099, 0.5]))
+    assert flat["plateau"] is True and abs(flat["drop"] - 0.01) < 1e-12
+    worse = convergence(epochs([1.0, 0.5, 0.4, 0.6, 0.7]))  # got worse: a negative drop
+    assert worse["plateau"] is True and worse["drop"] == (0.4 - 0.7) / 0.4
+    assert convergence(epochs([1.0, 0.5, 0.2]))["plateau"] is None  # too short to say
+
+
+def test_a_cosine_schedule_decays_the_step_to_zero_over_the_training():
+    import jax.numpy as jnp
+
+    config = OptimConfig("sgd", 0.5, 10, 0, 0, 10, schedule="cosine")
+    transform = config.transform(total_steps=10)
+    params = jnp.zeros(())
+    state = transform.init(params)
+    steps = []
+    for _ in range(12):  # the gradient of θ is 1: each update is minus that step's rate
+        update, state = transform.update(jnp.ones(()), state, params)
+        steps.append(-float(update))
+    expected = [0.25 * (1 + np.cos(np.pi * k / 10)) for k in range(10)] + [0.0, 0.0]
+    np.testing.assert_allclose(steps, expected, atol=1e-12)
+    constant = OptimConfig("sgd", 0.5, 10, 0, 0, 10).transform(total_steps=10)
+    update, _ = constant.update(jnp.ones(()), constant.init(params), params)
+    assert float(update) == -0.5

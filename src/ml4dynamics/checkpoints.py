@@ -2,7 +2,7 @@
 
 A checkpoint records where in the run it was taken (epoch, step within the epoch) and a
 fingerprint of everything that determines the run (configuration and data). A run resumes only
-from a checkpoint with its own fingerprint; any other is discarded, so a changed ``reg.lam``
+from a checkpoint with its own fingerprint; any other is discarded, so a changed ``reg.rd.lam``
 never continues from the previous experiment's weights.
 
 A run whose training set grows between rounds (DAgger) saves the samples it has added so far with

@@ -10,7 +10,7 @@ and one section per later stage, keyed by system where the stage is per system:
     manifold.<system>: {model: {kind, ...}, optim: {...}}   the autoencoder for F
     train.<system>:    {model: {kind, ...}, optim: {...}}   the closure network
     estimators:        the estimators trained side by side, by name: {kind, and its own weight}
-    reg:               the tangent-space penalty of the TR estimators (lam, eps), all systems
+    reg.<system>:      the tangent-space penalty of that system's TR estimators (lam, eps)
     evaluate:          hybrid-rollout metrics (bound of the stability check, report time)
     promote:           the thresholds of the registry's promotion gates
     linear_theory:     the λ sweep of the paper's linear experiment

@@ -91,9 +91,7 @@ def fit_autoencoder(
     description: str = "fit_manifold",
 ) -> tuple[nnx.Module, History]:
     """Train the autoencoder of ``stage`` on states ``(N, *state.shape)``: minimise mean F(u)."""
-    # initialised as one compiled program: eagerly, every conv's float64 random init compiles
-    # on its own (20 s for the default autoencoder, 13 s this way; the values are identical)
-    model = nnx.jit(lambda: build_manifold(stage.model, state, stage.optim.seed))()
+    model = build_manifold(stage.model, state, stage.optim.seed)  # compiled init (models)
 
     augment = getattr(stage.model, "shift_augment", False)
 

@@ -49,6 +49,15 @@ def _gates(promotion: Mapping[str, Any] | None, estimator: str) -> str:
     return "refused: " + ", ".join(failed)
 
 
+def _drop(record: Mapping[str, Any] | None) -> str:
+    """The training's convergence record as a table cell: the relative drop, flagged when the
+    validation misfit had not reached a plateau."""
+    if not record or record.get("drop") is None:
+        return "—"
+    cell = f"{record['drop']:.0%}"
+    return cell if record["plateau"] else f"{cell} (no plateau)"
+
+
 def system_section(
     name: str,
     evaluations: Mapping[str, Mapping[str, Any]],
@@ -74,6 +83,7 @@ def system_section(
         "test error ÷ ablation",
         "floor ratio",
         "validation misfit ÷ penalty",
+        "val misfit drop, last ¼ of training",
         "gates",
     ]
     rows = []
@@ -91,6 +101,7 @@ def system_section(
                 number(ev["test"].get("error_vs_ablation")),
                 number(quality.get("floor_ratio")),
                 number(quality.get("lam_scale")),
+                _drop(trainings.get(estimator, {}).get("convergence")),
                 _gates(promotion, estimator),
             ]
         )
@@ -122,7 +133,9 @@ def system_section(
         "Ablation: the exact closure plus noise of the closure's own misfit, rolled out the same "
         "way (≫ 1: the error is not the per-step error). Floor ratio: the exact closure's "
         "tangent penalty ÷ this closure's (near 1: the manifold model cannot see its errors). "
-        "Misfit ÷ penalty: the natural scale of λ."
+        "Misfit ÷ penalty: the natural scale of λ. Misfit drop: how much the best validation "
+        "misfit fell over the last quarter of the training epochs (more than 10%: no plateau; "
+        "the loss curves are in `plots/SYSTEM/train/`)."
     )
     return "\n\n".join(parts)
 
@@ -152,6 +165,55 @@ def linear_section(result: Mapping[str, Any]) -> str:
             f"{number(result['tr_loglog_slope'])}; gradient-trained closures match the closed "
             f"forms to {number(result['trained_vs_closed_form_max_abs'], 2)}.",
             table,
+        ]
+    )
+
+
+def sweep_settings(settings: Mapping[str, Any]) -> str:
+    """What a committed sweep was run with (it may predate the current defaults)."""
+    if not settings:
+        return ""
+    model = ", ".join(f"{k} {v}" for k, v in settings.get("model", {}).items() if k != "kind")
+    return (
+        f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
+        f"{settings.get('epochs')} epochs, λ grid {settings.get('lams')}, "
+        f"{settings.get('val_trajectories')} validation and {settings.get('test_trajectories')} "
+        "test trajectories; compare its closure with the defaults above before comparing "
+        "numbers.\n\n"
+    )
+
+
+def bench_section(name: str, record: Mapping[str, Any]) -> str:
+    """The cost of one training step of each estimator (``ml4d bench``), both precisions."""
+    times = record["ms_per_step_median"]
+    dtypes = [d for d in ("float32", "float64") if d in times]
+    names = list(times[dtypes[0]])
+    head = [
+        "estimator",
+        *(f"ms per step ({d})" for d in dtypes),
+        *(f"÷ OLS ({d})" for d in dtypes),
+        *(["float64 ÷ float32"] if record.get("float64_over_float32") else []),
+    ]
+    rows = [
+        [
+            est,
+            *(number(times[d][est]) for d in dtypes),
+            *(number(record["ratio_to_ols"][d][est]) for d in dtypes),
+            *(
+                [number(record["float64_over_float32"][est])]
+                if record.get("float64_over_float32")
+                else []
+            ),
+        ]
+        for est in names
+    ]
+    return "\n\n".join(
+        [
+            f"### {name}: cost of a training step (`ml4d bench {name}`, committed "
+            f"`bench/{name}_train_step.json`)",
+            f"{record['what']}, model {record['model']}; medians of {record['repeats']} × "
+            f"{record['steps_per_repeat']} steps, all in one run on {record['machine']}.",
+            markdown_table(head, rows),
         ]
     )
 

@@ -36,7 +36,9 @@ LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, dict[str, jax
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """``batch_size: 0`` means full batch; checkpoints every ``checkpoint_every`` epochs."""
+    """``batch_size: 0`` means full batch; checkpoints every ``checkpoint_every`` epochs.
+    ``schedule``: a constant learning rate, or ``cosine`` decay from ``lr`` to zero over the
+    whole training (so that a fixed budget of steps ends at a plateau instead of mid-descent)."""
 
     optimizer: Literal["adam", "sgd"]
     lr: float
@@ -44,6 +46,7 @@ class OptimConfig:
     batch_size: int
     seed: int
     checkpoint_every: int
+    schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
         require_positive(self.lr, "lr", "the learning rate")
@@ -52,8 +55,14 @@ class OptimConfig:
         require(self.seed >= 0, "seed", "must be >= 0", "set a non-negative integer seed")
         require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1", "e.g. 1 (epoch)")
 
-    def transform(self) -> optax.GradientTransformation:
-        return optax.adam(self.lr) if self.optimizer == "adam" else optax.sgd(self.lr)
+    def transform(self, total_steps: int = 1) -> optax.GradientTransformation:
+        """The optimiser; ``total_steps`` (all epochs) sets the length of a cosine decay."""
+        lr = (
+            optax.cosine_decay_schedule(self.lr, max(total_steps, 1))
+            if self.schedule == "cosine"
+            else self.lr
+        )
+        return optax.adam(lr) if self.optimizer == "adam" else optax.sgd(lr)
 
 
 class Interrupted(ML4DError):
@@ -91,6 +100,25 @@ class History:
     """Per-epoch metrics, in order; survives resume through the checkpoint metadata."""
 
     epochs: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+#: a training whose best validation misfit still fell by more than this fraction over its last
+#: quarter of epochs has not reached a plateau (``convergence``)
+STILL_FALLING = 0.1
+
+
+def convergence(epochs: list[dict[str, float]], key: str = "val_misfit") -> dict[str, Any]:
+    """Has training reached a plateau of the validation misfit? ``drop``: how much the best
+    value fell over the last quarter of the epochs, relative to the best before it (≤ 0 when it
+    did not improve; ``None`` with fewer than 4 epochs); ``plateau``: drop ≤ ``STILL_FALLING``.
+    The best value, not the last, so that one noisy epoch neither hides nor fakes progress."""
+    values = [float(e[key]) for e in epochs if key in e]
+    if len(values) < 4:
+        return {"drop": None, "plateau": None, "epochs": len(values)}
+    cut = len(values) - max(1, len(values) // 4)
+    before, tail = min(values[:cut]), min(values[cut:])
+    drop = (before - tail) / before if before > 0 else 0.0
+    return {"drop": drop, "plateau": drop <= STILL_FALLING, "epochs": len(values)}
 
 
 def _batches(n: int, batch_size: int) -> int:
@@ -178,9 +206,15 @@ def fit(
         raise ML4DError(f"rounds must be >= 1, got {rounds}")
     if rounds > 1 and grow is None:
         raise ML4DError(f"rounds={rounds} needs a grow function: round r >= 1 adds grow(model, r)")
+    if rounds > 1 and config.schedule != "constant":
+        raise ML4DError(
+            f"schedule {config.schedule!r} decays over a known number of steps, but rounds grow "
+            "the data (more steps per epoch each round): use schedule: constant with rounds"
+        )
     epochs, total = config.epochs, rounds * config.epochs
     n0 = jax.tree.leaves(train)[0].shape[0]
-    optimizer = nnx.Optimizer(model, config.transform(), wrt=nnx.Param)
+    steps = total * _batches(n0, config.batch_size)
+    optimizer = nnx.Optimizer(model, config.transform(steps), wrt=nnx.Param)
     root = jax.random.key(config.seed)
     shuffle_root, noise_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
 

@@ -1,8 +1,10 @@
 """Estimators of the closure as a registry: every ``Estimator`` subclass in this package, by kind.
 
 params.yaml names the estimators trained side by side (``estimators: {<name>: {kind, ...its own
-keys}}``); a kind's shared keys (TR's ``lam`` and ``eps``) come from its shared section (``reg``).
-``estimator(params, name)`` parses and validates one entry into a ready ``Estimator``.
+keys}}``); a kind's shared keys (TR's ``lam`` and ``eps``) come from its shared section, one per
+system (``reg.<system>``: the penalty's natural scale differs by orders of magnitude between
+systems). ``estimator(params, name, system)`` parses and validates one entry into a ready
+``Estimator`` for that system.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ ESTIMATORS: dict[str, type[Estimator]] = concrete_subclasses(
 )
 
 
-def parse_estimator(entry: Any, key: str, shared: Mapping[str, Any] | None = None) -> Estimator:
+def parse_estimator(
+    entry: Any, key: str, shared: Mapping[str, Any] | None = None, system: str | None = None
+) -> Estimator:
     """One ``estimators.<name>`` entry (``key`` names it in messages); ``shared`` maps a shared
-    section's name to its raw mapping (``{"reg": {...}}``)."""
+    section's name to its raw mapping: the keys themselves (``{"reg": {"lam": ..., ...}}``), or,
+    with ``system``, one such mapping per system (``{"reg": {"rd": {"lam": ..., ...}}}``)."""
     require(
         isinstance(entry, Mapping) and entry.get("kind") in ESTIMATORS,
         f"{key}.kind",
@@ -39,7 +44,7 @@ def parse_estimator(entry: Any, key: str, shared: Mapping[str, Any] | None = Non
     own = {f for f in cls.config_class.__dataclass_fields__ if f not in cls.shared_keys}
     if set(entry) != own:
         elsewhere = [
-            f"the {other.kind} weight {k} lives in `{other.shared_section}`"
+            f"the {other.kind} weight {k} lives in `{other.shared_section}.<system>`"
             for other in ESTIMATORS.values()
             for k in other.shared_keys
             if k in entry
@@ -54,6 +59,15 @@ def parse_estimator(entry: Any, key: str, shared: Mapping[str, Any] | None = Non
         return cls(parse(cls.config_class, dict(entry), key))
     name = cls.shared_section
     section = (shared or {}).get(name)
+    if system is not None:
+        require(
+            isinstance(section, Mapping) and isinstance(section.get(system), Mapping),
+            f"{name}.{system}",
+            f"missing (estimators of kind {cls.kind!r} read their "
+            f"{', '.join(cls.shared_keys)} there, one section per system)",
+            f"write {name}: {{{system}: {{{', '.join(f'{k}: ...' for k in cls.shared_keys)}}}}}",
+        )
+        section, name = section[system], f"{name}.{system}"
     require(
         isinstance(section, Mapping) and set(section) == set(cls.shared_keys),
         name,
@@ -69,8 +83,9 @@ def parse_estimator(entry: Any, key: str, shared: Mapping[str, Any] | None = Non
         raise ConfigError(f"{where}.{field}", err.problem, err.fix) from None
 
 
-def estimator(params, name: str) -> Estimator:
-    """The estimator called ``name`` under ``estimators`` in params.yaml, validated."""
+def estimator(params, name: str, system: str) -> Estimator:
+    """The estimator called ``name`` under ``estimators`` in params.yaml for ``system`` (its
+    shared keys from ``reg.<system>``), validated."""
     known = params.section("estimators")
     if not isinstance(known, Mapping) or name not in known:
         names = ", ".join(known) if isinstance(known, Mapping) else "none"
@@ -79,11 +94,13 @@ def estimator(params, name: str) -> Estimator:
             "add it or use a known name"
         )
     shared = {s: params.raw[s] for s in _shared_sections() if s in params.raw}
-    return params.parse(lambda raw, key: parse_estimator(raw, key, shared), "estimators", name)
+    return params.parse(
+        lambda raw, key: parse_estimator(raw, key, shared, system), "estimators", name
+    )
 
 
-def configured(params) -> dict[str, Estimator]:
-    """Every estimator of params.yaml, by name, validated."""
+def configured(params, system: str) -> dict[str, Estimator]:
+    """Every estimator of params.yaml for ``system``, by name, validated."""
     section = params.section("estimators")
     require(
         isinstance(section, Mapping) and len(section) > 0,
@@ -91,7 +108,7 @@ def configured(params) -> dict[str, Estimator]:
         "must map estimator names to settings",
         "e.g. {ols: {kind: ols}, tr-projector: {kind: tr, normal: projector}}",
     )
-    return {str(name): estimator(params, name) for name in section}
+    return {str(name): estimator(params, name, system) for name in section}
 
 
 def _shared_sections() -> set[str]:

@@ -15,6 +15,8 @@ from flax import nnx
 
 from ml4dynamics.models.layers import (
     F64,
+    cast_in,
+    cast_out,
     conv,
     downsample,
     padding,
@@ -83,7 +85,8 @@ class ConvAutoencoder(nnx.Module):
     on a grid of ``ndim = d`` dimensions; strided by average pooling, no skip connections.
 
     The latent holds ``latent_channels / (C 2^(L d))`` times as many numbers as the state; below
-    one that is a bottleneck (``build_manifold`` refuses configs without one)."""
+    one that is a bottleneck (``build_manifold`` refuses configs without one). Computes in
+    ``dtype``; states enter and reconstructions leave in float64."""
 
     def __init__(
         self,
@@ -95,12 +98,14 @@ class ConvAutoencoder(nnx.Module):
         ndim: int,
         periodic: bool = True,
         rngs: nnx.Rngs,
+        dtype=F64,
     ):
         self.ndim = ndim
+        self.dtype = dtype
         pad = padding(periodic)
 
         def conv3(a: int, b: int) -> nnx.Conv:
-            return conv(a, b, ndim, pad, rngs=rngs)
+            return conv(a, b, ndim, pad, rngs=rngs, dtype=dtype)
 
         widths = [width * 2**i for i in range(levels)]
         self.enc = nnx.List(
@@ -111,20 +116,21 @@ class ConvAutoencoder(nnx.Module):
         self.dec = nnx.List(
             [conv3(widths[i], widths[i - 1] if i else width) for i in reversed(range(levels))]
         )
-        self.out = nnx.Conv(width, channels, kernel_size=(1,) * ndim, param_dtype=F64, rngs=rngs)
+        self.out = conv(width, channels, ndim, pad, size=1, rngs=rngs, dtype=dtype)
 
     def encode(self, u: jax.Array) -> jax.Array:
-        """(B, C, *grid) → latent, channel-last (B, *grid/2^L, latent_channels)."""
-        h = to_channels_last(u, self.ndim)
+        """(B, C, *grid) → latent, channel-last (B, *grid/2^L, latent_channels), in ``dtype``."""
+        h = to_channels_last(cast_in(u, self.dtype), self.ndim)
         for layer in self.enc:
             h = downsample(nnx.gelu(layer(h)), self.ndim)
         return self.to_latent(h)
 
     def decode(self, z: jax.Array) -> jax.Array:
-        h = nnx.gelu(self.from_latent(z))
+        """latent → (B, C, *grid) fields in float64."""
+        h = nnx.gelu(self.from_latent(cast_in(z, self.dtype)))
         for layer in self.dec:
             h = nnx.gelu(layer(upsample(h, self.ndim)))
-        return to_channels_first(self.out(h), self.ndim)
+        return cast_out(to_channels_first(self.out(h), self.ndim))
 
     def __call__(self, u: jax.Array) -> jax.Array:
         return self.decode(self.encode(u))

@@ -2,7 +2,8 @@
 
 A state is a vector ``(d,)`` (``LinearClosure``) or ``C`` fields on a grid ``(C, n1, ..., n_d)``
 in any number ``d`` of spatial dimensions (``LocalClosure``, ``UNet``), periodic (circular
-padding) or not (zero padding). Float64 parameters (the package's dtype policy).
+padding) or not (zero padding). Fields enter and leave in float64; the grid networks compute in
+their ``dtype`` (float32 or float64), the linear one in float64 (its closed forms are exact).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from flax import nnx
 from ml4dynamics.models.layers import (
     F64,
     ConvBlock,
+    cast_in,
+    cast_out,
     conv,
+    dense,
     downsample,
     padding,
     to_channels_first,
@@ -56,22 +60,25 @@ class LocalClosure(nnx.Module):
         ndim: int,
         periodic: bool = True,
         rngs: nnx.Rngs,
+        dtype=F64,
     ):
         self.ndim = ndim
+        self.dtype = dtype
         if stencil == 1:
-            self.first = nnx.Linear(channels, hidden, param_dtype=F64, rngs=rngs)
+            self.first = dense(channels, hidden, rngs=rngs, dtype=dtype)
         else:
-            self.first = conv(channels, hidden, ndim, padding(periodic), size=stencil, rngs=rngs)
+            pad = padding(periodic)
+            self.first = conv(channels, hidden, ndim, pad, size=stencil, rngs=rngs, dtype=dtype)
         self.hidden = nnx.List(
-            [nnx.Linear(hidden, hidden, param_dtype=F64, rngs=rngs) for _ in range(depth - 1)]
+            [dense(hidden, hidden, rngs=rngs, dtype=dtype) for _ in range(depth - 1)]
         )
-        self.out = nnx.Linear(hidden, out_channels, param_dtype=F64, rngs=rngs)
+        self.out = dense(hidden, out_channels, rngs=rngs, dtype=dtype)
 
     def __call__(self, u: jax.Array) -> jax.Array:
-        h = nnx.gelu(self.first(to_channels_last(u, self.ndim)))
+        h = nnx.gelu(self.first(to_channels_last(cast_in(u, self.dtype), self.ndim)))
         for layer in self.hidden:
             h = nnx.gelu(layer(h))
-        return to_channels_first(self.out(h), self.ndim)
+        return cast_out(to_channels_first(self.out(h), self.ndim))
 
 
 class UNet(nnx.Module):
@@ -91,29 +98,27 @@ class UNet(nnx.Module):
         ndim: int,
         periodic: bool = True,
         rngs: nnx.Rngs,
+        dtype=F64,
     ):
         self.ndim = ndim
+        self.dtype = dtype
         pad = padding(periodic)
         widths = [width * 2**i for i in range(levels + 1)]
+
+        def block(a: int, b: int) -> ConvBlock:
+            return ConvBlock(a, b, pad, ndim, rngs=rngs, dtype=dtype)
+
         self.down = nnx.List(
-            [
-                ConvBlock(channels if i == 0 else widths[i - 1], widths[i], pad, ndim, rngs=rngs)
-                for i in range(levels)
-            ]
+            [block(channels if i == 0 else widths[i - 1], widths[i]) for i in range(levels)]
         )
-        self.bottom = ConvBlock(widths[levels - 1], widths[levels], pad, ndim, rngs=rngs)
+        self.bottom = block(widths[levels - 1], widths[levels])
         self.up = nnx.List(
-            [
-                ConvBlock(widths[i + 1] + widths[i], widths[i], pad, ndim, rngs=rngs)
-                for i in reversed(range(levels))
-            ]
+            [block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(levels))]
         )
-        self.out = nnx.Conv(
-            width, out_channels, kernel_size=(1,) * ndim, param_dtype=F64, rngs=rngs
-        )
+        self.out = conv(width, out_channels, ndim, pad, size=1, rngs=rngs, dtype=dtype)
 
     def __call__(self, u: jax.Array) -> jax.Array:
-        h = to_channels_last(u, self.ndim)
+        h = to_channels_last(cast_in(u, self.dtype), self.ndim)
         skips = []
         for block in self.down:
             h = block(h)
@@ -122,4 +127,4 @@ class UNet(nnx.Module):
         h = self.bottom(h)
         for block, skip in zip(self.up, reversed(skips), strict=True):
             h = block(jnp.concatenate([upsample(h, self.ndim), skip], axis=-1))
-        return to_channels_first(self.out(h), self.ndim)
+        return cast_out(to_channels_first(self.out(h), self.ndim))

@@ -96,6 +96,21 @@ def _fields(
     return {name: passed[name] for name in names}
 
 
+def _with_defaults(kinds: Mapping[str, type], recorded: Any) -> Any:
+    """A recorded model config with the defaults of keys added after it was exported (e.g.
+    ``dtype``, float64 before networks could compute in float32): the default is what such an
+    export was built with. params.yaml, unlike model.json, must spell out every key."""
+    cls = kinds.get(recorded.get("kind")) if isinstance(recorded, Mapping) else None
+    if cls is None:
+        return recorded  # parse_tagged says what is wrong
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING and f.name not in recorded
+    }
+    return {**recorded, **defaults}
+
+
 def load_model(
     directory: str | Path,
     role: str,
@@ -119,13 +134,15 @@ def load_model(
     if meta.get("role") != role:
         raise ML4DError(f"{directory} holds a {meta.get('role')!r} model, expected {role!r}")
     fields = _fields(meta, meta_path, role, {"state": state, "closure": closure})
+    kinds = CLOSURE_KINDS if role == "closure" else MANIFOLD_KINDS
+    recorded = _with_defaults(kinds, meta["model"])
     if role == "closure":
-        config = parse_tagged(CLOSURE_KINDS, meta["model"], f"{meta_path}: model")
+        config = parse_tagged(CLOSURE_KINDS, recorded, f"{meta_path}: model")
 
         def build() -> nnx.Module:
             return build_closure(config, fields["state"], fields["closure"], seed=0)
     else:
-        config = parse_tagged(MANIFOLD_KINDS, meta["model"], f"{meta_path}: model")
+        config = parse_tagged(MANIFOLD_KINDS, recorded, f"{meta_path}: model")
 
         def build() -> nnx.Module:
             return build_manifold(config, fields["state"], seed=0)

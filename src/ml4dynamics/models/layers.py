@@ -2,7 +2,9 @@
 
 Fields are stored channel-first ``(..., channels, n1, ..., n_d)``; Flax convolutions want
 channel-last, so the networks transpose on the way in and out. ``ndim`` is always the number of
-spatial dimensions ``d``. Float64 parameters (the package's dtype policy).
+spatial dimensions ``d``. Parameters and arithmetic in the network's ``dtype`` (float64 or
+float32); the networks take and return float64 fields (the package's dtype policy) and cast at
+their boundary, so the solvers and the data never see float32.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 F64 = jnp.float64
+#: the dtypes a network may compute in (``dtype`` of a model config in params.yaml)
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
 def padding(periodic: bool) -> str:
@@ -29,17 +33,42 @@ def to_channels_first(h: jax.Array, ndim: int) -> jax.Array:
     return jnp.moveaxis(h, -1, -ndim - 1)
 
 
-def conv(a: int, b: int, ndim: int, pad: str, *, rngs: nnx.Rngs, size: int = 3) -> nnx.Conv:
-    """A ``size``^d convolution from ``a`` to ``b`` channels (channel-last)."""
-    return nnx.Conv(a, b, kernel_size=(size,) * ndim, padding=pad, param_dtype=F64, rngs=rngs)
+def conv(
+    a: int, b: int, ndim: int, pad: str, *, rngs: nnx.Rngs, size: int = 3, dtype=F64
+) -> nnx.Conv:
+    """A ``size``^d convolution from ``a`` to ``b`` channels (channel-last) in ``dtype``."""
+    return nnx.Conv(
+        a,
+        b,
+        kernel_size=(size,) * ndim,
+        padding=pad,
+        dtype=dtype,
+        param_dtype=dtype,
+        rngs=rngs,
+    )
+
+
+def dense(a: int, b: int, *, rngs: nnx.Rngs, dtype=F64) -> nnx.Linear:
+    """A dense layer from ``a`` to ``b`` features (the last axis) in ``dtype``."""
+    return nnx.Linear(a, b, dtype=dtype, param_dtype=dtype, rngs=rngs)
+
+
+def cast_in(u: jax.Array, dtype) -> jax.Array:
+    """A float64 field entering a network that computes in ``dtype``."""
+    return u.astype(dtype)
+
+
+def cast_out(h: jax.Array) -> jax.Array:
+    """A network's result leaving it: float64, whatever the network computed in."""
+    return h.astype(F64)
 
 
 class ConvBlock(nnx.Module):
     """Two 3^d convolutions with GELU."""
 
-    def __init__(self, a: int, b: int, pad: str, ndim: int, *, rngs: nnx.Rngs):
-        self.c1 = conv(a, b, ndim, pad, rngs=rngs)
-        self.c2 = conv(b, b, ndim, pad, rngs=rngs)
+    def __init__(self, a: int, b: int, pad: str, ndim: int, *, rngs: nnx.Rngs, dtype=F64):
+        self.c1 = conv(a, b, ndim, pad, rngs=rngs, dtype=dtype)
+        self.c2 = conv(b, b, ndim, pad, rngs=rngs, dtype=dtype)
 
     def __call__(self, h: jax.Array) -> jax.Array:
         return nnx.gelu(self.c2(nnx.gelu(self.c1(h))))

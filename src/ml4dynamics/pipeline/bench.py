@@ -1,12 +1,14 @@
-"""Time one optimisation step of each estimator on data/SYSTEM side by side and write the medians
-and their ratios to OLS as JSON. Needs the generate and fit_manifold outputs (`dvc repro
+"""Time one optimisation step of each estimator on data/SYSTEM side by side, with the closure
+network in float32 and in float64, and write the medians, their ratios to OLS and the float64 ÷
+float32 ratios as JSON. Needs the generate and fit_manifold outputs (`dvc repro
 fit_manifold@SYSTEM`).
 
 ``ml4d bench``: the cost of one training step of each estimator, side by side in one run.
 
-Timed in one process on the same data and model, so the ratios to OLS are comparable even on a
-noisy shared machine; absolute times are for orientation only. Not a DVC stage (timings are not
-reproducible bytes); results go to a JSON file that the README quotes.
+Timed in one process on the same data and model (the network of params.yaml with its ``dtype``
+replaced), so the ratios are comparable even on a noisy shared machine; absolute times are for
+orientation only. Not a DVC stage (timings are not reproducible bytes); results go to a JSON file
+that the guide quotes.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ def time_steps(
     out: Path,
     repeats: int = 5,
     steps: int = 20,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
 ) -> dict:
     params = load_params(params_path)
     stage = network_stage(params, "train", system_name)
-    configured = estimators.configured(params)
+    configured = estimators.configured(params, system_name)
     if "ols" not in configured:
         raise ML4DError("`ml4d bench` reports ratios to OLS: add `ols: {kind: ols}` to estimators")
     ds = open_dataset(data_dir / "train.zarr")
@@ -56,29 +59,43 @@ def time_steps(
     reconstruct = frozen(load_model(manifold_dir, "manifold", system.state_field)[0])
     data = as_pairs(ds)
     batch = stage.optim.batch_size or data["u"].shape[0]
+    if not hasattr(stage.model, "dtype"):
+        dtypes = ("float64",)  # the linear closure computes in float64 only
     idx = jax.numpy.arange(batch)
-    results = {}
+    results: dict[str, dict[str, float]] = {dtype: {} for dtype in dtypes}
     for label, estimator in configured.items():  # every estimator of params.yaml
         loss, regulariser = objective(estimator, system, reconstruct)
         local = estimator.prepare(data, reconstruct)
-        model = build_closure(stage.model, system.state_field, system.closure_field, seed=0)
-        opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
-        step = make_step(loss, regulariser)
-        key = jax.random.key(0)
-        jax.block_until_ready(step(model, opt, local, idx, key))  # compile
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                out_ = step(model, opt, local, idx, key)
-            jax.block_until_ready(out_)
-            samples.append((time.perf_counter() - start) / steps * 1e3)
-        results[label] = statistics.median(samples)
+        for dtype in dtypes:
+            config = stage.model
+            if hasattr(config, "dtype"):
+                config = dataclasses.replace(config, dtype=dtype)
+            model = build_closure(config, system.state_field, system.closure_field, seed=0)
+            opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+            step = make_step(loss, regulariser)
+            key = jax.random.key(0)
+            jax.block_until_ready(step(model, opt, local, idx, key))  # compile
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    out_ = step(model, opt, local, idx, key)
+                jax.block_until_ready(out_)
+                samples.append((time.perf_counter() - start) / steps * 1e3)
+            results[dtype][label] = statistics.median(samples)
     report = {
         "what": f"one optimisation step of the {system_name} closure, batch {batch}",
         "model": dataclasses.asdict(stage.model),
         "ms_per_step_median": results,
-        "ratio_to_ols": {k: v / results["ols"] for k, v in results.items()},
+        "ratio_to_ols": {
+            dtype: {k: v / times["ols"] for k, v in times.items()}
+            for dtype, times in results.items()
+        },
+        "float64_over_float32": (
+            {k: results["float64"][k] / results["float32"][k] for k in configured}
+            if {"float32", "float64"} <= set(results)
+            else None
+        ),
         "repeats": repeats,
         "steps_per_repeat": steps,
         "machine": f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)",

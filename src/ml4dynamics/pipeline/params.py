@@ -31,8 +31,9 @@ def main(args: argparse.Namespace) -> int:
         for system, stage in all_network_stages(params, section).items():
             print(f"{section}.{system}: {stage}")
     if params.has("estimators"):
-        for name, est in estimators.configured(params).items():
-            print(f"estimators.{name}: {est.config}")
+        for system in params.systems:
+            for name, est in estimators.configured(params, system).items():
+                print(f"estimators.{name} ({system}): {est.config}")
     if params.has("evaluate"):
         print(f"evaluate: {evaluate_config(params)}")
     if params.has("promote"):

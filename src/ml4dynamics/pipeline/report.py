@@ -1,4 +1,5 @@
-"""Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md when committed).
+"""Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md and
+bench/SYSTEM_train_step.json when committed).
 
 ``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
 the files ``dvc repro`` and ``ml4d sweep`` wrote.
@@ -50,10 +51,17 @@ def main(args: argparse.Namespace) -> int:
         )
     sweep = Path("sweep/rd_table.md")
     if sweep.is_file():
+        settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
         sections.append(
             "## rd trial over seeds (`ml4d sweep`, committed output `sweep/rd_table.md`)\n\n"
+            + report.sweep_settings(settings)
             + sweep.read_text().strip()
         )
+    for bench in sorted(Path("bench").glob("*_train_step.json")):
+        record = json.loads(bench.read_text())
+        if isinstance(record.get("ms_per_step_median", {}).get("float32"), dict):  # per dtype
+            name = bench.name.removesuffix("_train_step.json")
+            sections.append(report.bench_section(name, record))
     linear = _read(layout.linear_theory_metrics)
     if linear:
         sections.append(report.linear_section(linear))

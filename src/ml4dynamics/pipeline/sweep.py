@@ -66,8 +66,8 @@ def run(
     train_stage = network_stage(params, "train", "rd")
     manifold_stage = network_stage(params, "manifold", "rd")
     evaluate = evaluate_config(params)
-    names = names or list(estimators.configured(params))
-    regs = {name: estimators.estimator(params, name) for name in names}
+    names = names or list(estimators.configured(params, "rd"))
+    regs = {name: estimators.estimator(params, name, "rd") for name in names}
     if not gamma_us or not seeds:
         raise ML4DError("give at least one --gamma-u and one --seed")
     if lams is not None and any(lam < 0 for lam in lams):
@@ -270,7 +270,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--lam",
         type=float,
         nargs="+",
-        help="the λ grid of the TR estimators, chosen on validation (default: params.yaml reg.lam)",
+        help="the λ grid of the TR estimators, chosen on validation (default: reg.rd.lam)",
     )
     parser.add_argument(
         "--out", default="sweep/rd_table.json", help="output (default: %(default)s)"

@@ -33,7 +33,7 @@ from ml4dynamics.models.io import export_model, load_model
 from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import exclusive, fingerprint, write_csv, write_json
 from ml4dynamics.tracking import Run
-from ml4dynamics.training import Interrupted
+from ml4dynamics.training import STILL_FALLING, Interrupted, convergence
 
 ARGUMENTS = ("system", "estimator", "params")
 
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> int:
     params = load_params(args.params)
     stage = network_stage(params, "train", name)
-    estimator = estimators.estimator(params, label)
+    estimator = estimators.estimator(params, label, name)
     data_dir, manifold_dir = layout.data(name), layout.manifold(name)
     splits = open_splits(data_dir, ("train", "val"))
     system = system_of(splits["train"])
@@ -121,16 +121,25 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
             {"state": system.state_field, "closure": system.closure_field},
         )
     final = history.epochs[-1]
+    converged = convergence(history.epochs)
     result = {
         "estimator": label,
         "epochs": len(history.epochs),
         **{k: v for k, v in final.items() if k != "epoch"},
         "manifold": quality,
+        "convergence": converged,
     }
     for line in warnings(quality, f"{name} {label}"):
         warn(line)
+    if converged["plateau"] is False:
+        warn(
+            f"{name} {label}: the validation misfit still fell {converged['drop']:.0%} over the "
+            f"last quarter of training (> {STILL_FALLING:.0%}): no plateau yet; train longer "
+            f"(train.{name}.optim.epochs)"
+        )
     tracker.log_metrics(
         {f"manifold.{k}": float(v) for k, v in quality.items() if k != "val_tr_penalty"}
+        | ({"val_misfit_drop": converged["drop"]} if converged["drop"] is not None else {})
     )
     write_json(layout.train_metrics(name, label), result)
     plots = layout.train_plots(name)

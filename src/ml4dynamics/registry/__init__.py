@@ -39,7 +39,10 @@ def client():
 
     from ml4dynamics.tracking import configured_uri
 
-    return MlflowClient(tracking_uri=configured_uri())
+    uri = configured_uri()
+    # the registry too: MLflow's default registry URI is a process-wide setting that another
+    # workspace used in the same process may have left behind
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 @contextlib.contextmanager
