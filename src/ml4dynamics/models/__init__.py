@@ -175,32 +175,19 @@ def build_closure(
             f"but the closure has {_describe(closure)}: give the closure the state's grid"
         )
     ndim, periodic, out = state.ndim, state.periodic, closure.channels
+    # what every grid closure is built with (its rngs are made inside the compiled init)
+    grid = {"ndim": ndim, "periodic": periodic, "dtype": DTYPES[config.dtype]}
     if isinstance(config, LocalClosureConfig):
+        hidden, depth, stencil = config.hidden, config.depth, config.stencil
         return _initialised(
             lambda: LocalClosure(
-                state.channels,
-                out,
-                config.hidden,
-                config.depth,
-                config.stencil,
-                ndim=ndim,
-                periodic=periodic,
-                rngs=nnx.Rngs(seed),
-                dtype=DTYPES[config.dtype],
+                state.channels, out, hidden, depth, stencil, rngs=nnx.Rngs(seed), **grid
             )
         )
     _check_levels(state.grid, config.levels, "unet")
+    width, levels = config.width, config.levels
     return _initialised(
-        lambda: UNet(
-            state.channels,
-            out,
-            config.width,
-            config.levels,
-            ndim=ndim,
-            periodic=periodic,
-            rngs=nnx.Rngs(seed),
-            dtype=DTYPES[config.dtype],
-        )
+        lambda: UNet(state.channels, out, width, levels, rngs=nnx.Rngs(seed), **grid)
     )
 
 

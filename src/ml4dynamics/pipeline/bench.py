@@ -68,7 +68,7 @@ def time_steps(
         local = estimator.prepare(data, reconstruct)
         for dtype in dtypes:
             config = stage.model
-            if hasattr(config, "dtype"):
+            if len(dtypes) > 1:  # a grid network: the same one in each precision
                 config = dataclasses.replace(config, dtype=dtype)
             model = build_closure(config, system.state_field, system.closure_field, seed=0)
             opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
