@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 # One JAX compilation cache for the whole session, shared by every `ml4d` subprocess (the same
 # programs are compiled again and again otherwise) and kept off the user's own cache.
 os.environ.setdefault("ML4D_CACHE_DIR", tempfile.mkdtemp(prefix="ml4d-test-cache-"))
-os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests choose their own stores
+for _variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    os.environ.pop(_variable, None)  # tests choose their own stores
 BIN = Path(sys.executable).parent  # the venv's bin: ml4d, dvc
 
 # Small versions of params.yaml: same layout and physics, fewer and shorter trajectories.
@@ -225,10 +226,16 @@ def generated(tmp_path_factory) -> Path:
     return root / "data"
 
 
-# On several workers (`pytest -n 2 --dist loadfile`, pytest-xdist), the end-to-end files, which
-# take minutes each, start first and overlap with the many short files instead of running alone
-# at the end. (Not the default yet: one end-to-end step failed under two workers; issue 11.)
-FIRST = ("test_pipeline.py", "test_ns_channel_pipeline.py", "test_faults.py", "test_training.py")
+# On several workers (pyproject's default `-n 2 --dist loadfile`, pytest-xdist), the end-to-end
+# files, which take minutes each, start first and overlap with the many short files instead of
+# running alone at the end.
+FIRST = (
+    "test_pipeline.py",
+    "test_downstream.py",
+    "test_ns_channel_pipeline.py",
+    "test_faults.py",
+    "test_training.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,124 +1,31 @@
-"""The DVC pipeline as a user runs it, in a fresh git repository made from this working tree."""
+"""The DVC pipeline as a user runs it in a fresh clone: repro, the registry's champion, parameter
+changes and queued experiments on λ that rerun only what changed. (What a downstream user does
+with the champion: tests/test_downstream.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
-import mlflow
 import pytest
 import yaml
 
-from tests.conftest import BIN, REPO, mlflow_client, small_params, write_params
-
-
-def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
-    return result
-
-
-# The test pipeline trains two rd estimators, OLS and TR (the default trains six; the others are
-# exercised in test_training and test_registry): an experiment on `reg.rd` must rerun TR only. Thresholds are loose enough for
-# tiny trainings to pass, so a champion exists.
-TEST_MODELS = {
-    "rd-ols": {"system": "rd", "estimator": "ols", "weights": "estimators.ols"},
-    "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg.rd"},
-}
-
-
-def pipeline_params() -> dict:
-    params = small_params()
-    params["promote"] = {"max_error": 5.0, "max_shift": 20.0}
-    return params
-
-
-def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """A new repository with the project's files (as in the working tree), small params."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    repo = tmp_path / "repo"
-    for name in files:
-        if name == "dvc.lock" or not (REPO / name).is_file():
-            continue  # the lock and outputs of the real parameters do not belong to this run
-        if name.startswith(("data/", "metrics/", "plots/", "bench/")):
-            continue
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, repo / name)
-    write_params(repo / "params.yaml", pipeline_params())
-    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["vars"] = [
-        {"systems": ["linear", "rd"]},
-        {"manifolds": ["rd"]},
-        {"models": TEST_MODELS},
-        {"registered": ["rd"]},
-    ]
-    pipeline.pop("plots")  # they name the default estimators' files
-    pipeline["stages"].pop("shift_correlation")  # it pools the default systems' evaluations
-    pipeline["stages"].pop("report")  # it tabulates the default systems (tests/test_report.py)
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),  # off the machine-wide cache
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.com",
-    }
-    sh(["git", "init", "-q", "-b", "main"], repo, env)
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-q", "-m", "project"], repo, env)
-    return repo, env
-
-
-@pytest.fixture
-def clone(tmp_path) -> tuple[Path, dict[str, str]]:
-    return make_clone(tmp_path)
-
-
-STAGES = (
-    "generate@linear",
-    "generate@rd",
-    "fit_manifold@rd",
-    *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in TEST_MODELS),
-    "promote@rd",
-    "linear_theory",
+from tests.clones import (
+    load_in_fresh_process,
+    make_clone,
+    pipeline_params,
+    ran,
+    registry,
+    reproduced,
+    sh,
 )
-TR = {f"{stage}@rd-tr-projector" for stage in ("train", "evaluate")} | {"promote@rd"}
-
-
-def ran(result: subprocess.CompletedProcess) -> set[str]:
-    return {
-        line.split("'")[1]
-        for line in result.stdout.splitlines()
-        if line.startswith("Running stage '")
-    }
-
-
-def lock_entry(repo: Path, stage: str) -> dict:
-    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
-
-
-def registry(repo: Path) -> mlflow.MlflowClient:
-    return mlflow_client(repo)
+from tests.conftest import small_params, write_params
 
 
 @pytest.mark.slow
-def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
-    """The user's loop end to end: repro, champion, an experiment, pyfunc, simulate, refusal."""
-    repo, env = clone
-    first = sh(["dvc", "repro"], repo, env)
-    assert ran(first) == set(STAGES)
+def test_repro_champion_and_queued_experiments(tmp_path):
+    """The user's loop: repro, champion, a parameter change, two queued λ experiments, apply."""
+    repo, env = reproduced(tmp_path)
     for system in ("linear", "rd"):
         for split in ("train", "val", "test", "ood"):
             assert (repo / "data" / system / f"{split}.zarr" / "zarr.json").is_file()
@@ -128,9 +35,9 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     status = json.loads(sh(["dvc", "status", "--json", "dvc.yaml"], repo, env).stdout)
     assert status == {"promote@rd": ["always changed"]}
     lock = (repo / "dvc.lock").read_text()
-    revision = sh(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    code = sh(["git", "rev-parse", "HEAD~1"], repo, env).stdout.strip()  # before the outputs
     attrs = json.loads((repo / "data/rd/train.zarr/zarr.json").read_text())["attributes"]
-    assert attrs["git_revision"] == revision  # provenance: the commit of the code
+    assert attrs["git_revision"] == code  # provenance: the commit of the code
 
     # evaluation metrics and plots are where DVC looks for them
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo, env).stdout)
@@ -168,8 +75,6 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     # two queued experiments on lambda, run by two workers: each reruns the TR model through
     # promotion only (one new training run each, none for OLS), registers its TR closure and
     # records its gates, and neither moves the champion
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-q", "-m", "baseline"], repo, env)
     promotion_before = (repo / "metrics/rd/promotion.json").read_text()
     for lam in ("2.5", "0.3"):
         sh(
@@ -185,6 +90,7 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     experiment = client.get_experiment_by_name("rd")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
     assert len(runs) == 2 + 2  # the baseline's OLS and TR, and one TR per experiment
+    registered_in = {}
     for lam in ("2.5", "0.3"):
         # its MLflow runs landed in the workspace's store, tagged with the experiment's name
         tagged = [r for r in runs if r.data.tags.get("dvc_exp_name") == f"lam-{lam}"]
@@ -200,12 +106,18 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
         )
         assert len(registered) == 1 and registered[0].run_id == tagged[0].info.run_id
         assert registered[0].tags["gates.decided_in"] == f"lam-{lam}"
+        registered_in[lam] = registered[0].version
     assert len(client.search_model_versions("name = 'rd-closure'")) == 2 + 2
     assert client.get_model_version_by_alias("rd-closure", "champion").version == champion.version
     assert (repo / "metrics/rd/promotion.json").read_text() == promotion_before
     assert not any(
         r.info.status == "RUNNING" for r in client.search_runs([experiment.experiment_id])
     )
+    # a version registered by an experiment (in DVC's temporary copy of the workspace) keeps its
+    # files in the workspace's store: a fresh process elsewhere loads it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    load_in_fresh_process(repo, f"models:/rd-closure/{registered_in['2.5']}", elsewhere, env)
 
     # applied to the workspace, an experiment's pipeline moves the champion (when its gates
     # pass); only promotion runs, and the aliases agree with promotion.json
@@ -220,112 +132,17 @@ def test_repro_registry_experiments_and_downstream_use(clone, tmp_path):
     assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
     promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
     tr = promotion["candidates"]["tr-projector"]
+    assert tr["version"] == int(registered_in["2.5"])  # the experiment's closure, not a new one
     champion = client.get_model_version_by_alias("rd-closure", "champion")
     assert promotion["champion"]["version"] == int(champion.version)
     assert (int(champion.version) == tr["version"]) == tr["passed"]
     assert len(client.search_model_versions("name = 'rd-closure'")) == 2 + 2
-    sh(["git", "checkout", "--", "."], repo, env)
-    sh(["dvc", "checkout", "dvc.yaml"], repo, env)
-
-    # downstream: a fresh process elsewhere loads the champion by alias and predicts
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    script = (
-        "import mlflow, numpy as np\n"
-        "m = mlflow.pyfunc.load_model('models:/rd-closure@champion')\n"
-        "y = m.predict(np.random.default_rng(0).normal(size=(3, 2, 32, 32)))\n"
-        "assert y.shape == (3, 2, 32, 32) and y.dtype == np.float64, (y.shape, y.dtype)\n"
-        "assert np.isfinite(y).all()\n"
-        "print('ok')\n"
-    )
-    uri = f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}"
-    loaded = sh([str(BIN / "python"), "-c", script], elsewhere, {**env, "MLFLOW_TRACKING_URI": uri})
-    assert loaded.stdout.strip().endswith("ok")
-    out = elsewhere / "run.zarr"
-    sh(
-        [
-            str(BIN / "ml4d"),
-            "simulate",
-            "--model",
-            "models:/rd-closure@champion",
-            "--steps",
-            "100",
-            "--store-every",
-            "10",
-            "--out",
-            str(out),
-        ],
-        elsewhere,
-        {**env, "MLFLOW_TRACKING_URI": uri},
-    )
-    from ml4dynamics.datasets import open_dataset
-
-    run = open_dataset(out)  # the validating reader: finite, float64, schema
-    assert run.sizes["time"] == 11 and run.attrs["model_uri"] == "models:/rd-closure@champion"
-    assert (elsewhere / "run.png").is_file()
-
-    # the golden benchmark: frozen — the clone's data.dvc refuses a silent rebuild; removed on
-    # purpose, it is built anew (tiny rd only), tracked by data.dvc, and scores registry versions
-    refused_build = subprocess.run(
-        [str(BIN / "ml4d"), "benchmark", "build"], cwd=repo, env=env, capture_output=True, text=True
-    )
-    assert refused_build.returncode == 2 and "data.dvc already tracks" in refused_build.stderr
-    sh(["dvc", "remove", "data.dvc"], repo, env)
-    sh([str(BIN / "ml4d"), "benchmark", "build", "--system", "rd"], repo, env)
-    recipe = yaml.safe_load((repo / "data/benchmark/recipe.yaml").read_text())
-    assert recipe["systems"]["rd"]["data"]["test"]["seed"] == 3 + 1000  # its own trajectories
-    assert yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["path"] == "data/benchmark"
-    rebuilt = subprocess.run(
-        [str(BIN / "ml4d"), "benchmark", "build"], cwd=repo, env=env, capture_output=True, text=True
-    )
-    assert rebuilt.returncode == 2 and "the benchmark is frozen" in rebuilt.stderr
-    sh(
-        [
-            str(BIN / "ml4d"),
-            "benchmark",
-            "score",
-            "--model",
-            "models:/rd-closure@champion",
-            "--model",
-            "models:/rd-closure/1",
-            "--scores",
-            "scores.json",
-        ],
-        repo,
-        env,
-    )
-    scores = json.loads((repo / "scores.json").read_text())
-    assert set(scores["models"]) == {"models:/rd-closure@champion", "models:/rd-closure/1"}
-    assert scores["benchmark_md5"].endswith(".dir")
-    benchmarked = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.stage = 'benchmark'"
-    )
-    assert len(benchmarked) == 2 and "bench.test.error_horizon" in benchmarked[0].data.metrics
-
-    # a closure that blows up (one epoch at a huge learning rate, no TR), trained, evaluated and
-    # promoted by the stages' commands with its own parameter file: refused with the reason
-    # tagged, and the champion stays where it was
-    blowup = pipeline_params()
-    blowup["reg"]["rd"]["lam"] = 0.0
-    blowup["train"]["rd"]["optim"].update(epochs=1, lr=1.0)
-    write_params(repo / "blowup.yaml", blowup)
-    for args in (
-        ["train", "rd", "--estimator", "tr-projector"],
-        ["evaluate", "rd", "--estimator", "tr-projector"],
-        ["promote", "rd"],
-    ):
-        sh([str(BIN / "ml4d"), *args, "--params", "blowup.yaml"], repo, env)
-    refused = max(client.search_model_versions("name = 'rd-closure'"), key=lambda v: int(v.version))
-    assert refused.tags["estimator"] == "tr-projector" and refused.tags["gates"] == "failed"
-    assert refused.tags["gate.finite_and_bounded"] == "failed"
-    assert "blow up" in refused.tags["refusal_reason"]
-    after = client.get_model_version_by_alias("rd-closure", "champion")
-    assert after.version == champion.version
+    load_in_fresh_process(repo, "models:/rd-closure@champion", elsewhere, env)
 
 
 @pytest.mark.slow
-def test_a_bad_parameter_stops_the_stage_with_one_line(clone):
-    repo, env = clone
+def test_a_bad_parameter_stops_the_stage_with_one_line(tmp_path):
+    repo, env = make_clone(tmp_path)
     params = small_params()
     params["rd"]["system"]["dt"] = -0.01
     write_params(repo / "params.yaml", params)

@@ -24,7 +24,6 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield tmp_path
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set_tracking_uri exports it
 
 
 def register(tmp_path, system, seed: int, data_fingerprint: str):

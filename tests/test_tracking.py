@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from ml4dynamics.tracking import Run
 from tests.conftest import mlflow_client
 
 
 def test_later_stages_resume_the_run_and_prefix_their_tags(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    try:
-        train = Run("rd", "train", "rd-ols", {"lr": 0.1}, tags={"estimator": "ols"})
-        train.end()
-        evaluate = Run("rd", "evaluate", "rd-ols", {}, run_id=train.run_id)
-        evaluate.log_series({"rel_error": [0.1, float("nan"), 0.3]}, [10, 20, 30], "eval.test.")
-        evaluate.end()
-        lost = Run("rd", "evaluate", "rd-ols", {}, run_id="0" * 32)  # mlruns/ lost that run
-        lost.end()
-    finally:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set_tracking_uri exports it
+    train = Run("rd", "train", "rd-ols", {"lr": 0.1}, tags={"estimator": "ols"})
+    train.end()
+    evaluate = Run("rd", "evaluate", "rd-ols", {}, run_id=train.run_id)
+    evaluate.log_series({"rel_error": [0.1, float("nan"), 0.3]}, [10, 20, 30], "eval.test.")
+    evaluate.end()
+    lost = Run("rd", "evaluate", "rd-ols", {}, run_id="0" * 32)  # mlruns/ lost that run
+    lost.end()
     client = mlflow_client(tmp_path)
     run = client.get_run(train.run_id)
     assert evaluate.resumed and evaluate.run_id == train.run_id
@@ -33,16 +33,12 @@ def test_a_failure_keeps_the_status_of_a_run_it_did_not_start(tmp_path, monkeypa
     """A stage that reopens a finished run (a retraining that resumes) and then fails must not
     mark the finished run FAILED; a run it started itself is marked FAILED."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    try:
-        train = Run("rd", "train", "rd-ols", {})
-        train.end()
-        again = Run("rd", "train", "rd-ols", {}, run_id=train.run_id)
-        again.fail()
-        fresh = Run("rd", "train", "rd-aols", {})
-        fresh.fail()
-    finally:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train = Run("rd", "train", "rd-ols", {})
+    train.end()
+    again = Run("rd", "train", "rd-ols", {}, run_id=train.run_id)
+    again.fail()
+    fresh = Run("rd", "train", "rd-aols", {})
+    fresh.fail()
     client = mlflow_client(tmp_path)
     assert client.get_run(train.run_id).info.status == "FINISHED"
     assert client.get_run(fresh.run_id).info.status == "FAILED"
@@ -72,3 +68,32 @@ def test_a_process_identity_outlives_pid_reuse():
     boot, pid, ticks = me.rsplit(":", 2)
     assert not alive(f"another-boot:{pid}:{ticks}")
     assert not alive(f"{boot}:{pid}:{int(ticks) + 1}")  # the pid reused by a later process
+
+
+def test_one_process_two_workspaces_each_keeps_its_own_store(tmp_path, monkeypatch):
+    """MLflow's URI setters export MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI. Left in the
+    environment, the first workspace a process used would capture every later one (a notebook
+    that opens a second checkout) and every child process (DVC stages, a user's script loading
+    ``models:/…@champion`` from the wrong registry)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    runs = {}
+    for name in ("first", "second"):
+        monkeypatch.setenv("DVC_ROOT", str(tmp_path / name))
+        run = Run("rd", "train", f"rd-{name}", {})
+        run.end()
+        runs[name] = run.run_id
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        assert "MLFLOW_REGISTRY_URI" not in os.environ
+    for name, run_id in runs.items():
+        found = mlflow_client(tmp_path / name).search_runs(
+            [mlflow_client(tmp_path / name).get_experiment_by_name("rd").experiment_id]
+        )
+        assert [r.info.run_id for r in found] == [run_id]
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ.get('MLFLOW_REGISTRY_URI'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert child.stdout.strip() == "None"

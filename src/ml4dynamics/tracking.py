@@ -61,11 +61,33 @@ def configured_uri(root: Path | None = None) -> str:
     return uri
 
 
-def _mlflow(root: Path):
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def use_store(uri: str):
+    """Point this process's MLflow (tracking and registry) at ``uri`` and return the module.
+
+    MLflow's setters also export ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` into the
+    environment; that is undone here, so the user's own setting stays what ``configured_uri``
+    reads (a second workspace used later in the same process gets its own store) and child
+    processes (DVC, a user's script) do not inherit a store they were never told about."""
     import mlflow
 
-    mlflow.set_tracking_uri(configured_uri(root))
+    before = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)  # models:/ URIs resolve through the registry
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return mlflow
+
+
+def _mlflow(root: Path):
+    return use_store(configured_uri(root))
 
 
 def experiment_id(system: str, root: Path | None = None) -> str:

@@ -101,11 +101,9 @@ def version_by_alias(name: str, alias: str):
 def log_closure(closure_dir: Path, system: System, name: str) -> str:
     """Log ``closure_dir`` as a pyfunc into the active MLflow run and register it under
     ``name``; returns the new version number."""
-    import mlflow
+    from ml4dynamics.tracking import configured_uri, use_store
 
-    from ml4dynamics.tracking import configured_uri
-
-    mlflow.set_registry_uri(configured_uri())  # the workspace's registry, not a stale global
+    mlflow = use_store(configured_uri())  # the workspace's registry, not a stale global
     info = mlflow.pyfunc.log_model(
         name="closure",
         python_model=str(MODEL_FILE),
@@ -150,7 +148,7 @@ def load_registered(model_uri: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from ml4dynamics.tracking import configured_uri
+    from ml4dynamics.tracking import configured_uri, use_store
 
     if not model_uri.startswith("models:/"):
         raise ML4DError(
@@ -158,8 +156,7 @@ def load_registered(model_uri: str):
             "or models:/<system>-closure/<version>"
         )
     uri = configured_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)  # models:/ URIs resolve through the registry
+    use_store(uri)
     # a download bar on stderr would bury the one-line errors that follow the download
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _refuse_deleted_run(model_uri)

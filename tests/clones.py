@@ -1,0 +1,138 @@
+"""A fresh git repository made from this working tree, with small parameters and a two-model rd
+pipeline: what the end-to-end pipeline tests run `dvc` and `ml4d` in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import yaml
+
+from tests.conftest import BIN, REPO, mlflow_client, small_params, write_params
+
+MLFLOW_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # the clone's own store, not these
+
+
+def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+# The test pipeline trains two rd estimators, OLS and TR (the others are exercised in
+# test_training and test_registry): an experiment on `reg.rd` must rerun TR only. The gates'
+# thresholds are loose enough for tiny trainings to pass, so a champion exists.
+TEST_MODELS = {
+    "rd-ols": {"system": "rd", "estimator": "ols", "weights": "estimators.ols"},
+    "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg.rd"},
+}
+
+
+def pipeline_params() -> dict:
+    params = small_params()
+    params["promote"] = {"max_error": 5.0, "max_shift": 20.0}
+    return params
+
+
+def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A new repository with the project's files (as in the working tree), small params."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    repo = tmp_path / "repo"
+    for name in files:
+        if name == "dvc.lock" or not (REPO / name).is_file():
+            continue  # the lock and outputs of the real parameters do not belong to this run
+        if name.startswith(("data/", "metrics/", "plots/", "bench/")):
+            continue
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, repo / name)
+    write_params(repo / "params.yaml", pipeline_params())
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["vars"] = [
+        {"systems": ["linear", "rd"]},
+        {"manifolds": ["rd"]},
+        {"models": TEST_MODELS},
+        {"registered": ["rd"]},
+    ]
+    pipeline.pop("plots")  # they name the default estimators' files
+    pipeline["stages"].pop("shift_correlation")  # it pools the default systems' evaluations
+    pipeline["stages"].pop("report")  # it tabulates the default systems (tests/test_report.py)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in MLFLOW_URIS},
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site-cache"),  # off the machine-wide cache
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    sh(["git", "init", "-q", "-b", "main"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-q", "-m", "project"], repo, env)
+    return repo, env
+
+
+STAGES = (
+    "generate@linear",
+    "generate@rd",
+    "fit_manifold@rd",
+    *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in TEST_MODELS),
+    "promote@rd",
+    "linear_theory",
+)
+TR = {f"{stage}@rd-tr-projector" for stage in ("train", "evaluate")} | {"promote@rd"}
+
+
+def ran(result: subprocess.CompletedProcess) -> set[str]:
+    return {
+        line.split("'")[1]
+        for line in result.stdout.splitlines()
+        if line.startswith("Running stage '")
+    }
+
+
+def lock_entry(repo: Path, stage: str) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"][stage]
+
+
+def registry(repo: Path) -> mlflow.MlflowClient:
+    return mlflow_client(repo)
+
+
+def reproduced(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A clone on which `dvc repro` has run (every stage) and whose state is committed."""
+    repo, env = make_clone(tmp_path)
+    first = sh(["dvc", "repro"], repo, env)
+    assert ran(first) == set(STAGES)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-q", "-m", "baseline"], repo, env)
+    return repo, env
+
+
+def load_in_fresh_process(repo: Path, model_uri: str, cwd: Path, env: dict[str, str]) -> None:
+    """A new Python elsewhere, told only the store's URI, loads ``model_uri`` with plain MLflow
+    (as a downstream user would) and predicts finite float64 closures."""
+    script = (
+        "import mlflow, numpy as np\n"
+        f"m = mlflow.pyfunc.load_model({model_uri!r})\n"
+        "y = m.predict(np.random.default_rng(0).normal(size=(3, 2, 32, 32)))\n"
+        "assert y.shape == (3, 2, 32, 32) and y.dtype == np.float64, (y.shape, y.dtype)\n"
+        "assert np.isfinite(y).all()\n"
+        "print('ok')\n"
+    )
+    loaded = sh([str(BIN / "python"), "-c", script], cwd, {**env, **store_env(repo)})
+    assert loaded.stdout.strip().endswith("ok")
+
+
+def store_env(repo: Path) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}"}
