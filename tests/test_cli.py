@@ -102,7 +102,7 @@ def test_inspect_refuses_a_missing_store(tmp_path):
             ["benchmark", "score", "--model", "models:/rd-closure@champion", "--out", "nowhere"],
             "no benchmark at nowhere: fetch it with `dvc pull data.dvc`",
         ),
-        (["promote", "rd"], "no evaluations in metrics/rd/evaluate; run `dvc repro`"),
+        (["promote", "rd"], "no evaluations of rd in metrics/rd/evaluate; run `dvc repro`"),
         (["evaluate", "rd", "--estimator", "ridge"], "no estimator 'ridge' under 'estimators'"),
     ],
 )

@@ -68,4 +68,4 @@ def test_units_use_swept_groups_and_skip_blow_ups(tmp_path):
     assert written["rows"][0]["unit"] == "test re=100"
     missing = run_cli(["shift-correlation", "linear"], cwd=tmp_path)
     assert missing.returncode == 2
-    assert "no evaluation metrics in metrics/linear/evaluate" in missing.stderr
+    assert "no evaluations of linear in metrics/linear/evaluate" in missing.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from ml4dynamics.pipeline.sweep import choose_lam, run, table
+from ml4dynamics.sweep import choose_lam, run, table
 from tests.conftest import small_params, write_params
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import shutil
 import signal
@@ -319,3 +321,27 @@ def test_a_cosine_schedule_decays_the_step_to_zero_over_the_training():
     constant = OptimConfig("sgd", 0.5, 10, 0, 0, 10).transform(total_steps=10)
     update, _ = constant.update(jnp.ones(()), constant.init(params), params)
     assert float(update) == -0.5
+
+
+def test_bench_times_every_estimator_in_both_precisions(base_project, tmp_path):
+    """`ml4d bench` on the pipeline's files: a median step time for every configured estimator
+    in float32 and float64 (the same network, dtype replaced), ratios to OLS in one run."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "rd", "--repeats", "1", "--steps", "2", "--out", str(out)]
+    result = run_cli(args, cwd=base_project)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    configured = set(small_params()["estimators"])
+    times = report["ms_per_step_median"]
+    assert set(times) == {"float32", "float64"}
+    for dtype in times:
+        assert set(times[dtype]) == configured
+        assert all(t > 0 and math.isfinite(t) for t in times[dtype].values())
+        assert report["ratio_to_ols"][dtype]["ols"] == 1.0
+        ratio = report["ratio_to_ols"][dtype]["tr-projector"]
+        assert ratio == times[dtype]["tr-projector"] / times[dtype]["ols"]
+    assert set(report["float64_over_float32"]) == configured
+    assert report["model"]["dtype"] == small_params()["train"]["rd"]["model"]["dtype"]
+    bad = run_cli([*args[:2], "--steps", "0", "--out", str(tmp_path / "no.json")], base_project)
+    assert bad.returncode == 2 and bad.stderr.strip() == "ml4d: error: --steps must be >= 1, got 0"
+    assert not (tmp_path / "no.json").exists()

@@ -8,7 +8,10 @@ command, so a path cannot change in one place only.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
+
+from ml4dynamics.errors import ML4DError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,48 @@ class Layout:
 
     def evaluate_metrics(self, system: str, estimator: str) -> Path:
         return self.evaluations(system) / f"{estimator}.json"
+
+    def pipeline_estimators(self, system: str) -> set[str] | None:
+        """The estimators of ``system`` that ``dvc.yaml`` lists under ``vars.models`` (the models
+        the pipeline trains), or None where there is no ``dvc.yaml``."""
+        import yaml
+
+        path = self.root / "dvc.yaml"
+        if not path.is_file():
+            return None
+        pipeline = yaml.safe_load(path.read_text()) or {}
+        models: dict = {}
+        for entry in pipeline.get("vars", []):
+            if isinstance(entry, dict) and isinstance(entry.get("models"), dict):
+                models.update(entry["models"])
+        return {m["estimator"] for m in models.values() if m.get("system") == system}
+
+    def evaluation_files(self, system: str) -> tuple[list[Path], list[Path]]:
+        """(evaluations of the models the pipeline lists, evaluations left over from models that
+        were removed from ``dvc.yaml``: DVC leaves a removed stage's outputs behind, and they
+        must not be promoted, tabulated or pooled as if current)."""
+        found = sorted(self.evaluations(system).glob("*.json"))
+        listed = self.pipeline_estimators(system)
+        if listed is None:
+            return found, []
+        return [p for p in found if p.stem in listed], [p for p in found if p.stem not in listed]
+
+    def current_evaluations(self, system: str) -> list[Path]:
+        """The evaluations a stage reads for ``system``: one line on stderr names any left over
+        from removed models (skipped); none at all is an error saying to run the pipeline."""
+        current, stale = self.evaluation_files(system)
+        if stale:
+            print(
+                f"ml4d: note: skipping {', '.join(str(p) for p in stale)}: "
+                "no model in dvc.yaml's `models` produces it (delete it, or list the model again)",
+                file=sys.stderr,
+            )
+        if not current:
+            raise ML4DError(
+                f"no evaluations of {system} in {self.evaluations(system)}; "
+                "run `dvc repro` (stage evaluate) first"
+            )
+        return current
 
     def evaluate_plots(self, system: str, estimator: str) -> Path:
         return self.root / "plots" / system / "evaluate" / estimator

@@ -54,13 +54,9 @@ def _promote(args: argparse.Namespace) -> int:
     evaluate = evaluate_config(params)
     experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run` (workspace, temp, queue)
     data_dir = layout.data(system_name)
-    evaluations_dir, metrics_path = layout.evaluations(system_name), layout.promotion(system_name)
+    metrics_path = layout.promotion(system_name)
     name = registry.registered_name(system_name)
-    results = sorted(evaluations_dir.glob("*.json"))
-    if not results:
-        raise ML4DError(
-            f"no evaluations in {evaluations_dir}; run `dvc repro` (stage evaluate) first"
-        )
+    results = layout.current_evaluations(system_name)
     submitted = {
         path.stem: _register(layout, system_name, path, name, experiment) for path in results
     }

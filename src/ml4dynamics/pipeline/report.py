@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from ml4dynamics import report
-from ml4dynamics.errors import ML4DError
 from ml4dynamics.layout import Layout
 from ml4dynamics.outputs import atomic_file
 
@@ -33,11 +32,7 @@ def main(args: argparse.Namespace) -> int:
     layout = Layout()
     sections = []
     for name in args.system or ["rd", "ns_channel"]:
-        files = sorted(layout.evaluations(name).glob("*.json"))
-        if not files:
-            raise ML4DError(
-                f"no evaluations of {name} in {layout.evaluations(name)}; run `dvc repro` first"
-            )
+        files = layout.current_evaluations(name)
         evaluations = {f.stem: json.loads(f.read_text()) for f in files}
         trainings = {e: _read(layout.train_metrics(name, e)) or {} for e in evaluations}
         sections.append(

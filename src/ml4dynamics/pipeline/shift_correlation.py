@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from ml4dynamics.cli import print_json, system_argument
-from ml4dynamics.errors import ML4DError
 from ml4dynamics.layout import Layout
 from ml4dynamics.outputs import write_json
 from ml4dynamics.shift_correlation import correlate, units
@@ -29,11 +28,7 @@ def main(args: argparse.Namespace) -> int:
     layout = Layout()
     rows: list[dict[str, Any]] = []
     for system in args.system:
-        directory = layout.evaluations(system)
-        files = sorted(directory.glob("*.json"))
-        if not files:
-            raise ML4DError(f"no evaluation metrics in {directory}; run `dvc repro` first")
-        for path in files:
+        for path in layout.current_evaluations(system):
             rows += units(json.loads(path.read_text()), str(path))
     result = correlate(rows)
     write_json(args.out or layout.shift_correlation, {**result, "rows": rows})

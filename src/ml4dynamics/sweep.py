@@ -1,0 +1,252 @@
+"""The rd trial behind ``ml4d sweep``: error vs γ_u for every estimator over seeds, with λ
+chosen on validation rollouts and the instruments that explain the result.
+
+For each γ_u: generate train/val/test with the exact solver (the rd settings of params.yaml with
+γ_u replaced), fit the manifold model once, then train every estimator with every seed (the seed
+of the network's initialisation and of the batch order; the data stay the same); TR estimators
+are trained once per λ of ``--lam``. Every closure is rolled out on the validation and the test
+trajectories. For each TR estimator, the λ with the lowest mean validation error at the horizon
+(over seeds; a blow-up counts as infinite) is chosen — test numbers never enter the choice — and
+the table reports the test error at that λ. Beside it: the floor ratio (the exact closure's
+tangent penalty ÷ the closure's, on validation; near 1 the manifold model cannot see the
+closure's errors) and the ablation (the exact closure plus noise of the closure's own misfit:
+what the per-step error alone costs). Everything runs in one process, so JAX compiles each
+program once for the whole sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml4dynamics import estimators
+from ml4dynamics.closure_training import frozen, train_closure
+from ml4dynamics.config import load_params
+from ml4dynamics.datasets import generate_split
+from ml4dynamics.datasets.generation import GENERATION_CODE
+from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.evaluation import evaluate_config, evaluate_splits
+from ml4dynamics.manifold_fitting import fit_manifold
+from ml4dynamics.manifold_quality import assess
+from ml4dynamics.models import build_closure
+from ml4dynamics.network_config import network_stage
+from ml4dynamics.outputs import write_json
+from ml4dynamics.provenance import provenance
+
+
+def with_lam(reg, lam: float | None):
+    """``reg`` with its TR weight replaced (unchanged for other kinds or ``lam=None``)."""
+    if lam is None or not hasattr(reg.config, "lam"):
+        return reg
+    return type(reg)(dataclasses.replace(reg.config, lam=lam))
+
+
+def run(
+    params_path: str,
+    gamma_us: list[float],
+    seeds: list[int],
+    names: list[str] | None,
+    out: Path,
+    n: int | None = None,
+    epochs: int | None = None,
+    lams: list[float] | None = None,
+) -> dict[str, Any]:
+    params = load_params(params_path)
+    base = params.setup("rd")
+    train_stage = network_stage(params, "train", "rd")
+    manifold_stage = network_stage(params, "manifold", "rd")
+    evaluate = evaluate_config(params)
+    names = names or list(estimators.configured(params, "rd"))
+    regs = {name: estimators.estimator(params, name, "rd") for name in names}
+    if not gamma_us or not seeds:
+        raise ML4DError("give at least one --gamma-u and one --seed")
+    if lams is not None and any(lam < 0 for lam in lams):
+        raise ML4DError(f"--lam values must be >= 0, got {lams}")
+    test_time = base.data.test.steps * base.system.dt
+    if test_time < evaluate.report_time:
+        raise ML4DError(
+            f"rd.data.test spans t = {test_time:g} < evaluate.report_time = "
+            f"{evaluate.report_time:g}; lengthen the test split"
+        )
+    optim = (
+        train_stage.optim
+        if epochs is None
+        else dataclasses.replace(train_stage.optim, epochs=epochs)
+    )
+    system_cfg = base.system if n is None else dataclasses.replace(base.system, n=n)
+    prov = provenance(".", GENERATION_CODE)
+    key = f"error_t{evaluate.report_time:g}"
+    runs: list[dict[str, Any]] = []
+    for gamma_u in gamma_us:
+        setup = dataclasses.replace(base, system=dataclasses.replace(system_cfg, gamma_u=gamma_u))
+        data = {s: generate_split(setup, s, prov) for s in ("train", "val", "test")}
+        system = system_of(data["train"])
+        train, val = as_pairs(data["train"]), as_pairs(data["val"])
+        manifold, _ = fit_manifold(system.state_field, manifold_stage, train["u"], val["u"])
+        reconstruct = frozen(manifold)
+        for seed in seeds:
+            for name, configured in regs.items():
+                grid = lams if lams is not None and hasattr(configured.config, "lam") else [None]
+                for lam in grid:
+                    reg = with_lam(configured, lam)
+                    start = time.perf_counter()
+                    model = build_closure(
+                        train_stage.model, system.state_field, system.closure_field, seed
+                    )
+                    history = train_closure(
+                        system,
+                        model,
+                        reg,
+                        dataclasses.replace(optim, seed=seed),
+                        train,
+                        val,
+                        reconstruct=reconstruct,
+                        progress=False,
+                    )
+                    quality = assess(reg, system, train, val, reconstruct, history.epochs[-1])
+                    summaries, *_ = evaluate_splits(
+                        {"val": data["val"], "test": data["test"]},
+                        model,
+                        reconstruct,
+                        evaluate.bound,
+                        evaluate.report_time,
+                    )
+                    test, valid = summaries["test"], summaries["val"]
+                    row = {
+                        "gamma_u": gamma_u,
+                        "seed": seed,
+                        "estimator": name,
+                        "lam": getattr(reg.config, "lam", None),
+                        "val_error_horizon": valid["error_horizon"],
+                        "error": test[key],
+                        "error_sq": test[f"{key}_sq"],
+                        "error_horizon": test["error_horizon"],
+                        "stable_fraction": test["stable_fraction"],
+                        "excess_shift": test.get("excess_shift"),
+                        "ablation_error": test["ablation"][key],
+                        "floor_ratio": quality["floor_ratio"],
+                        "lam_scale": quality["lam_scale"],
+                        "val_misfit": history.epochs[-1]["val_misfit"],
+                        "epochs": len(history.epochs),
+                        "val_loss_curve": [e["val_loss"] for e in history.epochs],
+                        "seconds": round(time.perf_counter() - start, 1),
+                    }
+                    runs.append(row)
+                    print({k: v for k, v in row.items() if k != "val_loss_curve"}, flush=True)
+    chosen = choose_lam(runs)
+    picked = [
+        r for r in runs if r["lam"] is None or chosen[(r["gamma_u"], r["estimator"])] == r["lam"]
+    ]
+    result = {
+        "settings": {
+            "n": system_cfg.n,
+            "epochs": optim.epochs,
+            "report_time": evaluate.report_time,
+            "horizon": test_time,
+            "test_trajectories": base.data.test.trajectories,
+            "val_trajectories": base.data.val.trajectories,
+            "lams": lams,
+            "model": dataclasses.asdict(train_stage.model),
+            "manifold": dataclasses.asdict(manifold_stage.model),
+            "estimators": {k: dataclasses.asdict(v.config) for k, v in regs.items()},
+        },
+        "chosen_lam": [
+            {"gamma_u": g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()
+        ],
+        "runs": runs,
+        "table": table(picked, names, gamma_us, chosen),
+        "lam_table": lam_table(runs, gamma_us) if lams else "",
+    }
+    write_json(out, result)
+    out.with_suffix(".md").write_text(
+        result["table"] + "\n" + (f"\n{result['lam_table']}\n" if lams else "")
+    )
+    return result
+
+
+def _errors(rows: list[dict[str, Any]], key: str) -> np.ndarray:
+    """The rows' ``key`` values with a blow-up (None) as infinite error."""
+    return np.array([np.inf if r[key] is None else r[key] for r in rows], dtype=float)
+
+
+def choose_lam(runs: list[dict[str, Any]]) -> dict[tuple[float, str], float]:
+    """Per (γ_u, TR estimator): the λ with the lowest mean validation error at the horizon over
+    seeds (a blow-up is infinite error; ties go to the smaller λ). Test errors are not used."""
+    chosen: dict[tuple[float, str], float] = {}
+    for g, e in sorted({(r["gamma_u"], r["estimator"]) for r in runs if r["lam"] is not None}):
+        by_lam = {}
+        for r in runs:
+            if (r["gamma_u"], r["estimator"]) == (g, e):
+                by_lam.setdefault(r["lam"], []).append(r)
+        means = {
+            lam: float(np.mean(_errors(rows, "val_error_horizon"))) for lam, rows in by_lam.items()
+        }
+        chosen[(g, e)] = min(sorted(means), key=lambda lam: means[lam])
+    return chosen
+
+
+def _cell(values: np.ndarray) -> str:
+    if not np.isfinite(values).all():
+        return f"blew up in {int(np.sum(~np.isfinite(values)))}/{len(values)}"
+    return f"{np.mean(values):.3g} ± {np.std(values):.2g}"
+
+
+def table(
+    runs: list[dict[str, Any]],
+    names: list[str],
+    gamma_us: list[float],
+    chosen: dict[tuple[float, str], float] | None = None,
+) -> str:
+    """Markdown: one row per γ_u, one column per estimator, mean ± std over seeds of the test
+    error at the report time (a run that blew up counts as ∞ and is reported as such); TR columns
+    at the λ chosen on validation (named in the cell); then the floor ratio and the ablation
+    error of the first estimator (the OLS baseline) when the runs carry them."""
+    chosen = chosen or {}
+    extra = bool(runs) and "floor_ratio" in runs[0]
+    head = [*names, *([f"floor ratio ({names[0]})", f"ablation ({names[0]})"] if extra else [])]
+    lines = ["| γ_u | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for gamma_u in gamma_us:
+        cells = []
+        for name in names:
+            rows = [r for r in runs if r["gamma_u"] == gamma_u and r["estimator"] == name]
+            cell = _cell(_errors(rows, "error"))
+            if (gamma_u, name) in chosen:
+                cell += f" (λ = {chosen[(gamma_u, name)]:g})"
+            cells.append(cell)
+        if extra:
+            first = [r for r in runs if r["gamma_u"] == gamma_u and r["estimator"] == names[0]]
+            cells.append(_cell(_errors(first, "floor_ratio")))
+            cells.append(_cell(_errors(first, "ablation_error")))
+        lines.append(f"| {gamma_u:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lam_table(runs: list[dict[str, Any]], gamma_us: list[float]) -> str:
+    """Markdown: per γ_u and TR estimator, the validation error at the horizon for every λ (mean ±
+    std over seeds) — the numbers λ is chosen from — and the test error beside it."""
+    lines = [
+        "| γ_u | estimator | λ | validation error (horizon) | test error (report time) |",
+        "|---|---|---|---|---|",
+    ]
+    for gamma_u in gamma_us:
+        tr = sorted(
+            {
+                (r["estimator"], r["lam"])
+                for r in runs
+                if r["gamma_u"] == gamma_u and r["lam"] is not None
+            }
+        )
+        for name, lam in tr:
+            rows = [
+                r for r in runs if (r["gamma_u"], r["estimator"], r["lam"]) == (gamma_u, name, lam)
+            ]
+            lines.append(
+                f"| {gamma_u:g} | {name} | {lam:g} | {_cell(_errors(rows, 'val_error_horizon'))} "
+                f"| {_cell(_errors(rows, 'error'))} |"
+            )
+    return "\n".join(lines)
