@@ -156,9 +156,11 @@ def score_split(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Scores of the hybrid frames ``pred`` against ``ds.u``: (summary, per-frame curves).
 
-    The summary holds means over the trajectories (``null`` where a value is not finite);
-    curves are means over trajectories per frame k ≥ 1, keyed by name, with ``time`` relative
-    to the rollout's start.
+    The summary holds means over the trajectories (``null`` where a value is not finite) and each
+    trajectory's blow-up time. Curves, per frame k ≥ 1 with ``time`` relative to the rollout's
+    start: the fraction of trajectories still stable, and medians over all trajectories with a
+    blown-up one counted as the worst value (a mean of the squared error, until the first
+    blow-up) — never an average over a shrinking set.
     """
     truth = ds.u.values
     elapsed = ds.time.values - ds.time.values[0]
@@ -189,11 +191,14 @@ def score_split(
         name = round(level * 100)
         summary[f"corr_time_{name}"] = float(np.mean(np.where(np.isnan(drop), horizon, drop)))
         summary[f"corr_censored_{name}"] = int(np.isnan(drop).sum())
+    summary["blowup_times"] = [_finite(t) for t in blowup]  # null: stable to the horizon
+    later = blown[:, 1:]
     curves = {
         "time": elapsed[1:],
-        "rel_error": _nanmean_rows(err[:, 1:]),
-        "rel_error_sq": _nanmean_rows(err[:, 1:] ** 2),
-        "correlation": _nanmean_rows(corr[:, 1:]),
+        "stable_fraction": 1.0 - later.mean(axis=0),
+        "rel_error": _median_rows(err[:, 1:], later, worst=np.inf),
+        "rel_error_sq": _mean_rows(err[:, 1:] ** 2, later),
+        "correlation": _median_rows(corr[:, 1:], later, worst=-np.inf),
     }
     if log10_f is not None:
         f_pred = np.where(blown, np.nan, log10_f(pred))
@@ -202,17 +207,23 @@ def score_split(
         summary["log10_f_hybrid_final"] = _mean(f_pred[:, -1])
         summary["log10_f_true_final"] = _mean(f_true[:, -1])
         summary["excess_shift"] = _finite(np.max(excess)) if np.isfinite(excess).all() else None
-        curves["log10_f_hybrid"] = _nanmean_rows(f_pred[:, 1:])
-        curves["log10_f_true"] = f_true[:, 1:].mean(axis=0)
+        curves["log10_f_hybrid"] = _median_rows(f_pred[:, 1:], later, worst=np.inf)
+        curves["log10_f_true"] = np.median(f_true[:, 1:], axis=0)
     return summary, curves
 
 
-def _nanmean_rows(x: np.ndarray) -> np.ndarray:
-    """Mean over trajectories per frame, nan where every trajectory is nan."""
-    count = np.isfinite(x).sum(axis=0)
-    total = np.where(np.isfinite(x), x, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+def _median_rows(x: np.ndarray, blown: np.ndarray, worst: float) -> np.ndarray:
+    """Per frame, the median over *every* trajectory, a blown-up one counting as ``worst``
+    (infinite error): never a statistic of the survivors only, so the curve cannot improve when
+    a trajectory blows up; it ends (nan) once half of them have."""
+    with np.errstate(invalid="ignore"):
+        median = np.median(np.where(blown, worst, x), axis=0)
+    return np.where(np.isfinite(median), median, np.nan)
+
+
+def _mean_rows(x: np.ndarray, blown: np.ndarray) -> np.ndarray:
+    """Per frame, the mean over every trajectory; nan from the first blow-up on."""
+    return np.where(blown.any(axis=0), np.nan, x.mean(axis=0))
 
 
 def _finite(value: float) -> float | None:

@@ -21,17 +21,57 @@ def _save(fig, path: Path, dpi: int) -> None:
         fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
 
 
+def spatial_axes(ds) -> dict[str, np.ndarray]:
+    """The spatial axes of a dataset's frames in storage order, ``{name: cell positions}``
+    (``x1`` along the first coordinate direction: along the channel, left to right)."""
+    names = [d for d in ds.u.dims[2:] if d != "field"]
+    return {d: np.asarray(ds.coords[d].values, dtype=float) for d in names if d in ds.coords}
+
+
+def _image(frame: np.ndarray, axes: Mapping[str, np.ndarray]):
+    """``frame`` arranged for ``imshow`` (rows x2, bottom to top; columns x1, left to right)
+    and its extent in physical units (cells drawn around their positions)."""
+    names = list(axes)
+    if len(names) != 2 or set(names) != {"x1", "x2"}:  # no coordinates: index units
+        return frame.T, None
+    image = frame.T if names == ["x1", "x2"] else frame
+    bounds = []
+    for name in ("x1", "x2"):
+        x = axes[name]
+        h = float(x[1] - x[0]) if len(x) > 1 else 1.0
+        bounds += [float(x[0]) - h / 2, float(x[-1]) + h / 2]
+    return image, tuple(bounds)
+
+
+def colour_limits(rows: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """(vmin, vmax) per row of a snapshot figure, all from the truth's first field (the row
+    ``truth``, else the first row): its range for the states, ± a quarter of it for
+    ``difference`` (an error that large is plainly visible; larger ones saturate)."""
+    reference = rows.get("truth", next(iter(rows.values())))[:, 0]
+    finite = reference[np.isfinite(reference)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    span = (high - low) / 4
+    return {k: (-span, span) if k == "difference" else (low, high) for k in rows}
+
+
 def snapshots(
     path: Path,
     times: Sequence[float],
     rows: Mapping[str, np.ndarray],
     title: str,
     field_names: Sequence[str] = (),
+    axes: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """One row per entry of ``rows`` (frames ``(T, *state)`` at ``times``), first field only.
 
-    Field states ``(field, x1, x2)`` are drawn as images at four times; states without space
-    (``(components,)``) as lines against time.
+    Field states ``(field, *grid)`` are drawn as images at four times, in physical units
+    (``axes``: the grid's coordinates in storage order, ``spatial_axes``) with x1 to the right,
+    x2 up and the domain's aspect ratio. Colour limits come from the truth (the row ``truth``,
+    else the first row): a blown-up hybrid saturates the scale instead of flattening the
+    truth's (``colour_limits``). States without space (``(components,)``) are drawn as lines
+    against time.
     """
     first = next(iter(rows.values()))
     if first.ndim == 2:  # (T, components): a line per component
@@ -46,30 +86,36 @@ def snapshots(
         ax.set_title(title)
     else:
         picks = np.unique(np.linspace(0, len(times) - 1, 4).round().astype(int))
-        fig, axes = plt.subplots(
-            len(rows), len(picks), figsize=(2.6 * len(picks), 2.4 * len(rows)), squeeze=False
-        )
         name = field_names[0] if field_names else "field 0"
-        # one colour scale for all state rows (truth and hybrid compare by eye), a symmetric
-        # one for the difference
-        states = [f[:, 0][np.isfinite(f[:, 0])] for k, f in rows.items() if k != "difference"]
-        values = np.concatenate(states) if states else np.zeros(1)
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        limits = colour_limits(rows)
+        _, extent = _image(first[0, 0], axes or {})
+        aspect = (extent[3] - extent[2]) / (extent[1] - extent[0]) if extent else 1.0
+        width = 2.8
+        fig, grid = plt.subplots(
+            len(rows),
+            len(picks),
+            figsize=(width * len(picks) + 1.2, (width * aspect + 0.6) * len(rows) + 0.5),
+            squeeze=False,
+            layout="constrained",
+        )
         for r, (label, frames) in enumerate(rows.items()):
-            finite = frames[:, 0][np.isfinite(frames[:, 0])]
-            limit = float(np.abs(finite).max()) if finite.size else 1.0
             cmap = "RdBu_r" if label == "difference" else "viridis"
-            vmin, vmax = (-limit, limit) if label == "difference" else (low, high)
+            vmin, vmax = limits[label]
             for c, k in enumerate(picks):
-                ax = axes[r, c]
-                image = ax.imshow(frames[k, 0].T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
-                ax.set_xticks([])
-                ax.set_yticks([])
+                ax = grid[r, c]
+                image, extent = _image(frames[k, 0], axes or {})
+                shown = ax.imshow(
+                    image, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=extent
+                )
+                ax.set_aspect("equal")
+                ax.tick_params(labelsize=7)
                 if r == 0:
                     ax.set_title(f"t = {times[k]:g}", fontsize=9)
+                if r == len(rows) - 1:
+                    ax.set_xlabel("x1" if extent else "index 1", fontsize=8)
                 if c == 0:
-                    ax.set_ylabel(f"{label} ({name})", fontsize=9)
-            fig.colorbar(image, ax=axes[r].tolist(), shrink=0.8)
+                    ax.set_ylabel(f"{label} ({name})\nx2" if extent else label, fontsize=8)
+            fig.colorbar(shown, ax=grid[r].tolist(), shrink=0.8, extend="both")
         fig.suptitle(title)
     _save(fig, path, dpi=90)
     plt.close(fig)
@@ -82,18 +128,47 @@ def curves(
     ylabel: str,
     title: str,
     log: bool = True,
+    stable: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[float | None]]] | None = None,
 ) -> Path:
-    """Curves ``{label: (time, values)}`` on one axis (non-finite points are gaps)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, (t, values) in series.items():
+    """Curves ``{label: (time, values)}`` on one axis (non-finite points are gaps). With
+    ``stable`` (``{label: (time, fraction still stable, blow-up time per trajectory)}``) a lower
+    panel shows how many trajectories each curve still describes, with every blow-up marked
+    (an ×), so no curve can look better than it is because the worst runs left it."""
+    if stable:
+        fig, (ax, below) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True, height_ratios=(3, 1.2))
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    colours: dict[str, str] = {}
+    for i, (label, (t, values)) in enumerate(series.items()):
         style = ":" if "truth" in label else "-"
-        ax.plot(t, values, style, label=label)
+        (line,) = ax.plot(t, values, style, label=label, color=f"C{i}")
+        colours[label] = line.get_color()
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel("time since the rollout's start")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    if stable:
+        for i, (label, (t, fraction, blowups)) in enumerate(stable.items()):
+            colour = colours.get(label, f"C{i}")
+            below.step(t, fraction, where="post", color=colour, label=label)
+            times = [b for b in blowups if b is not None]
+            if times:
+                at = np.interp(times, t, fraction)
+                below.plot(times, at, "x", color=colour, ms=7, mew=2)
+        below.set_ylim(-0.05, 1.05)
+        below.set_ylabel("still stable")
+        below.set_xlabel("time since the rollout's start (× blow-up)")
+        ax.text(
+            0.01,
+            0.01,
+            "median over all trajectories; a blown-up one counts as infinite",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.3",
+        )
+    else:
+        ax.set_xlabel("time since the rollout's start")
     fig.tight_layout()
     _save(fig, path, dpi=100)
     plt.close(fig)

@@ -80,8 +80,13 @@ def main(args: argparse.Namespace) -> int:
                 {"truth": truth, "hybrid": hybrid, "difference": hybrid - truth},
                 f"{name} {label}: {split} trajectory 0",
                 fields,
+                figures.spatial_axes(ds),
             )
         )
+    stability = {
+        s: (curves[s]["time"], curves[s]["stable_fraction"], summaries[s]["blowup_times"])
+        for s in ROLLED_OUT_SPLITS
+    }
     pngs.append(
         figures.curves(
             plots_dir / "error.png",
@@ -97,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
             },
             "relative L2 error",
             f"{name} {label}: hybrid rollout error",
+            stable=stability,
         )
     )
     if "log10_f_hybrid" in curves["test"]:
@@ -111,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
                 "log10 F(u)",
                 f"{name} {label}: distribution shift",
                 log=False,
+                stable={f"{s} hybrid": stability[s] for s in ROLLED_OUT_SPLITS},
             )
         )
     write_json(layout.evaluate_metrics(name, label), result)

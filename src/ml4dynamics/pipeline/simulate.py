@@ -97,7 +97,12 @@ def main(args: argparse.Namespace) -> int:
     fields = [str(f) for f in ds.coords["field"].values] if "field" in ds.coords else []
     frames, times = ds.u.values[0], ds.time.values
     figures.snapshots(
-        png, times - t0, {"hybrid": frames}, f"{args.model}: hybrid simulation", fields
+        png,
+        times - t0,
+        {"hybrid": frames},
+        f"{args.model}: hybrid simulation",
+        fields,
+        figures.spatial_axes(ds),
     )
     print_json(
         {

@@ -1,0 +1,88 @@
+"""Figures tell the truth: a blown-up trajectory shows as a drop of the stable fraction and a
+curve that ends, never as an improving average; snapshot colours come from the truth; fields
+are drawn in physical units with x1 to the right (the channel horizontal)."""
+
+from __future__ import annotations
+
+import matplotlib.image
+import numpy as np
+import pytest
+import xarray as xr
+
+from ml4dynamics import figures
+from ml4dynamics.evaluation import score_split
+
+
+def dataset(truth: np.ndarray, dims: tuple[str, str], lengths: tuple[float, float]) -> xr.Dataset:
+    """(sample, time, field, *dims) frames at t = 0, 1, ...; cell-centred coordinates."""
+    coords = {"time": np.arange(truth.shape[1], dtype=float)}
+    for name, n, length in zip(dims, truth.shape[3:], lengths, strict=True):
+        coords[name] = (np.arange(n) + 0.5) * length / n
+    return xr.Dataset({"u": (("sample", "time", "field", *dims), truth)}, coords=coords)
+
+
+@pytest.fixture
+def rollout():
+    """Four trajectories of a 4 × 1 channel stored (x2, x1) = (8, 32); the hybrid has a 10 %
+    error everywhere except trajectory 0, which is exact until it blows up at t = 3 (1e57), and
+    trajectory 1, which blows up at t = 5."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(4, 8, 2, 8, 32)) + 2.0
+    pred = truth * 1.1
+    pred[0, :3] = truth[0, :3]
+    pred[0, 3:] = 1e57
+    pred[1, 5:] = np.nan
+    return dataset(truth, ("x2", "x1"), (1.0, 4.0)), pred
+
+
+def test_curves_count_blown_up_trajectories_instead_of_dropping_them(rollout):
+    ds, pred = rollout
+    summary, curves = score_split(ds, pred, bound=10.0, report_time=1.0, spatial_axes=2)
+    np.testing.assert_allclose(curves["stable_fraction"], [1, 1, 0.75, 0.75, 0.5, 0.5, 0.5])
+    assert summary["blowup_times"] == [3.0, 5.0, None, None]
+    error = curves["rel_error"]
+    # the median of (0, 0.1, 0.1, 0.1) then of (inf, 0.1, 0.1, 0.1): it never drops when the
+    # exact trajectory leaves, and it ends once half of them have blown up
+    np.testing.assert_allclose(error[:2], 0.1, rtol=1e-12)
+    np.testing.assert_allclose(error[2:4], 0.1, rtol=1e-12)
+    assert np.isnan(error[4:]).all()
+    # the mean of the squares is defined only while every trajectory is stable
+    assert (
+        np.isfinite(curves["rel_error_sq"][:2]).all() and np.isnan(curves["rel_error_sq"][2:]).all()
+    )
+    assert (curves["correlation"][:4] > 0.99).all() and np.isnan(curves["correlation"][4:]).all()
+
+
+def test_the_error_figure_with_blow_ups_renders(rollout, tmp_path):
+    ds, pred = rollout
+    summary, curves = score_split(ds, pred, bound=10.0, report_time=1.0, spatial_axes=2)
+    path = figures.curves(
+        tmp_path / "error.png",
+        {"test": (curves["time"], curves["rel_error"])},
+        "relative L2 error",
+        "blow-ups",
+        stable={"test": (curves["time"], curves["stable_fraction"], summary["blowup_times"])},
+    )
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > image.shape[1] * 0.8  # the stable-fraction panel below the curves
+
+
+def test_snapshot_colours_come_from_the_truth_and_the_channel_lies_horizontal(rollout, tmp_path):
+    ds, pred = rollout
+    truth, hybrid = ds.u.values[0], pred[0]
+    rows = {"truth": truth, "hybrid": hybrid, "difference": hybrid - truth}
+    limits = figures.colour_limits(rows)
+    low, high = float(truth[:, 0].min()), float(truth[:, 0].max())
+    assert limits["truth"] == limits["hybrid"] == (low, high)  # not (…, 1e57)
+    assert limits["difference"] == (-(high - low) / 4, (high - low) / 4)
+    axes = figures.spatial_axes(ds)
+    assert list(axes) == ["x2", "x1"]
+    image, extent = figures._image(truth[0, 0], axes)
+    assert image.shape == (8, 32) and extent == pytest.approx((0.0, 4.0, 0.0, 1.0))
+    # stored the other way round (x1, x2), the same field is drawn the same way
+    swapped = figures._image(truth[0, 0].T, {"x1": axes["x1"], "x2": axes["x2"]})
+    np.testing.assert_array_equal(swapped[0], image)
+    times = ds.time.values
+    path = figures.snapshots(tmp_path / "snap.png", times, rows, "channel", ["u"], axes)
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width > 1.5 * height  # three rows of four 4 × 1 panels: wider than tall
