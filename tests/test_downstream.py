@@ -46,6 +46,10 @@ def test_a_fresh_process_elsewhere_loads_the_champion_and_simulates_with_it(work
 
     run = open_dataset(out)  # the validating reader: finite, float64, schema
     assert run.sizes["time"] == 11 and run.attrs["model_uri"] == "models:/rd-closure@champion"
+    champion = registry(repo).get_model_version_by_alias("rd-closure", "champion")
+    # what the alias resolved to when it ran (the alias may move later; the record does not)
+    assert run.attrs["model_version"] == int(champion.version)
+    assert run.attrs["model_run_id"] == champion.run_id and run.attrs["model_gates"] == "passed"
     assert (tmp_path / "run.png").is_file()
 
 
@@ -98,3 +102,16 @@ def test_a_closure_that_blows_up_is_refused_and_the_champion_stays(workspace):
     assert "blow up" in refused.tags["refusal_reason"]
     after = client.get_model_version_by_alias("rd-closure", "champion")
     assert after.version == champion.version
+    # run anyway by its number: one warning line names the failed gate before it simulates
+    # (a closure this bad may blow up even in one step: then that is the one error line after)
+    uri = f"models:/rd-closure/{refused.version}"
+    out = repo / "refused.zarr"
+    result = ml4d(["simulate", "--model", uri, "--steps", "1", "--out", str(out)], repo, env)
+    assert result.returncode == 0 or "blew up" in result.stderr.splitlines()[-1], result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    failed = sorted(k[5:] for k, v in refused.tags.items() if k[:5] == "gate." and v == "failed")
+    assert "finite_and_bounded" in failed
+    assert warnings == [
+        f"ml4d: warning: {uri} is version {refused.version}, which failed its gates "
+        f"({', '.join(failed)}): the registry refused it as a champion"
+    ]

@@ -26,8 +26,8 @@ def store(tmp_path, monkeypatch):
     yield tmp_path
 
 
-def register(tmp_path, system, seed: int, data_fingerprint: str):
-    """A (randomly initialised) closure exported, registered and made champion."""
+def register(tmp_path, system, seed: int, data_fingerprint: str, champion: bool = True):
+    """A (randomly initialised) closure exported, registered and (by default) made champion."""
     config = LocalClosureConfig("local", 4, 1, 1)
     model = build_closure(config, system.state_field, system.closure_field, seed=seed)
     meta = {"system": "rd", "system_config": dataclasses.asdict(system.config), "estimator": "ols"}
@@ -38,6 +38,8 @@ def register(tmp_path, system, seed: int, data_fingerprint: str):
     run.end()
     tags = {"data_fingerprint": data_fingerprint, "score": 9.9, "estimator": "ols"}
     registry.set_tags("rd-closure", version, tags)
+    if not champion:
+        return model, version
     registry.set_alias("rd-closure", version, registry.CHAMPION)
     return model, registry.version_by_alias("rd-closure", registry.CHAMPION)
 
@@ -71,10 +73,37 @@ def test_champion_is_scored_on_the_candidates_data(store, generated):
 def test_an_unknown_model_is_one_clear_error(store):
     from ml4dynamics.errors import ML4DError
 
-    with pytest.raises(
-        ML4DError, match="cannot load models:/rd-closure@champion from the registry"
-    ):
+    with pytest.raises(ML4DError, match="no registered model 'rd-closure' in sqlite:///"):
         registry.load_registered("models:/rd-closure@champion")
+
+
+def test_no_champion_says_which_gates_refused_each_version(store, generated):
+    """Every version failed its gates: the error names them and the version to run instead;
+    a refused version named explicitly loads, and says what it is and which gates it failed."""
+    from ml4dynamics.errors import ML4DError
+
+    system = system_of(open_dataset(generated / "rd" / "test.zarr"))
+    for seed, failed in ((1, ["finite_and_bounded"]), (2, ["max_error", "max_shift"])):
+        _, version = register(store, system, seed, "data", champion=False)
+        gates = {f"gate.{g}": "failed" for g in failed} | {"gate.not_worse": "passed"}
+        registry.set_tags("rd-closure", version, {"gates": "failed", **gates})
+    with pytest.raises(ML4DError) as refused:
+        registry.load_registered("models:/rd-closure@champion")
+    assert str(refused.value) == (
+        "rd-closure has no champion: all 2 versions failed their gates (v1 (ols): "
+        "finite_and_bounded; v2 (ols): max_error, max_shift); to run one anyway, name it: "
+        "--model models:/rd-closure/2"
+    )
+    _, _, meta = registry.load_registered("models:/rd-closure/2")
+    assert meta["registry"]["version"] == 2 and meta["registry"]["gates"] == "failed"
+    assert meta["registry"]["failed_gates"] == ["max_error", "max_shift"]
+
+
+def test_a_run_in_a_dvc_experiment_is_named_after_it(store, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "lam-10")
+    run = Run("rd", "train", "rd-tr-projector", {})
+    run.end()
+    assert run.run.info.run_name == "rd-tr-projector (lam-10)"
 
 
 def test_a_version_without_its_run_or_files_is_refused_in_one_line(store, generated):

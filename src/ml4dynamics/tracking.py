@@ -112,6 +112,13 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def display_name(run_name: str) -> str:
+    """A run's name in the MLflow UI: ``rd-tr-projector``, or ``rd-tr-projector (lam-10)`` when
+    a DVC experiment runs it, so the runs of different experiments tell apart at a glance."""
+    experiment = os.environ.get("DVC_EXP_NAME")
+    return f"{run_name} ({experiment})" if experiment else run_name
+
+
 def run_tags(stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     tags = {"stage": stage, "git_revision": git_revision(repo_root())}
     tags.update({tag: os.environ[var] for tag, var in DVC_TAGS.items() if os.environ.get(var)})
@@ -190,7 +197,7 @@ class Run:
                     client.delete_run(old.info.run_id)
             self.run = self.mlflow.start_run(
                 experiment_id=exp,
-                run_name=run_name,
+                run_name=display_name(run_name),
                 tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None,
             )
             flat = {k: str(v) for k, v in flatten(params).items()}

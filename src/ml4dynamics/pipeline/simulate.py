@@ -8,6 +8,7 @@ it. The registry is MLFLOW_TRACKING_URI, else mlruns/mlflow.db of the repository
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ml4dynamics import figures, registry
@@ -72,6 +73,14 @@ def main(args: argparse.Namespace) -> int:
     seed = 0 if args.seed is None else args.seed
     init = None if args.init is None else Path(args.init)
     model, system, meta = registry.load_registered(args.model)
+    resolved = meta.get("registry", {})
+    if resolved.get("gates") == "failed":
+        print(
+            f"ml4d: warning: {args.model} is version {resolved['version']}, which failed its "
+            f"gates ({', '.join(resolved['failed_gates']) or 'see its tags'}): the registry "
+            "refused it as a champion",
+            file=sys.stderr,
+        )
     u0, t0, q, origin = initial_state(system, seed, init, args.sample, args.warmup, meta, overrides)
     ds = hybrid_simulation(
         model,
@@ -85,6 +94,11 @@ def main(args: argparse.Namespace) -> int:
             "split": "simulate",
             "seed": -1 if init is not None else int(seed),
             "model_uri": args.model,
+            # what the URI resolved to when this ran (an alias moves; the version does not)
+            "model_name": str(resolved.get("name", "")),
+            "model_version": int(resolved.get("version", -1)),
+            "model_run_id": str(resolved.get("run_id", "")),
+            "model_gates": str(resolved.get("gates", "unknown")),
             "estimator": str(meta.get("estimator")),
             "initial_state": origin,
             "steps": steps,
@@ -107,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
     print_json(
         {
             "model": args.model,
+            "model_version": resolved.get("version"),
             "system": system.name,
             "frames": len(frames),
             "t_start": float(t0),

@@ -144,7 +144,9 @@ def _closure_artifact(model_dir: Path, model_uri: str) -> Path:
 
 def load_registered(model_uri: str):
     """(network, system, metadata) of a registry URI (``models:/rd-closure@champion``,
-    ``models:/rd-closure/3``), read from the store ``configured_uri()`` names."""
+    ``models:/rd-closure/3``), read from the store ``configured_uri()`` names. The metadata's
+    ``registry`` entry says what the URI resolved to: name, version, MLflow run, gate outcome
+    and the gates it failed."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -159,7 +161,7 @@ def load_registered(model_uri: str):
     use_store(uri)
     # a download bar on stderr would bury the one-line errors that follow the download
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    _refuse_deleted_run(model_uri)
+    version = resolve(model_uri)
     with tempfile.TemporaryDirectory(prefix="ml4d-model-") as target:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -177,26 +179,106 @@ def load_registered(model_uri: str):
                 f"{str(err).splitlines()[0] if str(err) else 'missing'}); re-register it with "
                 "`dvc repro -f promote@<system>` or use another version"
             ) from None
-        return load_closure_dir(_closure_artifact(Path(local), model_uri))
+        model, system, meta = load_closure_dir(_closure_artifact(Path(local), model_uri))
+    if version is not None:  # what the URI resolved to, for the records of whoever loads it
+        meta = {
+            **meta,
+            "registry": {
+                "name": version.name,
+                "version": int(version.version),
+                "run_id": version.run_id,
+                "gates": version.tags.get("gates", "unknown"),
+                "failed_gates": failed_gates(version),
+            },
+        }
+    return model, system, meta
 
 
-def _refuse_deleted_run(model_uri: str) -> None:
-    """A version whose MLflow run was deleted (``mlflow runs delete``) is not served: its record
-    (parameters, evaluation) is gone, so nothing says what the model is."""
+def _version_of(model_uri: str):
+    """The registered version a ``models:/`` URI names, or None where the name, alias or number
+    is unknown (the download then says so)."""
     from mlflow.exceptions import MlflowException
 
     name, sep, rest = model_uri.removeprefix("models:/").partition("@")
     try:
         if sep:
-            version = client().get_model_version_by_alias(name, rest)
-        else:
-            name, _, number = model_uri.removeprefix("models:/").partition("/")
-            version = client().get_model_version(name, number)
+            return client().get_model_version_by_alias(name, rest)
+        name, _, number = model_uri.removeprefix("models:/").partition("/")
+        return client().get_model_version(name, number)
+    except MlflowException:
+        return None
+
+
+def failed_gates(version) -> list[str]:
+    """The gates a registered version failed (its ``gate.<name>`` tags)."""
+    return sorted(
+        k.removeprefix("gate.")
+        for k, v in version.tags.items()
+        if k.startswith("gate.") and v == "failed"
+    )
+
+
+def _no_alias(model_uri: str) -> ML4DError | None:
+    """Why ``models:/<name>@<alias>`` names nothing: an unknown model, or (``champion``) every
+    version failed its gates — which gates, and how to run one anyway. None otherwise."""
+    name, sep, alias = model_uri.removeprefix("models:/").partition("@")
+    if not sep:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    if not versions:
+        return ML4DError(
+            f"no registered model {name!r} in {_store()}; `dvc repro` registers "
+            "<system>-closure models (MLFLOW_TRACKING_URI selects the store)"
+        )
+    if alias != CHAMPION:
+        return None
+    refused = [v for v in versions if v.tags.get("gates") == "failed"]
+    latest = max(versions, key=lambda v: int(v.version))
+    reasons = "; ".join(
+        f"v{v.version} ({v.tags.get('estimator', '?')}): {', '.join(failed_gates(v)) or '?'}"
+        for v in sorted(refused, key=lambda v: int(v.version))
+    )
+    if len(refused) == len(versions):
+        return ML4DError(
+            f"{name} has no champion: all {len(versions)} versions failed their gates "
+            f"({reasons}); to run one anyway, name it: --model models:/{name}/{latest.version}"
+        )
+    return ML4DError(
+        f"{name} has no champion yet ({len(versions)} versions, {len(refused)} refused); run "
+        f"`dvc repro` (promote) or name a version: --model models:/{name}/{latest.version}"
+    )
+
+
+def _store() -> str:
+    from ml4dynamics.tracking import configured_uri
+
+    return configured_uri()
+
+
+def resolve(model_uri: str):
+    """The registered version behind ``model_uri``; one line saying why where there is none,
+    and a refusal where its MLflow run was deleted (``mlflow runs delete``: its record, the
+    parameters and evaluation, is gone, so nothing says what the model is)."""
+    version = _version_of(model_uri)
+    if version is None:
+        error = _no_alias(model_uri)
+        if error is not None:
+            raise error
+        return None  # the download below reports an unknown version in one line
+    from mlflow.exceptions import MlflowException
+
+    try:
         run = client().get_run(version.run_id) if version.run_id else None
     except MlflowException:
-        return  # an unknown name or alias: the download below says so in one line
+        run = None
     if run is not None and run.info.lifecycle_stage == "deleted":
         raise ML4DError(
             f"{model_uri} is version {version.version}, whose MLflow run {version.run_id} was "
             "deleted; restore the run (`mlflow runs restore --run-id ...`) or use another version"
         )
+    return version
