@@ -62,7 +62,6 @@ def make_clone(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         {"models": TEST_MODELS},
         {"registered": ["rd"]},
     ]
-    pipeline.pop("plots")  # they name the default estimators' files
     pipeline["stages"].pop("shift_correlation")  # it pools the default systems' evaluations
     pipeline["stages"].pop("report")  # it tabulates the default systems (tests/test_report.py)
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))

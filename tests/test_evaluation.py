@@ -8,7 +8,13 @@ import xarray as xr
 
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.evaluation import correlation, hybrid_rollouts, score_split, split_score
+from ml4dynamics.evaluation import (
+    correlation,
+    headline,
+    hybrid_rollouts,
+    score_split,
+    split_score,
+)
 from ml4dynamics.gates import Champion, check, refusal
 
 
@@ -75,6 +81,16 @@ def test_blow_up_is_detected_and_poisons_only_what_follows():
     assert summary["error_horizon"] is None  # not finite: reported as null
     assert summary["error_t0.5"] == pytest.approx(0.0)
     assert split_score([summary]) is None
+    good, _ = score_split(synthetic(truth), truth * 1.23456, bound=10.0, report_time=0.5)
+    top = headline({"test": good, "ood": summary}, report_time=0.5)
+    assert top == {
+        "test_err": 0.235,  # three digits
+        "test_err_end": 0.235,
+        "ood_err": 0.0,
+        "ood_err_end": None,  # blown up: not defined
+        "stable": 0.0,  # the worse split's
+        "shift": None,
+    }
 
 
 def test_gates_pass_fail_and_say_why():

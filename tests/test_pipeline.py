@@ -42,9 +42,12 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     # evaluation metrics and plots are where DVC looks for them
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     flat = json.dumps(metrics)
-    assert "metrics/rd/evaluate/tr-projector.json" in flat and "error_horizon" in flat
+    assert "metrics/rd/headline/tr-projector.json" in flat and "test_err_end" in flat
+    assert "metrics/rd/gates.json" in flat and "error_horizon" not in flat  # detail stays out
     plots = json.loads(sh(["dvc", "plots", "show", "--json"], repo, env).stdout)
-    assert any("evaluate/tr-projector/ood.csv" in key for key in json.dumps(plots).split('"'))
+    drawn = plots["data"]  # images (no JavaScript: the page renders offline)
+    assert "plots/rd/evaluate/tr-projector/error.png" in drawn
+    assert {entry["type"] for entries in drawn.values() for entry in entries} == {"image"}
 
     # a champion exists, with its gate results as tags
     client = registry(repo)
@@ -53,6 +56,10 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     assert champion.tags["gate.finite_and_bounded"] == "passed"
     promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
     assert promotion["champion"]["version"] == int(champion.version)
+    outcomes = json.loads((repo / "metrics/rd/gates.json").read_text())
+    assert outcomes[champion.tags["estimator"]] == "champion"
+    assert set(outcomes) == {"ols", "tr-projector"}
+    assert set(outcomes.values()) <= {"champion", "passed", "refused"}
 
     # a second repro does nothing but reconcile the registry (nothing new to register)
     # (byte-identical regeneration: tests/test_datasets.py)
@@ -86,7 +93,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     shown = json.dumps(json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout))
     for lam in ("2.5", "0.3"):
         assert f'"lam": {lam}' in shown and f'"name": "lam-{lam}"' in shown
-    assert "metrics/rd/evaluate/tr-projector.json" in shown and "val_tr_penalty" in shown
+    assert "metrics/rd/headline/tr-projector.json" in shown and '"ood_err_end"' in shown
     experiment = client.get_experiment_by_name("rd")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
     assert len(runs) == 2 + 2  # the baseline's OLS and TR, and one TR per experiment

@@ -352,3 +352,24 @@ def split_score(summaries: Sequence[dict[str, Any]]) -> float | None:
     (``None`` if any split is not finite — a blown-up closure has no score)."""
     values = [s["error_horizon"] for s in summaries]
     return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _significant(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+def headline(summaries: Mapping[str, Mapping[str, Any]], report_time: float) -> dict[str, Any]:
+    """The few numbers a person compares across experiments (``dvc exp show``), rounded to three
+    digits: the test and ood errors at the report time and at the horizon, the smallest stable
+    fraction of the two splits and the ood distribution shift (``null``: not defined, e.g. after
+    a blow-up). The full detail stays in the evaluation file."""
+    test, ood = summaries["test"], summaries["ood"]
+    key = f"error_t{report_time:g}"
+    return {
+        "test_err": _significant(test.get(key)),
+        "test_err_end": _significant(test.get("error_horizon")),
+        "ood_err": _significant(ood.get(key)),
+        "ood_err_end": _significant(ood.get("error_horizon")),
+        "stable": _significant(min(test["stable_fraction"], ood["stable_fraction"])),
+        "shift": _significant(ood.get("excess_shift")),
+    }

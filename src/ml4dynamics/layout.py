@@ -107,6 +107,14 @@ class Layout:
             )
         return current
 
+    def headline(self, system: str, estimator: str) -> Path:
+        """The few rounded numbers of one model that ``dvc metrics``/``dvc exp show`` list."""
+        return self.root / "metrics" / system / "headline" / f"{estimator}.json"
+
+    def gates(self, system: str) -> Path:
+        """Each model's gate outcome, one word (champion, passed, refused)."""
+        return self.root / "metrics" / system / "gates.json"
+
     def evaluate_plots(self, system: str, estimator: str) -> Path:
         return self.root / "plots" / system / "evaluate" / estimator
 
@@ -158,8 +166,9 @@ class Layout:
                     )
                 ),
                 self.evaluate_metrics(s, e),
+                self.headline(s, e),
             ],
-            "promote": lambda: [self.promotion(s)],
+            "promote": lambda: [self.promotion(s), self.gates(s)],
             "shift-correlation": lambda: [self.shift_correlation],
             "report": lambda: [self.results_page],
             "linear-theory": lambda: [

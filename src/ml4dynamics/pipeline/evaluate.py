@@ -30,6 +30,7 @@ from ml4dynamics.evaluation import (
     evaluate_config,
     evaluate_splits,
     frame_stride,
+    headline,
     numeric_metrics,
     split_score,
 )
@@ -121,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
             )
         )
     write_json(layout.evaluate_metrics(name, label), result)
+    write_json(layout.headline(name, label), headline(summaries, config.report_time))
 
     # a child run of the training run; a re-evaluation replaces it (no second history)
     tracker = Run(

@@ -115,6 +115,9 @@ def _promote(args: argparse.Namespace) -> int:
         else {"version": int(champion.version), "estimator": champion.tags.get("estimator")}
     )
     write_json(metrics_path, report)
+    # one word per model for `dvc exp show` (champion, passed, refused): the detail is above
+    outcomes = {e: entry["decision"].split(" ")[0] for e, entry in report["candidates"].items()}
+    write_json(layout.gates(system_name), {e: o.rstrip(";") for e, o in outcomes.items()})
     summary = Run(
         system_name,
         "promote",
