@@ -82,8 +82,9 @@ def test_blow_up_is_detected_and_poisons_only_what_follows():
     assert summary["error_t0.5"] == pytest.approx(0.0)
     assert split_score([summary]) is None
     good, _ = score_split(synthetic(truth), truth * 1.23456, bound=10.0, report_time=0.5)
-    top = headline({"test": good, "ood": summary}, report_time=0.5)
+    top = headline({"val": good, "test": good, "ood": summary}, report_time=0.5)
     assert top == {
+        "val_err_end": 0.235,
         "test_err": 0.235,  # three digits
         "test_err_end": 0.235,
         "ood_err": 0.0,

@@ -360,12 +360,14 @@ def _significant(value: float | None, digits: int = 3) -> float | None:
 
 def headline(summaries: Mapping[str, Mapping[str, Any]], report_time: float) -> dict[str, Any]:
     """The few numbers a person compares across experiments (``dvc exp show``), rounded to three
-    digits: the test and ood errors at the report time and at the horizon, the smallest stable
-    fraction of the two splits and the ood distribution shift (``null``: not defined, e.g. after
-    a blow-up). The full detail stays in the evaluation file."""
+    digits: the validation error at the horizon (what λ is chosen by), the test and ood errors
+    at the report time and at the horizon, the smaller stable fraction of test and ood and the
+    ood distribution shift (``null``: not defined, e.g. after a blow-up). The full detail stays
+    in the evaluation file."""
     test, ood = summaries["test"], summaries["ood"]
     key = f"error_t{report_time:g}"
     return {
+        "val_err_end": _significant(summaries.get("val", {}).get("error_horizon")),
         "test_err": _significant(test.get(key)),
         "test_err_end": _significant(test.get("error_horizon")),
         "ood_err": _significant(ood.get(key)),
