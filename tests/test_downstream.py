@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from tests.clones import (
+    CHAMPION_ONLY,
+    TEST_MODELS,
     load_in_fresh_process,
     pipeline_params,
     registry,
@@ -26,7 +28,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    return reproduced(tmp_path_factory.mktemp("downstream"))
+    """A clone whose pipeline trains one rd closure (OLS), its champion: all a downstream user
+    needs (the full two-model pipeline: tests/test_pipeline.py)."""
+    return reproduced(tmp_path_factory.mktemp("downstream"), CHAMPION_ONLY, with_linear=False)
 
 
 def ml4d(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -86,6 +90,9 @@ def test_a_closure_that_blows_up_is_refused_and_the_champion_stays(workspace):
     repo, env = workspace
     client = registry(repo)
     champion = client.get_model_version_by_alias("rd-closure", "champion")
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())  # the user lists the new model
+    pipeline["vars"][2]["models"]["rd-tr-projector"] = TEST_MODELS["rd-tr-projector"]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     blowup = pipeline_params()
     blowup["reg"]["rd"]["lam"] = 0.0
     blowup["train"]["rd"]["optim"].update(epochs=1, lr=1.0)
