@@ -226,13 +226,15 @@ def _no_alias(model_uri: str) -> ML4DError | None:
         return None
     from mlflow.exceptions import MlflowException
 
+    from ml4dynamics.tracking import configured_uri
+
     try:
         versions = client().search_model_versions(f"name = '{name}'")
     except MlflowException:
         return None
     if not versions:
         return ML4DError(
-            f"no registered model {name!r} in {_store()}; `dvc repro` registers "
+            f"no registered model {name!r} in {configured_uri()}; `dvc repro` registers "
             "<system>-closure models (MLFLOW_TRACKING_URI selects the store)"
         )
     if alias != CHAMPION:
@@ -252,12 +254,6 @@ def _no_alias(model_uri: str) -> ML4DError | None:
         f"{name} has no champion yet ({len(versions)} versions, {len(refused)} refused); run "
         f"`dvc repro` (promote) or name a version: --model models:/{name}/{latest.version}"
     )
-
-
-def _store() -> str:
-    from ml4dynamics.tracking import configured_uri
-
-    return configured_uri()
 
 
 def resolve(model_uri: str):
