@@ -90,6 +90,27 @@ SMALL_PARAMS = {
             "ood": {"trajectories": 1, "steps": 200, "seed": 24, "system": {"re": [600]}},
         },
     },
+    "ks": {
+        "system": {
+            "dt": 0.25,
+            "length": 32.0,
+            "n_fine": 64,
+            "coarsening": 4,
+            "fine_substeps": 1,
+            "closure_kind": "correction",
+            "ic_modes": 4,
+            "ic_std": 1.0,
+        },
+        "data": {
+            "warmup_steps": 40,
+            "store_every": 2,
+            "label_noise": 0.0,
+            "train": {"trajectories": 2, "steps": 40, "seed": 31},
+            "val": {"trajectories": 1, "steps": 40, "seed": 32},
+            "test": {"trajectories": 1, "steps": 40, "seed": 33},
+            "ood": {"trajectories": 1, "steps": 40, "seed": 34, "system": {"length": [40.0]}},
+        },
+    },
     "manifold": {
         "linear": {
             "model": {"kind": "linear", "latent": 1},

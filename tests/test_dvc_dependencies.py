@@ -156,3 +156,30 @@ def test_generation_provenance_is_the_generate_stage_code_without_its_glue():
         "src/ml4dynamics/pipeline/generate.py",
     }
     assert code == set(GENERATION_CODE) | glue
+
+
+PEERS = ("exponax", "jax_cfd", "equinox")
+
+
+def test_the_peers_we_measure_against_are_never_runtime_dependencies():
+    """exponax and jax-cfd are the `bench` extra: pyproject's dependencies do not list them and
+    no library module imports them (the benchmarks and tests may)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"]).lower()
+    assert not any(peer.replace("_", "-") in runtime for peer in PEERS), runtime
+    assert {"exponax==0.2.0", "jax-cfd==0.2.1"} <= set(project["optional-dependencies"]["bench"])
+    importing = []
+    for path in (SRC / PACKAGE).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] in PEERS for name in names):
+                importing.append(str(path.relative_to(SRC)))
+    assert importing == [], f"library modules import a benchmark peer: {importing}"
