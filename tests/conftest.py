@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,7 +202,7 @@ SMALL_PARAMS = {
         "tr-gradient": {"kind": "tr", "normal": "gradient"},
         "tr-projector": {"kind": "tr", "normal": "projector"},
     },
-    "reg": {name: {"lam": 1.0, "eps": 1.0e-8} for name in ("linear", "rd", "ns_channel")},
+    "reg": {name: {"lam": 1.0, "eps": 1.0e-8} for name in ("linear", "rd", "ns_channel", "ks")},
     "evaluate": {"bound": 10.0, "report_time": 2.0},
     "promote": {"max_error": 0.5, "max_shift": 2.0},
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
@@ -237,13 +238,25 @@ def run_cli(
 
 
 @pytest.fixture(scope="session")
-def generated(tmp_path_factory) -> Path:
-    """``<dir>/{linear,rd}/<split>.zarr`` written by ``ml4d generate`` from SMALL_PARAMS."""
-    root = tmp_path_factory.mktemp("generated")
-    params = write_params(root / "params.yaml", small_params())
-    for system in ("linear", "rd"):
-        result = run_cli(["generate", system, "--params", str(params)], cwd=root)
-        assert result.returncode == 0, result.stderr
+def generated(tmp_path_factory, worker_id) -> Path:
+    """``<dir>/{linear,rd}/<split>.zarr`` written by ``ml4d generate`` from SMALL_PARAMS, once
+    per test session: the xdist workers share it (the first to arrive writes it under a file
+    lock, in their common base folder). Tests read it or copy it, never change it."""
+    from filelock import FileLock
+
+    if worker_id == "master":  # one process (`-n 0`)
+        root = tmp_path_factory.mktemp("generated")
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "generated"
+    with FileLock(f"{root}.lock"):
+        if not (root / ".complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            params = write_params(root / "params.yaml", small_params())
+            for system in ("linear", "rd"):
+                result = run_cli(["generate", system, "--params", str(params)], cwd=root)
+                assert result.returncode == 0, result.stderr
+            (root / ".complete").touch()
     return root / "data"
 
 

@@ -163,7 +163,8 @@ PEERS = ("exponax", "jax_cfd", "equinox")
 
 def test_the_peers_we_measure_against_are_never_runtime_dependencies():
     """exponax and jax-cfd are the `bench` extra: pyproject's dependencies do not list them and
-    no library module imports them (the benchmarks and tests may)."""
+    no library module imports them but the solver benchmark, inside its functions (so that
+    importing it, or anything else, never needs them); tests may."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -172,7 +173,9 @@ def test_the_peers_we_measure_against_are_never_runtime_dependencies():
     assert {"exponax==0.2.0", "jax-cfd==0.2.1"} <= set(project["optional-dependencies"]["bench"])
     importing = []
     for path in (SRC / PACKAGE).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        top_level = set(map(id, tree.body))
+        for node in ast.walk(tree):
             names = (
                 [alias.name for alias in node.names]
                 if isinstance(node, ast.Import)
@@ -181,5 +184,6 @@ def test_the_peers_we_measure_against_are_never_runtime_dependencies():
                 else []
             )
             if any(name.split(".")[0] in PEERS for name in names):
-                importing.append(str(path.relative_to(SRC)))
-    assert importing == [], f"library modules import a benchmark peer: {importing}"
+                where = "module level" if id(node) in top_level else "in a function"
+                importing.append(f"{path.relative_to(SRC)} ({where})")
+    assert importing == ["ml4dynamics/solver_bench.py (in a function)"], importing

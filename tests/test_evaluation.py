@@ -146,3 +146,28 @@ def test_the_ablation_is_the_exact_closure_plus_noise_of_the_misfits_size(genera
     offset = lambda u: jnp.stack([system.closure(v, 0.0) for v in u]) + 0.25  # noqa: E731
     # the labels of the linear data carry U[0, 1e-3) noise: the misfit is 0.25 minus its mean
     assert misfit_std(offset, ds) == pytest.approx(0.25 - 5e-4, abs=1e-4)
+
+
+def test_a_system_without_an_exact_closure_is_evaluated_without_an_ablation():
+    """ks has labels only along its fine-solver trajectories: its evaluation rolls the closure
+    out and scores it, and records the ablation (exact closure plus noise) as absent."""
+    import jax.numpy as jnp
+
+    from ml4dynamics.config import parse_params
+    from ml4dynamics.datasets import generate_split
+    from ml4dynamics.evaluation import evaluate_splits
+    from tests.conftest import small_params
+
+    setup = parse_params({"ks": small_params()["ks"]}).setup("ks")
+    ds = generate_split(setup, "test", {"ml4dynamics_version": "t", "git_revision": "t"})
+    assert not system_groups(ds)[0][0].has_exact_closure
+
+    def zero(u):  # the coarse solver alone (a closure network maps batches of states)
+        return jnp.zeros_like(u)
+
+    summaries, curves, frames = evaluate_splits({"test": ds}, zero, report_time=2.0)
+    test = summaries["test"]
+    assert test["ablation"] is None and test["error_vs_ablation"] is None
+    assert "ablation_rel_error" not in curves["test"]
+    assert test["stable_fraction"] == 1.0 and test["error_horizon"] > 1e-3  # it drifts off
+    assert frames["test"].shape == ds.u.shape

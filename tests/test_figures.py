@@ -86,3 +86,21 @@ def test_snapshot_colours_come_from_the_truth_and_the_channel_lies_horizontal(ro
     path = figures.snapshots(tmp_path / "snap.png", times, rows, "channel", ["u"], axes)
     height, width = matplotlib.image.imread(path).shape[:2]
     assert width > 1.5 * height  # three rows of four 4 × 1 panels: wider than tall
+
+
+def test_a_1d_field_is_drawn_as_space_time_with_time_up(tmp_path):
+    """(T, field, x1) frames (the ks system): one space-time panel per row, x1 to the right in
+    physical units, time up, colours from the truth."""
+    times = np.arange(6, dtype=float) * 0.5
+    x = np.arange(16) * 2.0
+    truth = np.sin(x[None, None] / 5 + times[:, None, None])  # (6, 1, 16)
+    hybrid = truth.copy()
+    hybrid[4:] = 1e57  # blown up: must not set the colour scale
+    image, extent = figures._space_time(truth, times, {"x1": x})
+    np.testing.assert_array_equal(image[2], truth[2, 0])  # row k is time k (origin lower: up)
+    assert extent == pytest.approx((-1.0, 31.0, -0.25, 2.75))
+    rows = {"truth": truth, "hybrid": hybrid, "difference": hybrid - truth}
+    assert figures.colour_limits(rows)["hybrid"] == pytest.approx((truth.min(), truth.max()))
+    path = figures.snapshots(tmp_path / "ks.png", times, rows, "ks", ["u"], {"x1": x})
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width > 2 * height  # three panels side by side

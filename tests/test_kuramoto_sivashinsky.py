@@ -188,3 +188,25 @@ def test_a_rollout_through_the_generic_path_uses_the_closure():
 def test_a_bad_configuration_names_its_field(change, field):
     with pytest.raises(ConfigError, match=field):
         KuramotoSivashinskyConfig(**change)
+
+
+def test_bench_solvers_measures_ours_exponax_and_the_fft_floor_in_one_run(tmp_path, capsys):
+    """`ml4d bench solvers` (tiny counts): every solver single and batched, and the ratios of
+    the same run, written to the JSON it names."""
+    import json
+
+    from ml4dynamics.cli import main
+
+    out = tmp_path / "solvers.json"
+    args = ["bench", "solvers", "--steps", "3", "--repeats", "1", "--batch", "2", "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    ks = report["ks"]
+    times = ks["ms_per_step_median"]
+    assert set(times) == {"single", "batch2"}
+    for case, row in times.items():
+        assert set(row) == {"ours", "exponax", "fft_floor"} and min(row.values()) > 0
+        assert ks["ours_over_exponax"][case] == pytest.approx(row["ours"] / row["exponax"])
+        assert ks["ours_over_fft_floor"][case] == pytest.approx(row["ours"] / row["fft_floor"])
+    assert "512 points" in ks["what"] and "5 rfft+irfft pairs" in ks["what"]

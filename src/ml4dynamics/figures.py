@@ -43,6 +43,16 @@ def _image(frame: np.ndarray, axes: Mapping[str, np.ndarray]):
     return image, tuple(bounds)
 
 
+def _space_time(frames: np.ndarray, times: Sequence[float], axes: Mapping[str, np.ndarray]):
+    """Frames ``(T, field, x1)`` as a space-time image of the first field for ``imshow`` with
+    ``origin="lower"`` (rows are times, upwards; columns x1, left to right) and its extent."""
+    x = axes.get("x1", np.arange(frames.shape[-1], dtype=float))
+    h = float(x[1] - x[0]) if len(x) > 1 else 1.0
+    dt = float(times[1] - times[0]) if len(times) > 1 else 1.0
+    extent = (x[0] - h / 2, x[-1] + h / 2, times[0] - dt / 2, times[-1] + dt / 2)
+    return frames[:, 0], tuple(float(e) for e in extent)
+
+
 def colour_limits(rows: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
     """(vmin, vmax) per row of a snapshot figure, all from the truth's first field (the row
     ``truth``, else the first row): its range for the states, ± a quarter of it for
@@ -70,11 +80,38 @@ def snapshots(
     (``axes``: the grid's coordinates in storage order, ``spatial_axes``) with x1 to the right,
     x2 up and the domain's aspect ratio. Colour limits come from the truth (the row ``truth``,
     else the first row): a blown-up hybrid saturates the scale instead of flattening the
-    truth's (``colour_limits``). States without space (``(components,)``) are drawn as lines
-    against time.
+    truth's (``colour_limits``). States on a 1D grid (``(field, x1)``) are drawn as space-time
+    diagrams, one panel per row: x1 to the right, time up. States without space
+    (``(components,)``) are drawn as lines against time.
     """
     first = next(iter(rows.values()))
-    if first.ndim == 2:  # (T, components): a line per component
+    if first.ndim == 3:  # (T, field, x1): space-time diagrams side by side
+        name = field_names[0] if field_names else "field 0"
+        limits = colour_limits(rows)
+        fig, grid = plt.subplots(
+            1, len(rows), figsize=(3.2 * len(rows) + 0.6, 4.2), squeeze=False, layout="constrained"
+        )
+        for c, (label, frames) in enumerate(rows.items()):
+            ax = grid[0, c]
+            vmin, vmax = limits[label]
+            image, extent = _space_time(frames, times, axes or {})
+            shown = ax.imshow(
+                image,
+                origin="lower",
+                aspect="auto",
+                cmap="RdBu_r" if label == "difference" else "viridis",
+                vmin=vmin,
+                vmax=vmax,
+                extent=extent,
+            )
+            ax.set_title(f"{label} ({name})", fontsize=9)
+            ax.set_xlabel("x1", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("time since the rollout's start", fontsize=8)
+            fig.colorbar(shown, ax=ax, shrink=0.8, extend="both")
+        fig.suptitle(title)
+    elif first.ndim == 2:  # (T, components): a line per component
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, frames in rows.items():
             style = "--" if label != "truth" else "-"

@@ -1,8 +1,13 @@
-"""``ml4d bench``: time one optimisation step of each estimator on data/SYSTEM side by side,
-with the closure network in float32 and in float64 (``ml4dynamics.step_cost``), and write the
-medians, their ratios to OLS and the float64 ÷ float32 ratios as JSON. Needs the generate and
-fit_manifold outputs (`dvc repro fit_manifold@SYSTEM`). Not a DVC stage (timings are not
-reproducible bytes); the report stage tabulates the JSON files under bench/.
+"""``ml4d bench SYSTEM``: time one optimisation step of each estimator on data/SYSTEM side by
+side, with the closure network in float32 and in float64 (``ml4dynamics.step_cost``), and write
+the medians, their ratios to OLS and the float64 ÷ float32 ratios as JSON. Needs the generate
+and fit_manifold outputs (`dvc repro fit_manifold@SYSTEM`).
+
+``ml4d bench solvers``: our solver steps against the peers (exponax) and the FFT floor, single
+trajectory and batched, in one run (``ml4dynamics.solver_bench``; needs the bench extra), to
+bench/solvers.json.
+
+Not DVC stages (timings are not reproducible bytes); the report stage tabulates bench/.
 """
 
 from __future__ import annotations
@@ -19,13 +24,27 @@ ARGUMENTS = ("params",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    system_argument(parser, nargs="?", default="rd", what="system (default: rd)")
-    parser.add_argument("--out", help="output (default: bench/SYSTEM_train_step.json)")
+    system_argument(
+        parser, nargs="?", default="rd", what="system (default: rd), or `solvers`; a system"
+    )
+    parser.add_argument(
+        "--out", help="output (default: bench/SYSTEM_train_step.json, bench/solvers.json)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is kept")
-    parser.add_argument("--steps", type=int, default=20, help="steps per repeat")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per repeat (default: 20; solvers: 200)"
+    )
+    parser.add_argument("--batch", type=int, default=64, help="solvers: the batch size (64)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.system == "solvers":
+        from ml4dynamics.solver_bench import run
+
+        out = Path(args.out or "bench/solvers.json")
+        print_json(run(out, args.batch, args.steps or 200, args.repeats))
+        return 0
+    args.steps = 20 if args.steps is None else args.steps
     for flag in ("repeats", "steps"):
         if getattr(args, flag) < 1:
             raise ML4DError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
