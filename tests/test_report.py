@@ -135,3 +135,22 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
     text = sweep_settings(settings)
     assert text.startswith("Run with the closure `local` (hidden 32), 30 epochs, λ grid [0.1, 1.0]")
     assert sweep_settings({}) == ""
+
+
+def test_the_solver_table_shows_each_ratio_of_one_run():
+    from ml4dynamics.report import solver_bench_section
+
+    record = {
+        "repeats": 5,
+        "steps_per_repeat": 200,
+        "machine": "x86_64, 1 cpu device(s)",
+        "jax": "0",
+        "ks": {
+            "what": "one KS step",
+            "ms_per_step_median": {"single": {"ours": 1.0, "exponax": 2.0, "fft_floor": 0.5}},
+        },
+    }
+    table = solver_bench_section(record)
+    assert "| ours ÷ exponax | ours ÷ FFT floor |" in table
+    assert "| single | 1 | 2 | 0.5 | 0.5 | 2 |" in table
+    assert "kolmogorov" not in table  # no row for a system the run did not measure

@@ -218,5 +218,42 @@ def bench_section(name: str, record: Mapping[str, Any]) -> str:
     )
 
 
+def solver_bench_section(record: Mapping[str, Any]) -> str:
+    """Our solver steps against the peers and the FFT floor (``ml4d bench solvers``)."""
+    parts = [
+        "### Solvers against the peers (`ml4d bench solvers`, committed `bench/solvers.json`)",
+        f"Medians of {record['repeats']} × {record['steps_per_repeat']} steps in one compiled "
+        f"loop, all in one run on {record['machine']} (jax {record['jax']}); a ratio below 1 "
+        "means ours is faster.",
+    ]
+    for system in ("ks", "kolmogorov"):
+        entry = record.get(system)
+        if not entry:
+            continue
+        times = entry["ms_per_step_median"]
+        peers = [k for k in next(iter(times.values())) if k not in ("ours", "fft_floor")]
+        head = [
+            "case",
+            "ours (ms/step)",
+            *(f"{p} (ms/step)" for p in peers),
+            "FFT floor (ms/step)",
+            *(f"ours ÷ {p}" for p in peers),
+            "ours ÷ FFT floor",
+        ]
+        rows = [
+            [
+                case,
+                number(row["ours"]),
+                *(number(row[p]) for p in peers),
+                number(row["fft_floor"]),
+                *(number(row["ours"] / row[p]) for p in peers),
+                number(row["ours"] / row["fft_floor"]),
+            ]
+            for case, row in times.items()
+        ]
+        parts += [f"**{system}**: {entry['what']}.", markdown_table(head, rows)]
+    return "\n\n".join(parts)
+
+
 def page(sections: Sequence[str]) -> str:
     return HEADER + "\n# Results\n\n" + "\n\n".join(sections) + "\n"

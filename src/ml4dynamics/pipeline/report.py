@@ -1,5 +1,5 @@
-"""Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md and
-bench/SYSTEM_train_step.json when committed).
+"""Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md,
+bench/SYSTEM_train_step.json and bench/solvers.json when committed).
 
 ``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
 the files ``dvc repro`` and ``ml4d sweep`` wrote.
@@ -20,7 +20,9 @@ ARGUMENTS = ()
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--system", action="append", help="systems with trained closures (default: rd, ns_channel)"
+        "--system",
+        action="append",
+        help="systems with trained closures (default: rd, ns_channel, ks)",
     )
 
 
@@ -31,7 +33,7 @@ def _read(path: Path):
 def main(args: argparse.Namespace) -> int:
     layout = Layout()
     sections = []
-    for name in args.system or ["rd", "ns_channel"]:
+    for name in args.system or ["rd", "ns_channel", "ks"]:
         files = layout.current_evaluations(name)
         evaluations = {f.stem: json.loads(f.read_text()) for f in files}
         trainings = {e: _read(layout.train_metrics(name, e)) or {} for e in evaluations}
@@ -57,6 +59,9 @@ def main(args: argparse.Namespace) -> int:
         if isinstance(record.get("ms_per_step_median", {}).get("float32"), dict):  # per dtype
             name = bench.name.removesuffix("_train_step.json")
             sections.append(report.bench_section(name, record))
+    solvers = _read(Path("bench/solvers.json"))
+    if solvers:
+        sections.append(report.solver_bench_section(solvers))
     linear = _read(layout.linear_theory_metrics)
     if linear:
         sections.append(report.linear_section(linear))
