@@ -114,7 +114,7 @@ def system_section(
             f"{number(manifold.get('val_floor'))}"
             + (
                 f"; PCA rank {manifold['rank']} "
-                f"({number(manifold['explained_variance'], 6)} of the variance)"
+                f"(all but {1 - manifold['explained_variance']:.1e} of the variance)"
                 if "rank" in manifold
                 else ""
             )
