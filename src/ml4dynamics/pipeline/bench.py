@@ -25,7 +25,11 @@ ARGUMENTS = ("params",)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     system_argument(
-        parser, nargs="?", default="rd", what="system (default: rd), or `solvers`; a system"
+        parser,
+        nargs="?",
+        default="rd",
+        what="`solvers` (our solvers against the peers), or the system whose training step "
+        "is timed (default: rd)",
     )
     parser.add_argument(
         "--out", help="output (default: bench/SYSTEM_train_step.json, bench/solvers.json)"
