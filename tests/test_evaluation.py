@@ -171,3 +171,53 @@ def test_a_system_without_an_exact_closure_is_evaluated_without_an_ablation():
     assert "ablation_rel_error" not in curves["test"]
     assert test["stable_fraction"] == 1.0 and test["error_horizon"] > 1e-3  # it drifts off
     assert frames["test"].shape == ds.u.shape
+    # ... beside the coarse solver alone, which this zero network is: the same rollout
+    base = test["coarse_alone"]
+    assert base["error_horizon"] == pytest.approx(test["error_horizon"], rel=1e-12)
+    assert base["corr_time_80"] == test["corr_time_80"]
+    np.testing.assert_allclose(
+        curves["test"]["coarse_alone_rel_error"], curves["test"]["rel_error"]
+    )
+
+
+def test_a_chaotic_system_is_scored_at_the_report_time_and_against_the_coarse_solver():
+    """ks: every hybrid decorrelates before the horizon, so the error gate and the score read
+    the error at the report time; beats_coarse_solver refuses a closure that decorrelates sooner
+    or errs more than the coarse solver alone, and says so for each split."""
+    from ml4dynamics.evaluation import score_key
+    from ml4dynamics.systems import system_class
+
+    assert score_key(system_class("ks"), 10.0) == "error_t10"
+    assert score_key(system_class("rd"), 10.0) == "error_horizon"
+
+    def split(corr, err, base_corr, base_err):
+        return {
+            "trajectories": 4,
+            "stable_fraction": 1.0,
+            "stability_horizon": 100.0,
+            "error_horizon": 1.4,  # decorrelated: ~sqrt(2) for everyone
+            "error_t10": err,
+            "excess_shift": 0.5,
+            "corr_time_80": corr,
+            "coarse_alone": {"corr_time_80": base_corr, "error_t10": base_err},
+        }
+
+    config = {"max_error": 0.5, "max_shift": 2.0}
+    good = {"test": split(40.0, 0.03, 12.0, 0.2), "ood": split(18.0, 0.1, 9.0, 0.3)}
+    good.update(score=0.065, score_metric="error_t10", chaotic=True)
+    outcome = {g.name: g for g in check(good, config)}
+    assert all(g.passed for g in outcome.values()), refusal(list(outcome.values()))
+    assert "error at t = 10 (chaotic" in outcome["error_at_horizon"].detail
+    assert "test correlated (rho >= 0.8) for 40 vs 12" in outcome["beats_coarse_solver"].detail
+    worse = {**good, "ood": split(8.0, 0.1, 9.0, 0.3)}  # decorrelates before the coarse solver
+    failed = [g.name for g in check(worse, config) if not g.passed]
+    assert failed == ["beats_coarse_solver"]
+    erring = {**good, "test": split(40.0, 0.3, 12.0, 0.2)}  # longer, but a larger error at t = 10
+    assert [g.name for g in check(erring, config) if not g.passed] == ["beats_coarse_solver"]
+    # with an exact closure (rd, ns_channel) there is no coarse solver to beat: the gate passes
+    rd_like = {
+        s: {k: v for k, v in good[s].items() if k != "coarse_alone"} for s in ("test", "ood")
+    }
+    rd_like.update(score=0.065)
+    beats = {g.name: g for g in check(rd_like, config)}["beats_coarse_solver"]
+    assert beats.passed and "no coarse solver to beat" in beats.detail

@@ -53,6 +53,11 @@ COMMANDS: dict[str, Command] = {
         ("promote", "promote", "register the evaluated closures; move `champion` past the gates"),
         ("simulate", "simulate", "run a hybrid simulation with a registered closure"),
         (
+            "speedup",
+            "speedup",
+            "a registered closure's speed-up over its plain solver at matched accuracy",
+        ),
+        (
             "benchmark",
             "benchmark",
             "the frozen golden benchmark: build it once (data.dvc), score registry versions",

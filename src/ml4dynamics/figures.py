@@ -1,10 +1,11 @@
 """PNG figures: rollout snapshots (truth / hybrid / difference), per-frame curves, training
-curves and the linear experiment."""
+curves, the linear experiment and the speed-up at matched accuracy."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -248,6 +249,59 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def speedup(path: Path, result: Mapping[str, Any]) -> Path:
+    """The hybrids on the plain solver's accuracy–cost curve (``ml4dynamics.speedup``): one
+    panel per correlation threshold, cost per simulated time unit (log) to the right, mean time
+    until the correlation drops below the threshold up, with bootstrap intervals over the
+    trajectories; each rung labelled with its resolution; the horizon (where times are
+    censored) dashed."""
+    solvers = {k: v for k, v in result["solvers"].items() if "accuracy" in v}
+    levels = list(next(iter(solvers.values()))["accuracy"])
+    horizon = result["settings"]["horizon"]
+    fig, axes = plt.subplots(1, len(levels), figsize=(5.2 * len(levels), 4.2), squeeze=False)
+    for ax, level in zip(axes[0], levels, strict=True):
+
+        def point(entry, level=level):
+            acc = entry["accuracy"][level]
+            lo, hi = acc["interval"]
+            return entry["cost_ms_per_time_unit"], acc["mean"], acc["mean"] - lo, hi - acc["mean"]
+
+        rungs = [point(e) for e in solvers.values()]
+        x, y, lo, hi = (np.asarray(v) for v in zip(*rungs, strict=True))
+        ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color="0.35", label="plain solver", capsize=2)
+        for (name, _), xi, yi in zip(solvers.items(), x, y, strict=True):
+            ax.annotate(
+                name.split()[-1],
+                (xi, yi),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color="0.35",
+            )
+        for i, (name, entry) in enumerate(result["hybrids"].items()):
+            xi, yi, loi, hii = point(entry)
+            eq = entry["equivalent"][level]
+            ax.errorbar(
+                [xi],
+                [yi],
+                yerr=[[loi], [hii]],
+                fmt="s",
+                color=f"C{i}",
+                capsize=3,
+                label=f"{name}: {eq['speedup']:.2f}x ({eq['where']})",
+            )
+        ax.axhline(horizon, ls="--", color="0.6", lw=1, label="horizon (censored)")
+        ax.set_xscale("log")
+        ax.set_xlabel("wall time per simulated time unit, batch (ms)")
+        ax.set_ylabel(f"mean time until correlation < {level}")
+        ax.set_title(f"{result['system']}: correlation >= {level}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path, dpi=100)
     plt.close(fig)

@@ -8,7 +8,7 @@ from typing import Any
 from ml4dynamics import registry
 from ml4dynamics.config import SCORED_SPLITS
 from ml4dynamics.datasets import open_splits
-from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, split_score
+from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, score_key, split_score
 from ml4dynamics.gates import Champion
 
 
@@ -21,7 +21,9 @@ def champion_score(
     if champion is None:
         return Champion()
     label = f"v{champion.version} ({champion.tags.get('estimator', '?')})"
-    if champion.tags.get("data_fingerprint") == result["data_fingerprint"]:
+    key = score_key(system, evaluate.report_time)
+    same_score = champion.tags.get("score_metric", "error_horizon") == key
+    if champion.tags.get("data_fingerprint") == result["data_fingerprint"] and same_score:
         score = champion.tags.get("score")
         return Champion(None if score in (None, "None") else float(score), label)
     model, champ_system, _ = registry.load_registered(f"models:/{champion.name}/{champion.version}")
@@ -38,5 +40,5 @@ def champion_score(
         with_ablation=False,  # only the score is compared
     )
     return Champion(
-        split_score(list(summaries.values())), f"{label}, re-evaluated on the current data"
+        split_score(list(summaries.values()), key), f"{label}, re-evaluated on the current data"
     )

@@ -32,6 +32,7 @@ from ml4dynamics.evaluation import (
     frame_stride,
     headline,
     numeric_metrics,
+    score_key,
     split_score,
 )
 from ml4dynamics.faults import kill_point
@@ -56,12 +57,15 @@ def main(args: argparse.Namespace) -> int:
     summaries, curves, frames = evaluate_splits(
         datasets, closure, frozen(manifold), config.bound, config.report_time
     )
+    scored_by = score_key(system, config.report_time)
     result = {
         "system": name,
         "estimator": label,
         "closure_fingerprint": model_identity(closure, meta),
         "data_fingerprint": fingerprint({}, [layout.split(name, s) for s in SCORED_SPLITS]),
-        "score": split_score([summaries[s] for s in SCORED_SPLITS]),
+        "score": split_score([summaries[s] for s in SCORED_SPLITS], scored_by),
+        "score_metric": scored_by,
+        "chaotic": system.chaotic,
         **summaries,
     }
     plots_dir = layout.evaluate_plots(name, label)
@@ -100,6 +104,14 @@ def main(args: argparse.Namespace) -> int:
                     )
                     for s in ROLLED_OUT_SPLITS
                     if "ablation_rel_error" in curves[s]  # (none without an exact closure)
+                },
+                **{
+                    f"{s}: the coarse solver alone": (
+                        curves[s]["time"],
+                        curves[s]["coarse_alone_rel_error"],
+                    )
+                    for s in ROLLED_OUT_SPLITS
+                    if "coarse_alone_rel_error" in curves[s]  # (a closure of a coarse solver)
                 },
             },
             "relative L2 error",

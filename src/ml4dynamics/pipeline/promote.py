@@ -161,6 +161,7 @@ def _gate_tags(
     tags = {
         "data_fingerprint": submission.result["data_fingerprint"],
         "score": submission.result["score"],
+        "score_metric": submission.result.get("score_metric", "error_horizon"),
         "gates": "passed" if entry["passed"] else "failed",
         "gates.decided_in": where,
         "refusal_reason": entry["reason"] or "-",

@@ -33,7 +33,7 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -84,6 +84,12 @@ class System(abc.ABC):
     #: per-trajectory parameters read through ``param`` (see the module docstring): config fields
     #: that a split may sweep, and quantities drawn per trajectory by ``draw_params``
     sample_params: ClassVar[tuple[str, ...]] = ()
+
+    #: whether the true dynamics are chaotic: two solvers that differ by truncation error
+    #: decorrelate within an evaluation horizon (KS on L = 128 by t ~ 50), so a pointwise error
+    #: at the horizon says nothing about a closure. Evaluation then scores a closure by its error
+    #: at the report time, and the gates compare it with the coarse solver alone (``gates``).
+    chaotic: ClassVar[bool] = False
 
     def __init__(self, config: SystemConfig):
         self.config = config
@@ -202,6 +208,36 @@ class System(abc.ABC):
     @abc.abstractmethod
     def step(self, u: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
         """One step ``u_{k+1} = S(u_k, y_k)`` from time ``t`` to ``t + dt``."""
+
+    # -- the plain solver at other resolutions (systems closed by a fine solver) ---------------
+    # ``ml4d speedup`` places a hybrid on the accuracy-cost curve of the plain solver; a system
+    # whose state is a coarse grid closed by a fine solver provides these four, the others do not.
+    def fine_initial_state(self, key: jax.Array) -> jax.Array:
+        """A random state of the fine solver."""
+        raise self._no_ladder()
+
+    def fine_step(self, u: jax.Array) -> jax.Array:
+        """One step Δt of the fine solver (the truth) on a fine field."""
+        raise self._no_ladder()
+
+    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
+        """One step Δt of the system's solver, without any closure, on a grid of ``n`` points
+        per axis (a field in physical space, as ``resample`` gives it)."""
+        raise self._no_ladder()
+
+    def resample(self, u: jax.Array, n: int) -> jax.Array:
+        """A fine field on the grid of ``n`` points per axis (spectral restriction)."""
+        raise self._no_ladder()
+
+    @property
+    def has_solver_ladder(self) -> bool:
+        return type(self).plain_step is not System.plain_step
+
+    def _no_ladder(self) -> NotImplementedError:
+        return NotImplementedError(
+            f"{self.name} is not a coarse grid closed by a fine solver: it has no plain solver "
+            "at other resolutions"
+        )
 
     # -- reference data -----------------------------------------------------------------------
     def reference_trajectory(

@@ -29,7 +29,7 @@ There is no exact closure of the coarse state (the sub-grid modes are gone): the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import jax
@@ -133,6 +133,7 @@ class SpectralKS:
 class KuramotoSivashinsky(System):
     name: ClassVar[str] = "ks"
     config_class: ClassVar[type[SystemConfig]] = KuramotoSivashinskyConfig
+    chaotic: ClassVar[bool] = True  # spatio-temporal chaos at L = 128
     config: KuramotoSivashinskyConfig
 
     def __init__(self, config: KuramotoSivashinskyConfig):
@@ -180,20 +181,30 @@ class KuramotoSivashinsky(System):
         v = jax.lax.fori_loop(0, self.config.fine_substeps, lambda _, w: self.fine.step_hat(w), v)
         return jnp.fft.irfft(v, n=self.config.n_fine)
 
+    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
+        """One ETDRK4 step Δt of the KS solver on ``n`` points, no closure."""
+        return SpectralKS(n, self.config.length, self.dt).step
+
+    def resample(self, u: jax.Array, n: int) -> jax.Array:
+        return restrict(u, n)
+
     def restrict(self, u: jax.Array) -> jax.Array:
         """The coarse state ``R u`` of a fine field, shape ``state_shape``."""
         return restrict(u, self.config.n_coarse)[None]
 
-    def label(self, u: jax.Array) -> jax.Array:
-        """The closure of the coarse state R u, from the fine field ``u``."""
+    def label(self, u: jax.Array, fine_next: jax.Array | None = None) -> jax.Array:
+        """The closure of the coarse state R u, from the fine field ``u`` (and, for the
+        ``correction`` kind, its fine step ``fine_next`` when the caller has it already)."""
         c = self.config
         ubar = restrict(u, c.n_coarse)
-        if self.config.closure_kind == "filter":
+        if c.closure_kind == "filter":
             fine_square = jnp.fft.irfft(self.fine.square_hat(jnp.fft.rfft(u)), n=c.n_fine)
             coarse_square = jnp.fft.irfft(self.coarse.square_hat(jnp.fft.rfft(ubar)), n=c.n_coarse)
             return (restrict(fine_square, c.n_coarse) - coarse_square)[None]
-        fine_next = restrict(self.fine_step(u), c.n_coarse)
-        return ((fine_next - self.coarse.step(ubar)) / self.dt)[None]
+        if fine_next is None:
+            fine_next = self.fine_step(u)
+        target = restrict(fine_next, c.n_coarse)
+        return ((target - self.coarse.step(ubar)) / self.dt)[None]
 
     # -- the protocol ------------------------------------------------------------------------------
     def initial_state(self, key: jax.Array) -> jax.Array:
@@ -218,12 +229,18 @@ class KuramotoSivashinsky(System):
         u = self.fine_initial_state(key)
         u = jax.lax.fori_loop(0, warmup_steps, lambda _, w: self.fine_step(w), u)
 
-        def stride(w: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
-            return jax.lax.fori_loop(0, store_every, lambda _, x: self.fine_step(x), w), w
+        def stride(w: jax.Array, _: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+            # the stride's first fine step is the one the correction label needs: kept, not redone
+            first = self.fine_step(w)
+            later = jax.lax.fori_loop(0, store_every - 1, lambda _, x: self.fine_step(x), first)
+            return later, (w, first)
 
-        last, stored = jax.lax.scan(stride, u, None, length=steps // store_every)
+        last, (stored, firsts) = jax.lax.scan(stride, u, None, length=steps // store_every)
         frames = jnp.concatenate([stored, last[None]])
-        return jax.vmap(self.restrict)(frames), jax.vmap(self.label)(frames)
+        if self.config.closure_kind == "filter":  # τ needs no fine step
+            return jax.vmap(self.restrict)(frames), jax.vmap(self.label)(frames)
+        nexts = jnp.concatenate([firsts, self.fine_step(last)[None]])
+        return jax.vmap(self.restrict)(frames), jax.vmap(self.label)(frames, nexts)
 
     @property
     def label_description(self) -> str:

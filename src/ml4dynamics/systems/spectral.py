@@ -3,8 +3,9 @@ spectral restriction of a fine grid to a coarse one, and the fourth-order expone
 differencing Runge–Kutta scheme (ETDRK4, Cox & Matthews 2002) with its coefficients evaluated by
 contour integrals (Kassam & Trefethen 2005).
 
-Everything acts on the last axis (or the last two, ``restrict2``) of real fields through ``rfft``;
-the coefficients are computed once, in float64/complex128 with NumPy, when a system is built.
+Everything acts on the last axis of real fields through ``rfft``, or on the last two (a square
+grid, the ``2`` variants) through ``rfft2``; the coefficients are computed once, in
+float64/complex128 with NumPy, when a system is built.
 """
 
 from __future__ import annotations
@@ -31,13 +32,61 @@ def dealias_mask(n: int) -> np.ndarray:
 def restrict(u: jax.Array, n_coarse: int) -> jax.Array:
     """Spectral restriction along the last axis: the coarse grid's samples of the fine field's
     Fourier modes |k| < n_coarse/2 (the coarse Nyquist mode, which a real coarse field cannot hold
-    as a travelling wave, is dropped). Exact for fields with no finer modes."""
+    as a travelling wave, is dropped). Exact for fields with no finer modes. Any even
+    ``n_coarse`` up to ``n`` works (the speed-up ladder uses grids that do not divide ``n``)."""
     n = u.shape[-1]
-    if n_coarse > n or n % n_coarse:
-        raise ValueError(f"cannot restrict {n} points to {n_coarse}: it must divide {n}")
+    if n_coarse > n or n_coarse % 2:
+        raise ValueError(
+            f"cannot restrict {n} points to {n_coarse}: it must be an even number <= {n}"
+        )
     u_hat = jnp.fft.rfft(u)[..., : n_coarse // 2 + 1] * (n_coarse / n)
     u_hat = u_hat.at[..., n_coarse // 2].set(0.0)
     return jnp.fft.irfft(u_hat, n=n_coarse)
+
+
+def wavenumbers2(n: int, length: float) -> tuple[np.ndarray, np.ndarray]:
+    """Angular wavenumbers ``(k1, k2)`` of ``rfft2`` on an ``n × n`` grid of period ``length``
+    along both axes, each of shape ``(n, n//2 + 1)``: ``k1`` along the first axis (both signs),
+    ``k2`` along the last (the ``rfft`` half)."""
+    k1 = 2 * np.pi * np.fft.fftfreq(n, d=length / n)
+    k1, k2 = np.meshgrid(k1, wavenumbers(n, length), indexing="ij")
+    return k1, k2
+
+
+def dealias_mask2(n: int) -> np.ndarray:
+    """The 2/3 rule on the ``rfft2`` modes of an ``n × n`` grid, axis by axis (a square of kept
+    modes): |k1| < n/3 and |k2| < n/3, shape ``(n, n//2 + 1)``."""
+    k1 = np.abs(np.fft.fftfreq(n, d=1 / n))
+    return (k1 < n / 3)[:, None] & dealias_mask(n)[None, :]
+
+
+def restrict2_hat(v: jax.Array, n_coarse: int) -> jax.Array:
+    """The ``rfft2`` coefficients of the spectral restriction of a square field to ``n_coarse²``
+    points, from its own ``rfft2`` coefficients ``v`` (last two axes ``(n, n//2 + 1)``): the
+    modes with |k1|, |k2| < n_coarse/2, rescaled to the coarse grid's transform; the coarse
+    Nyquist row and column are zero."""
+    n = v.shape[-2]
+    if v.shape[-1] != n // 2 + 1 or n_coarse > n or n % n_coarse or n_coarse % 2:
+        raise ValueError(
+            f"cannot restrict a {n}-point square grid to {n_coarse}: it must be even and divide {n}"
+        )
+    h = n_coarse // 2
+    kept = v[..., :, :h]  # the columns k2 = 0 .. h-1; the coarse Nyquist column h is zero
+    rows = [kept[..., :h, :], jnp.zeros_like(kept[..., :1, :]), kept[..., n - h + 1 :, :]]
+    coarse = jnp.concatenate(rows, axis=-2)  # k1 = 0 .. h-1, the Nyquist row, -(h-1) .. -1
+    coarse = jnp.concatenate([coarse, jnp.zeros_like(coarse[..., :1])], axis=-1)
+    return coarse * (n_coarse / n) ** 2
+
+
+def restrict2(u: jax.Array, n_coarse: int) -> jax.Array:
+    """Spectral restriction of a square field (the last two axes) to ``n_coarse × n_coarse``
+    points: ``restrict`` along both axes (modes |k1|, |k2| < n_coarse/2). Exact for fields with no
+    finer modes."""
+    n = u.shape[-1]
+    if u.shape[-2] != n:
+        raise ValueError(f"restrict2 needs a square grid, got {u.shape[-2:]}")
+    coarse = restrict2_hat(jnp.fft.rfft2(u), n_coarse)
+    return jnp.fft.irfft2(coarse, s=(n_coarse, n_coarse))
 
 
 @dataclasses.dataclass(frozen=True)
