@@ -112,6 +112,29 @@ SMALL_PARAMS = {
             "ood": {"trajectories": 1, "steps": 40, "seed": 34, "system": {"length": [40.0]}},
         },
     },
+    "kolmogorov": {
+        "system": {
+            "dt": 0.04,
+            "n_fine": 32,
+            "coarsening": 2,
+            "fine_substeps": 2,
+            "viscosity": 1.0e-3,
+            "drag": 0.1,
+            "forcing_wavenumber": 4,
+            "closure_kind": "correction",
+            "ic_modes": 4,
+            "ic_std": 4.0,
+        },
+        "data": {
+            "warmup_steps": 20,
+            "store_every": 2,
+            "label_noise": 0.0,
+            "train": {"trajectories": 2, "steps": 20, "seed": 51},
+            "val": {"trajectories": 1, "steps": 20, "seed": 52},
+            "test": {"trajectories": 1, "steps": 20, "seed": 53},
+            "ood": {"trajectories": 1, "steps": 20, "seed": 54, "system": {"viscosity": [2.0e-3]}},
+        },
+    },
     "manifold": {
         "linear": {
             "model": {"kind": "linear", "latent": 1},
@@ -156,8 +179,38 @@ SMALL_PARAMS = {
                 "schedule": "constant",
             },
         },
+        **{
+            name: {  # closed form, as rd: the coarse grids' states, a few principal modes
+                "model": {"kind": "pca", "rank": 12, "energy": 0.9999, "shifts": 2},
+                "optim": {
+                    "optimizer": "adam",
+                    "lr": 0.003,
+                    "epochs": 1,
+                    "batch_size": 8,
+                    "seed": 0,
+                    "checkpoint_every": 1,
+                    "schedule": "constant",
+                },
+            }
+            for name in ("ks", "kolmogorov")
+        },
     },
     "train": {
+        **{
+            name: {  # periodic U-Nets on the coarse grid (16 points, 16^2)
+                "model": {"kind": "unet", "width": 2, "levels": 1, "dtype": "float32"},
+                "optim": {
+                    "optimizer": "adam",
+                    "lr": 0.003,
+                    "epochs": 2,
+                    "batch_size": 8,
+                    "seed": 0,
+                    "checkpoint_every": 1,
+                    "schedule": "constant",
+                },
+            }
+            for name in ("ks", "kolmogorov")
+        },
         "linear": {
             "model": {"kind": "linear"},
             "optim": {
@@ -202,7 +255,10 @@ SMALL_PARAMS = {
         "tr-gradient": {"kind": "tr", "normal": "gradient"},
         "tr-projector": {"kind": "tr", "normal": "projector"},
     },
-    "reg": {name: {"lam": 1.0, "eps": 1.0e-8} for name in ("linear", "rd", "ns_channel", "ks")},
+    "reg": {
+        name: {"lam": 1.0, "eps": 1.0e-8}
+        for name in ("linear", "rd", "ns_channel", "ks", "kolmogorov")
+    },
     "evaluate": {"bound": 10.0, "report_time": 2.0},
     "promote": {"max_error": 0.5, "max_shift": 2.0},
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},

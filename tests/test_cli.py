@@ -25,7 +25,9 @@ def test_every_subcommand_has_help(tmp_path, capsys):
         assert len(description) > 40 and "``" not in description  # its module docstring
     for name in ("generate", "train", "bench", "shift-correlation"):  # system names: registry
         sub = build_parser(name)._subparsers._group_actions[0].choices[name]  # noqa: SLF001
-        assert "one of ks, linear, ns_channel, rd" in " ".join(sub.format_help().split()), name
+        assert "one of kolmogorov, ks, linear, ns_channel, rd" in " ".join(
+            sub.format_help().split()
+        ), name
 
 
 def test_version_and_instant_top_level_help(tmp_path):

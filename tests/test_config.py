@@ -45,7 +45,8 @@ BAD = [
     (
         "heat",
         {"system": {}, "data": {}},
-        "heat: unknown section; use one of: ks, linear, ns_channel, rd, manifold, train, estimators, reg,",
+        "heat: unknown section; use one of: kolmogorov, ks, linear, ns_channel, rd, manifold, train, "
+        "estimators, reg,",
     ),
 ]
 
@@ -123,7 +124,8 @@ def test_unknown_system_on_the_command_line(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr
-        == "ml4d: error: unknown system 'heat'; known systems: ks, linear, ns_channel, rd\n"
+        == "ml4d: error: unknown system 'heat'; known systems: kolmogorov, ks, linear, ns_channel, "
+        "rd\n"
     )
     assert not (tmp_path / "data").exists()
 

@@ -186,4 +186,7 @@ def test_the_peers_we_measure_against_are_never_runtime_dependencies():
             if any(name.split(".")[0] in PEERS for name in names):
                 where = "module level" if id(node) in top_level else "in a function"
                 importing.append(f"{path.relative_to(SRC)} ({where})")
-    assert importing == ["ml4dynamics/solver_bench.py (in a function)"], importing
+    # exponax and jax-cfd, each where the benchmark builds its step
+    assert importing and set(importing) == {"ml4dynamics/solver_bench.py (in a function)"}, (
+        importing
+    )

@@ -182,14 +182,15 @@ def test_a_bad_configuration_names_its_field(change, field):
 
 
 def test_bench_solvers_measures_ours_exponax_and_the_fft_floor_in_one_run(tmp_path, capsys):
-    """`ml4d bench solvers` (tiny counts): every solver single and batched, and the ratios of
-    the same run, written to the JSON it names."""
+    """`ml4d bench solvers` (tiny counts and a 24² grid in 2D): every solver single and
+    batched, and the ratios of the same run, written to the JSON it names."""
     import json
 
     from ml4dynamics.cli import main
 
     out = tmp_path / "solvers.json"
     args = ["bench", "solvers", "--steps", "3", "--repeats", "1", "--batch", "2", "--out", str(out)]
+    args += ["--kolmogorov-n", "24", "--kolmogorov-batch", "3", "--kolmogorov-steps", "2"]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
@@ -201,3 +202,13 @@ def test_bench_solvers_measures_ours_exponax_and_the_fft_floor_in_one_run(tmp_pa
         assert ks["ours_over_exponax"][case] == pytest.approx(row["ours"] / row["exponax"])
         assert ks["ours_over_fft_floor"][case] == pytest.approx(row["ours"] / row["fft_floor"])
     assert "512 points" in ks["what"] and "5 rfft+irfft pairs" in ks["what"]
+    kolmogorov = report["kolmogorov"]
+    times = kolmogorov["ms_per_step_median"]
+    assert set(times) == {"single", "batch3"}
+    for case, row in times.items():
+        assert set(row) == {"ours", "exponax", "jax_cfd", "fft_floor"} and min(row.values()) > 0
+        for peer in ("exponax", "jax_cfd", "fft_floor"):
+            ratio = kolmogorov[f"ours_over_{peer}"][case]
+            assert ratio == pytest.approx(row["ours"] / row[peer])
+    assert "24^2 points" in kolmogorov["what"] and "9 rfft2 + 13 irfft2" in kolmogorov["what"]
+    assert kolmogorov["transforms_per_step"] == {"ours": 22, "exponax": 22, "jax_cfd": 27}

@@ -12,6 +12,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 from ml4dynamics.outputs import atomic_file  # noqa: E402
 
@@ -297,7 +298,11 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
                 label=f"{name}: {eq['speedup']:.2f}x ({eq['where']})",
             )
         ax.axhline(horizon, ls="--", color="0.6", lw=1, label="horizon (censored)")
+        for name, entry in result["solvers"].items():
+            if "accuracy" not in entry:  # the reference: its cost only
+                ax.axvline(entry["cost_ms_per_time_unit"], ls=":", color="0.3", lw=1, label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("wall time per simulated time unit, batch (ms)")
         ax.set_ylabel(f"mean time until correlation < {level}")
         ax.set_title(f"{result['system']}: correlation >= {level}")

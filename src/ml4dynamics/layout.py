@@ -65,9 +65,9 @@ class Layout:
     def evaluate_metrics(self, system: str, estimator: str) -> Path:
         return self.evaluations(system) / f"{estimator}.json"
 
-    def pipeline_estimators(self, system: str) -> set[str] | None:
-        """The estimators of ``system`` that ``dvc.yaml`` lists under ``vars.models`` (the models
-        the pipeline trains), or None where there is no ``dvc.yaml``."""
+    def _pipeline_models(self) -> dict | None:
+        """``vars.models`` of ``dvc.yaml`` (the models the pipeline trains: name → system,
+        estimator, weights), or None where there is no ``dvc.yaml``."""
         import yaml
 
         path = self.root / "dvc.yaml"
@@ -78,7 +78,21 @@ class Layout:
         for entry in pipeline.get("vars", []):
             if isinstance(entry, dict) and isinstance(entry.get("models"), dict):
                 models.update(entry["models"])
+        return models
+
+    def pipeline_estimators(self, system: str) -> set[str] | None:
+        """The estimators of ``system`` that ``dvc.yaml`` lists under ``vars.models`` (the models
+        the pipeline trains), or None where there is no ``dvc.yaml``."""
+        models = self._pipeline_models()
+        if models is None:
+            return None
         return {m["estimator"] for m in models.values() if m.get("system") == system}
+
+    def pipeline_systems(self) -> list[str]:
+        """The systems with models in ``dvc.yaml``, in its order (what the report and the shift
+        correlation cover by default: an opt-in system once it is listed)."""
+        models = self._pipeline_models() or {}
+        return list(dict.fromkeys(m["system"] for m in models.values() if "system" in m))
 
     def evaluation_files(self, system: str) -> tuple[list[Path], list[Path]]:
         """(evaluations of the models the pipeline lists, evaluations left over from models that

@@ -3,9 +3,9 @@ side, with the closure network in float32 and in float64 (``ml4dynamics.step_cos
 the medians, their ratios to OLS and the float64 ÷ float32 ratios as JSON. Needs the generate
 and fit_manifold outputs (`dvc repro fit_manifold@SYSTEM`).
 
-``ml4d bench solvers``: our solver steps against the peers (exponax) and the FFT floor, single
-trajectory and batched, in one run (``ml4dynamics.solver_bench``; needs the bench extra), to
-bench/solvers.json.
+``ml4d bench solvers``: our solver steps against the peers (exponax; jax-cfd in 2D) and the FFT
+floor, single trajectory and batched, in one run (``ml4dynamics.solver_bench``; needs the bench
+extra), to bench/solvers.json.
 
 Not DVC stages (timings are not reproducible bytes); the report stage tabulates bench/.
 """
@@ -39,6 +39,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--steps", type=int, default=None, help="steps per repeat (default: 20; solvers: 200)"
     )
     parser.add_argument("--batch", type=int, default=64, help="solvers: the batch size (64)")
+    parser.add_argument(
+        "--kolmogorov-n", type=int, default=256, help="solvers: the 2D grid's points per side (256)"
+    )
+    parser.add_argument(
+        "--kolmogorov-batch",
+        type=int,
+        default=8,
+        help="solvers: the 2D batch size (8: the run takes ~1.5 minutes on 2 CPU cores, 64 ~8)",
+    )
+    parser.add_argument(
+        "--kolmogorov-steps", type=int, default=20, help="solvers: 2D steps per repeat (20)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,7 +58,16 @@ def main(args: argparse.Namespace) -> int:
         from ml4dynamics.solver_bench import run
 
         out = Path(args.out or "bench/solvers.json")
-        print_json(run(out, args.batch, args.steps or 200, args.repeats))
+        report = run(
+            out,
+            args.batch,
+            args.steps or 200,
+            args.repeats,
+            args.kolmogorov_n,
+            args.kolmogorov_batch,
+            args.kolmogorov_steps,
+        )
+        print_json(report)
         return 0
     args.steps = 20 if args.steps is None else args.steps
     for flag in ("repeats", "steps"):

@@ -1,5 +1,6 @@
 """Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md,
-bench/SYSTEM_train_step.json and bench/solvers.json when committed).
+bench/SYSTEM_train_step.json, bench/solvers.json and bench/SYSTEM_speedup.json when
+committed).
 
 ``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
 the files ``dvc repro`` and ``ml4d sweep`` wrote.
@@ -22,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--system",
         action="append",
-        help="systems with trained closures (default: rd, ns_channel, ks)",
+        help="systems with trained closures (default: those with models in dvc.yaml)",
     )
 
 
@@ -33,7 +34,7 @@ def _read(path: Path):
 def main(args: argparse.Namespace) -> int:
     layout = Layout()
     sections = []
-    for name in args.system or ["rd", "ns_channel", "ks"]:
+    for name in args.system or layout.pipeline_systems():
         files = layout.current_evaluations(name)
         evaluations = {f.stem: json.loads(f.read_text()) for f in files}
         trainings = {e: _read(layout.train_metrics(name, e)) or {} for e in evaluations}
@@ -62,6 +63,11 @@ def main(args: argparse.Namespace) -> int:
     solvers = _read(Path("bench/solvers.json"))
     if solvers:
         sections.append(report.solver_bench_section(solvers))
+    for record_path in sorted(Path("bench").glob("*_speedup.json")):
+        name = record_path.name.removesuffix("_speedup.json")
+        png = record_path.with_suffix(".png")
+        image = f"../{png.as_posix()}" if png.is_file() else None  # (the page is in docs/)
+        sections.append(report.speedup_section(name, _read(record_path), image))
     linear = _read(layout.linear_theory_metrics)
     if linear:
         sections.append(report.linear_section(linear))

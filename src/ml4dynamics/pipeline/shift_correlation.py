@@ -20,14 +20,18 @@ from ml4dynamics.shift_correlation import correlate, units
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    system_argument(parser, nargs="+", what="systems whose evaluations to pool")
+    system_argument(
+        parser,
+        nargs="*",
+        what="systems whose evaluations to pool (default: those with models in dvc.yaml)",
+    )
     parser.add_argument("--out", help="output JSON (default: metrics/shift_correlation.json)")
 
 
 def main(args: argparse.Namespace) -> int:
     layout = Layout()
     rows: list[dict[str, Any]] = []
-    for system in args.system:
+    for system in args.system or layout.pipeline_systems():
         for path in layout.current_evaluations(system):
             rows += units(json.loads(path.read_text()), str(path))
     result = correlate(rows)

@@ -64,11 +64,12 @@ def restrict2_hat(v: jax.Array, n_coarse: int) -> jax.Array:
     """The ``rfft2`` coefficients of the spectral restriction of a square field to ``n_coarse²``
     points, from its own ``rfft2`` coefficients ``v`` (last two axes ``(n, n//2 + 1)``): the
     modes with |k1|, |k2| < n_coarse/2, rescaled to the coarse grid's transform; the coarse
-    Nyquist row and column are zero."""
+    Nyquist row and column are zero. Any even ``n_coarse`` up to ``n``, as ``restrict``."""
     n = v.shape[-2]
-    if v.shape[-1] != n // 2 + 1 or n_coarse > n or n % n_coarse or n_coarse % 2:
+    if v.shape[-1] != n // 2 + 1 or n_coarse > n or n_coarse % 2:
         raise ValueError(
-            f"cannot restrict a {n}-point square grid to {n_coarse}: it must be even and divide {n}"
+            f"cannot restrict a {n}-point square grid to {n_coarse}: it must be an even number "
+            f"<= {n}"
         )
     h = n_coarse // 2
     kept = v[..., :, :h]  # the columns k2 = 0 .. h-1; the coarse Nyquist column h is zero

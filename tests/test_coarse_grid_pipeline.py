@@ -1,0 +1,59 @@
+"""The coarse grids closed by a fine solver (ks, kolmogorov) through every stage a user runs, at a
+tiny size, in one process (the commands' own ``main``): generate → fit-manifold → train (OLS and
+TR) → evaluate (beside the coarse solver alone, scored at the report time: both are chaotic) →
+promote (registered as ``<system>-closure``) → simulate and speedup from the registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ml4dynamics.cli import main as cli
+from ml4dynamics.datasets import open_dataset
+from tests.conftest import small_params, write_params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", small_params())
+    return tmp_path
+
+
+def run(args: list[str], capsys) -> str:
+    code = cli(args)
+    out, err = capsys.readouterr()
+    assert code == 0, f"ml4d {' '.join(args)}: {err}"
+    return out
+
+
+@pytest.mark.parametrize("system", ["ks", "kolmogorov"])
+def test_a_coarse_grid_closure_goes_through_the_pipeline(system, workdir, capsys):
+    run(["generate", system], capsys)
+    run(["fit-manifold", system], capsys)
+    for estimator in ("ols", "tr-projector"):
+        run(["train", system, "--estimator", estimator], capsys)
+        run(["evaluate", system, "--estimator", estimator], capsys)
+        result = json.loads((workdir / f"metrics/{system}/evaluate/{estimator}.json").read_text())
+        assert result["chaotic"] and result["score_metric"] == "error_t2"  # report_time 2
+        for split in ("val", "test", "ood"):
+            assert result[split]["ablation"] is None  # no exact closure: no ablation ...
+            base = result[split]["coarse_alone"]  # ... but the coarse solver alone beside it
+            assert base["stable_fraction"] == 1.0 and base["error_horizon"] > 0
+    printed = run(["promote", system], capsys)
+    promotion = json.loads((workdir / f"metrics/{system}/promotion.json").read_text())
+    assert promotion["registered_model"] == f"{system}-closure"
+    assert set(promotion["candidates"]) == {"ols", "tr-projector"}
+    for entry in promotion["candidates"].values():
+        assert "beats_coarse_solver" in entry["gates"] and entry["decision"] in printed
+    uri = f"models:/{system}-closure/{promotion['candidates']['ols']['version']}"
+    out = workdir / "run.zarr"
+    run(["simulate", "--model", uri, "--steps", "4", "--out", str(out), "--warmup", "4"], capsys)
+    assert open_dataset(out).sizes["time"] == 5
+    spacing = "0.5" if system == "ks" else "0.08"  # (frames: multiples of the time step)
+    args = ["speedup", uri, "--ladder", "16,24", "--trajectories", "2", "--horizon", "2"]
+    printed = run([*args, "--spacing", spacing, "--steps", "2", "--repeats", "1"], capsys)
+    assert "speed-up" in printed and (workdir / f"bench/{system}_speedup.json").is_file()
