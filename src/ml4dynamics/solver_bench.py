@@ -151,24 +151,26 @@ def timed(step: Callable[[jax.Array], jax.Array], u0: jax.Array, steps: int, rep
 
 def timed_together(
     steps_by_name: Mapping[str, Callable[[jax.Array], jax.Array]],
-    u0: jax.Array,
+    u0: jax.Array | Mapping[str, jax.Array],
     steps: int,
     repeats: int,
 ) -> dict[str, float]:
     """``timed`` for several steps side by side: every loop compiled first, then each repeat
     times each step in turn, so that a change in the machine's load (a shared machine) falls on
-    all of them alike; the median milliseconds per step of each."""
+    all of them alike; the median milliseconds per step of each. ``u0``: one start for all, or
+    each step's own (by name: solvers on different grids)."""
+    starts = u0 if isinstance(u0, Mapping) else dict.fromkeys(steps_by_name, u0)
     loops = {
         name: jax.jit(lambda u, step=step: jax.lax.fori_loop(0, steps, lambda _, v: step(v), u))
         for name, step in steps_by_name.items()
     }
-    for loop in loops.values():
-        jax.block_until_ready(loop(u0))  # compile
+    for name, loop in loops.items():
+        jax.block_until_ready(loop(starts[name]))  # compile
     samples: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(repeats):
         for name, loop in loops.items():
             start = time.perf_counter()
-            jax.block_until_ready(loop(u0))
+            jax.block_until_ready(loop(starts[name]))
             samples[name].append((time.perf_counter() - start) / steps * 1e3)
     return {name: statistics.median(values) for name, values in samples.items()}
 

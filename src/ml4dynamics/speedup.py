@@ -12,13 +12,16 @@ fine solver (``System.has_solver_ladder``).
   horizon; the mean over trajectories, with a bootstrap interval over trajectories.
 - **Cost**: wall-clock milliseconds per simulated time unit for the whole batch of trajectories,
   each solver stepping in one compiled loop (``jax.vmap`` over the batch, as ``hybrid_rollouts``
-  and a user's rollout run), all measured in the same run; the median of ``repeats``.
-- **Placement**: the ladder's points (accuracy, log cost), made monotone in the resolution, are
-  interpolated at a hybrid's accuracy; that gives its *equivalent resolution* and the cost of the
-  plain solver that is as accurate, and the *speed-up* = that cost ÷ the hybrid's own cost. The
-  interval resamples trajectories (the costs are held fixed: they are one run's medians). A hybrid
-  less accurate than the coarsest rung, or more accurate than the finest, is marked ``below`` or
-  ``above`` the ladder and its numbers are the ladder's end (a bound, not an estimate).
+  and a user's rollout run), all measured in the same run, each repeat timing every solver in
+  turn (a change of a shared machine's load falls on all alike); the median of ``repeats``.
+- **Placement**: the ladder's points (accuracy, log cost), made monotone in the resolution (a
+  finer rung is at least as accurate, and a rung costs the cheapest of itself and the finer
+  ones), are interpolated at a hybrid's accuracy; that gives its *equivalent resolution* and
+  the cost of the plain solver that is as accurate, and the *speed-up* = that cost ÷ the
+  hybrid's own cost. The interval resamples trajectories (the costs are held fixed: they are
+  one run's medians). A hybrid less accurate than the coarsest rung, or more accurate than the
+  finest, is marked ``below`` or ``above`` the ladder and its numbers are the ladder's end (a
+  bound, not an estimate).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.evaluation import correlation, network_closure
-from ml4dynamics.solver_bench import timed
+from ml4dynamics.solver_bench import timed_together
 
 THRESHOLDS = (0.95, 0.8)
 #: rungs of the default ladder, as multiples of the coarse grid (rounded to even sizes)
@@ -122,9 +125,12 @@ def place(
     accuracy: float, ladder_acc: np.ndarray, ladder_n: np.ndarray, ladder_cost: np.ndarray
 ) -> tuple[float, float, str]:
     """(equivalent resolution, equivalent cost, where) of a hybrid of mean correlation time
-    ``accuracy`` on the ladder; the ladder's accuracy is made non-decreasing in the resolution
-    first (a finer grid never counts as less accurate than a coarser one)."""
+    ``accuracy`` on the ladder. First the ladder is made monotone: a finer grid never counts as
+    less accurate than a coarser one, and the cost of a rung is the cheapest of it and every
+    finer rung (FFT sizes with large prime factors are slower: 144 or 320 points can cost more
+    than 192 or 384, and a user would take the finer, cheaper grid)."""
     acc = np.maximum.accumulate(ladder_acc)
+    ladder_cost = np.minimum.accumulate(np.asarray(ladder_cost)[::-1])[::-1]
     where = "below" if accuracy < acc[0] else "above" if accuracy > acc[-1] else "inside"
     n = float(np.interp(accuracy, acc, ladder_n))
     cost = float(np.exp(np.interp(accuracy, acc, np.log(ladder_cost))))
@@ -145,7 +151,7 @@ def speedup(
     warmup: int,
     seed: int = 0,
     spacing: float = 1.0,
-    steps: int = 200,
+    steps: int = 1000,
     repeats: int = 5,
     resamples: int = 2000,
 ) -> dict[str, Any]:
@@ -170,14 +176,14 @@ def speedup(
     u0 = reference_states(system, seed, trajectories, warmup)
     reference = on_coarse(trajectory(system.fine_step, u0, frames, stride))
     times: dict[str, dict[float, np.ndarray]] = {}
-    costs: dict[str, float] = {}
-    per_unit = 1.0 / system.dt  # steps per simulated time unit
+    batched: dict[str, Callable[[jax.Array], jax.Array]] = {}
+    starts: dict[str, jax.Array] = {}
 
     def measure(name: str, step, start: jax.Array, restrict_out=None) -> None:
         if restrict_out is not None:  # (the reference itself: its cost only)
             run = trajectory(step, start, frames, stride)
             times[name] = correlation_times(restrict_out(run), reference, spacing, THRESHOLDS)
-        costs[name] = timed(jax.vmap(step), start, steps, repeats) * per_unit
+        batched[name], starts[name] = jax.vmap(step), start
 
     for n in ladder:
         measure(f"solver {n}", system.plain_step(n), system.resample(u0, n), on_coarse)
@@ -191,6 +197,11 @@ def speedup(
             return system.step(u, closure(u, 0.0), 0.0)
 
         measure(label, hybrid_step, states, lambda x: np.asarray(x)[:, :, 0])
+    # every solver timed in turn within each repeat: a change of the machine's load hits all
+    per_unit = 1.0 / system.dt  # steps per simulated time unit
+    costs = {
+        name: ms * per_unit for name, ms in timed_together(batched, starts, steps, repeats).items()
+    }
 
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, trajectories, size=(resamples, trajectories))

@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=1000, help="initial states (default 1000: not a data seed)"
     )
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per repeat (200)")
+    parser.add_argument("--steps", type=int, default=1000, help="timed steps per repeat (1000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; median kept (5)")
     parser.add_argument("--out", help="output JSON (default: bench/SYSTEM_speedup.json)")
 
