@@ -88,8 +88,45 @@ def test_a_zero_closure_lands_on_the_coarse_rung_and_finer_solvers_last_longer(t
         rungs = [result["solvers"][f"solver {n}"]["accuracy"][level]["mean"] for n in LADDER]
         assert rungs[-1] > rungs[0], rungs  # measured: 48 points never decorrelate by t = 30
     assert set(result["solvers"]) == {*(f"solver {n}" for n in LADDER), "fine 64 (the reference)"}
+    assert [result["solvers"][f"solver {n}"]["resolution"] for n in LADDER] == LADDER
     png = figures.speedup(tmp_path / "speedup.png", result)
     assert png.stat().st_size > 10_000
+
+
+def test_the_results_page_lists_the_ladder_from_coarse_to_fine():
+    """JSON sorts names ('solver 112' before 'solver 64'): the page orders rungs by grid."""
+    from ml4dynamics.report import speedup_section
+
+    def rung(n, t):
+        acc = {"mean": t, "interval": [t, t], "censored": 0}
+        return {"resolution": n, "cost_ms_per_time_unit": n, "accuracy": {"0.8": acc}}
+
+    hybrid = {
+        "cost_ms_per_time_unit": 5.0,
+        "accuracy": {"0.8": {"mean": 1.0, "interval": [1.0, 1.0], "censored": 0}},
+        "equivalent": {
+            "0.8": {
+                "resolution": 64.0,
+                "resolution_interval": [64.0, 64.0],
+                "speedup": 0.1,
+                "speedup_interval": [0.1, 0.1],
+                "where": "below",
+            }
+        },
+    }
+    settings = {"trajectories": 2, "warmup_steps": 0, "spacing": 0.1, "horizon": 1.0}
+    settings.update(coarse=64, timing="t", backend="cpu")
+    record = {
+        "settings": settings,
+        "solvers": {
+            "fine 256 (the reference)": {"resolution": 256, "cost_ms_per_time_unit": 9.0},
+            "solver 112": rung(112, 3.0),
+            "solver 64": rung(64, 2.0),
+        },
+        "hybrids": {"ols v1": hybrid},
+    }
+    page = speedup_section("kolmogorov", record)
+    assert page.index("| solver 64 |") < page.index("| solver 112 |") < page.index("hybrid ols")
 
 
 @pytest.fixture

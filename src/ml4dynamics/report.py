@@ -267,10 +267,10 @@ def speedup_section(name: str, record: Mapping[str, Any], image: str | None = No
         return f"{number(acc['mean'])} [{number(lo)}, {number(hi)}]{censored}"
 
     head = ["run", "cost (ms per time unit)", *(f"time to ρ < {c}" for c in levels)]
+    ladder = [(k, v) for k, v in record["solvers"].items() if "accuracy" in v]
     rows = [
         [solver, number(entry["cost_ms_per_time_unit"]), *(accuracy(entry, c) for c in levels)]
-        for solver, entry in record["solvers"].items()
-        if "accuracy" in entry
+        for solver, entry in sorted(ladder, key=lambda item: item[1].get("resolution", 0))
     ]
     rows += [
         [

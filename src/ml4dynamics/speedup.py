@@ -225,9 +225,12 @@ def speedup(
         "solvers": {},
         "hybrids": {},
     }
-    result["solvers"][fine] = {"cost_ms_per_time_unit": costs[fine]}
+    fine_n = system.config.n_fine
+    result["solvers"][fine] = {"resolution": fine_n, "cost_ms_per_time_unit": costs[fine]}
     for name in times:
         entry: dict[str, Any] = {"cost_ms_per_time_unit": costs[name], "accuracy": {}}
+        if name not in closures:  # a rung: its grid (JSON sorts names: 112 before 64)
+            entry["resolution"] = int(name.split()[-1])
         for level in THRESHOLDS:
             t = times[name][level]
             entry["accuracy"][f"{level:g}"] = {
