@@ -262,8 +262,7 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
     until the correlation drops below the threshold up, with bootstrap intervals over the
     trajectories; each rung labelled with its resolution; the horizon (where times are
     censored) dashed."""
-    ladder = [(k, v) for k, v in result["solvers"].items() if "accuracy" in v]
-    solvers = dict(sorted(ladder, key=lambda item: item[1].get("resolution", 0)))  # coarse first
+    solvers = {k: v for k, v in result["solvers"].items() if "accuracy" in v}
     levels = list(next(iter(solvers.values()))["accuracy"])
     horizon = result["settings"]["horizon"]
     fig, axes = plt.subplots(1, len(levels), figsize=(5.2 * len(levels), 4.2), squeeze=False)
