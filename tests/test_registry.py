@@ -91,8 +91,8 @@ def test_no_champion_says_which_gates_refused_each_version(store, generated):
         registry.load_registered("models:/rd-closure@champion")
     assert str(refused.value) == (
         "rd-closure has no champion: all 2 versions failed their gates (v1 (ols): "
-        "finite_and_bounded; v2 (ols): max_error, max_shift); to run one anyway, name it: "
-        "--model models:/rd-closure/2"
+        "finite_and_bounded; v2 (ols): max_error, max_shift); to run one anyway, name its "
+        "version, e.g. models:/rd-closure/2"
     )
     _, _, meta = registry.load_registered("models:/rd-closure/2")
     assert meta["registry"]["version"] == 2 and meta["registry"]["gates"] == "failed"

@@ -248,7 +248,8 @@ def _no_alias(model_uri: str) -> ML4DError | None:
     if len(refused) == len(versions):
         return ML4DError(
             f"{name} has no champion: all {len(versions)} versions failed their gates "
-            f"({reasons}); to run one anyway, name it: --model models:/{name}/{latest.version}"
+            f"({reasons}); to run one anyway, name its version, e.g. "
+            f"models:/{name}/{latest.version}"
         )
     return ML4DError(
         f"{name} has no champion yet ({len(versions)} versions, {len(refused)} refused); run "
