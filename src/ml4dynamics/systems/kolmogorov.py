@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.coarse_grid import check_grids, stored_fine_run
 from ml4dynamics.systems.spectral import (
     ETDRK4,
     dealias_mask2,
@@ -65,7 +66,6 @@ from ml4dynamics.systems.spectral import (
 )
 from ml4dynamics.validation import require, require_non_negative, require_positive
 
-CLOSURE_KINDS = ("correction", "filter")
 LENGTH = 2 * np.pi
 
 
@@ -89,26 +89,8 @@ class KolmogorovConfig(SystemConfig):
 
     def __post_init__(self) -> None:
         require_positive(self.dt, "dt", "the time step of the coarse solver")
-        require(
-            self.n_fine >= 16 and self.n_fine % 2 == 0,
-            "n_fine",
-            f"must be an even number >= 16, got {self.n_fine}",
-            "use e.g. 256",
-        )
-        require(
-            self.coarsening >= 1 and self.n_fine % self.coarsening == 0,
-            "coarsening",
-            f"must divide n_fine = {self.n_fine}, got {self.coarsening}",
-            "use e.g. 4",
-        )
-        n_coarse = self.n_fine // self.coarsening
-        require(
-            n_coarse % 2 == 0 and n_coarse >= 8,
-            "coarsening",
-            f"leaves {n_coarse} coarse points per side; an even number >= 8 is needed",
-            "use a smaller coarsening",
-        )
-        require(self.fine_substeps >= 1, "fine_substeps", "must be >= 1", "use e.g. 4")
+        check_grids(self, example_fine=256)
+        n_coarse = self.n_coarse
         require_positive(self.viscosity, "viscosity", "the kinematic viscosity ν = 1/Re")
         require_non_negative(self.drag, "drag", "the linear drag α")
         require(
@@ -117,12 +99,6 @@ class KolmogorovConfig(SystemConfig):
             f"must be between 1 and the coarse solver's dealiased band |k| < {n_coarse / 3:.4g}, "
             f"got {self.forcing_wavenumber}",
             "use e.g. 4",
-        )
-        require(
-            self.closure_kind in CLOSURE_KINDS,
-            "closure_kind",
-            f"must be one of {', '.join(CLOSURE_KINDS)}, got {self.closure_kind!r}",
-            "use correction",
         )
         require(
             1 <= self.ic_modes < n_coarse / 3,
@@ -334,21 +310,14 @@ class Kolmogorov(System):
         coarse grid and labelled with its closure. The fine states stay in Fourier space, and the
         first fine step of each stride is the one the correction's label needs (never taken
         twice)."""
-        v = jnp.fft.rfft2(self.fine_initial_state(key))
-        v = jax.lax.fori_loop(0, warmup_steps, lambda _, w: self._fine_step_hat(w), v)
-
-        def stride(w: jax.Array, _: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-            w_next = self._fine_step_hat(w)
-            frame = (self._restrict_hat(w), self._label_hat(w, w_next))
-            later = jax.lax.fori_loop(1, store_every, lambda _, x: self._fine_step_hat(x), w_next)
-            return later, frame
-
-        last, (states, labels) = jax.lax.scan(stride, v, None, length=steps // store_every)
-        final_state = self._restrict_hat(last)
-        final_label = self._label_hat(last)  # (its fine step: the only one taken for it)
-        return (
-            jnp.concatenate([states, final_state[None]]),
-            jnp.concatenate([labels, final_label[None]]),
+        return stored_fine_run(
+            self._fine_step_hat,
+            self._restrict_hat,
+            self._label_hat,
+            jnp.fft.rfft2(self.fine_initial_state(key)),
+            warmup_steps,
+            steps,
+            store_every,
         )
 
     @property

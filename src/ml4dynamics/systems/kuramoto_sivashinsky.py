@@ -37,10 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.coarse_grid import check_grids, stored_fine_run
 from ml4dynamics.systems.spectral import ETDRK4, dealias_mask, restrict, wavenumbers
 from ml4dynamics.validation import require, require_positive
-
-CLOSURE_KINDS = ("correction", "filter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,31 +60,7 @@ class KuramotoSivashinskyConfig(SystemConfig):
     def __post_init__(self) -> None:
         require_positive(self.dt, "dt", "the time step of the coarse solver")
         require_positive(self.length, "length", "the period of the domain")
-        require(
-            self.n_fine >= 16 and self.n_fine % 2 == 0,
-            "n_fine",
-            f"must be an even number >= 16, got {self.n_fine}",
-            "use e.g. 512",
-        )
-        require(
-            self.coarsening >= 1 and self.n_fine % self.coarsening == 0,
-            "coarsening",
-            f"must divide n_fine = {self.n_fine}, got {self.coarsening}",
-            "use e.g. 4",
-        )
-        require(
-            (self.n_fine // self.coarsening) % 2 == 0 and self.n_fine // self.coarsening >= 8,
-            "coarsening",
-            f"leaves {self.n_fine // self.coarsening} coarse points; an even number >= 8 is needed",
-            "use a smaller coarsening",
-        )
-        require(self.fine_substeps >= 1, "fine_substeps", "must be >= 1", "use e.g. 1")
-        require(
-            self.closure_kind in CLOSURE_KINDS,
-            "closure_kind",
-            f"must be one of {', '.join(CLOSURE_KINDS)}, got {self.closure_kind!r}",
-            "use correction",
-        )
+        check_grids(self, example_fine=512)
         require(
             1 <= self.ic_modes < self.n_fine // (2 * self.coarsening),
             "ic_modes",
@@ -226,21 +201,15 @@ class KuramotoSivashinsky(System):
         """The fine solver from a random state, ``warmup_steps`` unstored steps onto the
         attractor, then ``steps`` steps; every ``store_every``-th fine state is restricted to the
         coarse grid and labelled with its closure."""
-        u = self.fine_initial_state(key)
-        u = jax.lax.fori_loop(0, warmup_steps, lambda _, w: self.fine_step(w), u)
-
-        def stride(w: jax.Array, _: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-            # the stride's first fine step is the one the correction label needs: kept, not redone
-            first = self.fine_step(w)
-            later = jax.lax.fori_loop(0, store_every - 1, lambda _, x: self.fine_step(x), first)
-            return later, (w, first)
-
-        last, (stored, firsts) = jax.lax.scan(stride, u, None, length=steps // store_every)
-        frames = jnp.concatenate([stored, last[None]])
-        if self.config.closure_kind == "filter":  # τ needs no fine step
-            return jax.vmap(self.restrict)(frames), jax.vmap(self.label)(frames)
-        nexts = jnp.concatenate([firsts, self.fine_step(last)[None]])
-        return jax.vmap(self.restrict)(frames), jax.vmap(self.label)(frames, nexts)
+        return stored_fine_run(
+            self.fine_step,
+            self.restrict,
+            self.label,
+            self.fine_initial_state(key),
+            warmup_steps,
+            steps,
+            store_every,
+        )
 
     @property
     def label_description(self) -> str:

@@ -1,0 +1,78 @@
+"""What the coarse grids closed by a fine solver (``ks``, ``kolmogorov``) share: the checks of
+their grid parameters, and the reference run that stores every ``store_every``-th fine state with
+its label.
+
+Not a system (no ``System`` subclass here): helpers the two system modules call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ml4dynamics.validation import require
+
+CLOSURE_KINDS = ("correction", "filter")
+
+
+def check_grids(config: Any, example_fine: int) -> None:
+    """``n_fine``, ``coarsening``, ``fine_substeps`` and ``closure_kind`` of ``config``, one clear
+    error naming the field (``example_fine``: the value suggested for ``n_fine``)."""
+    require(
+        config.n_fine >= 16 and config.n_fine % 2 == 0,
+        "n_fine",
+        f"must be an even number >= 16, got {config.n_fine}",
+        f"use e.g. {example_fine}",
+    )
+    require(
+        config.coarsening >= 1 and config.n_fine % config.coarsening == 0,
+        "coarsening",
+        f"must divide n_fine = {config.n_fine}, got {config.coarsening}",
+        "use e.g. 4",
+    )
+    n_coarse = config.n_fine // config.coarsening
+    require(
+        n_coarse % 2 == 0 and n_coarse >= 8,
+        "coarsening",
+        f"leaves {n_coarse} coarse points per axis; an even number >= 8 is needed",
+        "use a smaller coarsening",
+    )
+    require(config.fine_substeps >= 1, "fine_substeps", "must be >= 1", "use e.g. 1")
+    require(
+        config.closure_kind in CLOSURE_KINDS,
+        "closure_kind",
+        f"must be one of {', '.join(CLOSURE_KINDS)}, got {config.closure_kind!r}",
+        "use correction",
+    )
+
+
+def stored_fine_run(
+    fine_step: Callable[[jax.Array], jax.Array],
+    restrict: Callable[[jax.Array], jax.Array],
+    label: Callable[[jax.Array, jax.Array | None], jax.Array],
+    start: jax.Array,
+    warmup_steps: int,
+    steps: int,
+    store_every: int,
+) -> tuple[jax.Array, jax.Array]:
+    """The fine solver from ``start``: ``warmup_steps`` unstored steps onto the attractor, then
+    ``steps`` steps; every ``store_every``-th fine state restricted (``restrict``) and labelled
+    (``label(state, its fine step)``). The first fine step of each stride is the one the
+    correction label needs: passed to it, never taken twice; the last frame's label gets
+    ``None`` and steps only if its kind needs it. ``fine_step`` may act in Fourier space, as
+    long as ``restrict`` and ``label`` take the same representation."""
+    v = jax.lax.fori_loop(0, warmup_steps, lambda _, w: fine_step(w), start)
+
+    def stride(w: jax.Array, _: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        w_next = fine_step(w)
+        frame = (restrict(w), label(w, w_next))
+        return jax.lax.fori_loop(1, store_every, lambda _, x: fine_step(x), w_next), frame
+
+    last, (states, labels) = jax.lax.scan(stride, v, None, length=steps // store_every)
+    return (
+        jnp.concatenate([states, restrict(last)[None]]),
+        jnp.concatenate([labels, label(last, None)[None]]),
+    )
