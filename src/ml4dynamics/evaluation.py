@@ -269,16 +269,17 @@ def misfit_std(closure, ds: xr.Dataset, chunk: int = 64) -> float:
     return math.sqrt(total / y.size)
 
 
-_JITTED: dict[int, tuple[Any, Callable]] = {}
+_JITTED: list[tuple[Any, Callable]] = []  # the last closure and its jit (one slot)
 
 
 def _jitted(closure) -> Callable:
-    """``jax.jit(closure)``, one per closure object: the splits of one evaluation share its
-    compilations (a fresh wrapper per split compiled everything again: 12 s of rd's 80)."""
-    held = _JITTED.get(id(closure))
-    if held is None or held[0] is not closure:
-        held = _JITTED[id(closure)] = (closure, jax.jit(lambda x: closure(x)))
-    return held[1]
+    """``jax.jit(closure)`` of the closure evaluated last: the splits of one evaluation share
+    its compilations (a fresh wrapper per split compiled everything again: 12 s of rd's 80).
+    One slot, so a process that evaluates many closures (``ml4d sweep``) holds none of the
+    earlier ones."""
+    if not _JITTED or _JITTED[0][0] is not closure:
+        _JITTED[:] = [(closure, jax.jit(lambda x: closure(x)))]
+    return _JITTED[0][1]
 
 
 #: what the ablation rollout reports (beside the closure's own numbers)
