@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
+from ml4dynamics.errors import ML4DError
 from ml4dynamics.sweep import choose_lam, run, table
 from tests.conftest import small_params, write_params
 
@@ -38,9 +41,7 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
             for r in runs
             if r["estimator"] == "tr-projector" and r["gamma_u"] == choice["gamma_u"]
         ]
-        mean = {
-            lam: sum(r["val_error_horizon"] for r in rows if r["lam"] == lam) for lam in (0.0, 10.0)
-        }
+        mean = {lam: sum(r["val_score"] for r in rows if r["lam"] == lam) for lam in (0.0, 10.0)}
         assert choice["lam"] == min(mean, key=mean.get)
     lines = out.with_suffix(".md").read_text().splitlines()
     assert lines[0] == "| γ_u | ols | tr-projector | floor ratio (ols) | ablation (ols) |"
@@ -50,9 +51,9 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
 
 def test_lam_is_chosen_on_validation_never_on_test():
     runs = [
-        {"gamma_u": 0.05, "estimator": "tr", "lam": 1.0, "val_error_horizon": 0.2, "error": 0.9},
-        {"gamma_u": 0.05, "estimator": "tr", "lam": 10.0, "val_error_horizon": 0.3, "error": 0.1},
-        {"gamma_u": 0.05, "estimator": "tr", "lam": 100.0, "val_error_horizon": None, "error": 0.0},
+        {"gamma_u": 0.05, "estimator": "tr", "lam": 1.0, "val_score": 0.2, "error": 0.9},
+        {"gamma_u": 0.05, "estimator": "tr", "lam": 10.0, "val_score": 0.3, "error": 0.1},
+        {"gamma_u": 0.05, "estimator": "tr", "lam": 100.0, "val_score": None, "error": 0.0},
     ]
     assert choose_lam(runs) == {(0.05, "tr"): 1.0}
 
@@ -66,3 +67,46 @@ def test_table_reports_blow_ups_instead_of_averaging_them():
     ]
     row = table(runs, ["ols", "tr"], [0.05]).splitlines()[-1]
     assert row == "| 0.05 | blew up in 1/2 | 0.3 ± 0.1 |"
+
+
+def test_sweep_of_a_chaotic_system_chooses_lam_on_the_validation_error_at_the_report_time(
+    tmp_path, monkeypatch
+):
+    """ks at params.yaml's settings (no parameter varied): λ is chosen on the validation error
+    at the report time — at the horizon every chaotic rollout has decorrelated."""
+    monkeypatch.chdir(tmp_path)
+    params = write_params(tmp_path / "params.yaml", small_params())
+    out = tmp_path / "sweep" / "ks.json"
+    result = run(
+        str(params),
+        None,
+        [0],
+        ["ols", "tr-projector"],
+        out,
+        epochs=1,
+        lams=[0.0, 10.0],
+        system_name="ks",
+        param=None,
+    )
+    runs = result["runs"]
+    assert result["settings"]["val_score"] == "error_t2"
+    assert len(runs) == 3 and all(r["setting"] is None for r in runs)
+    assert all(
+        math.isfinite(r["val_score"]) and r["val_score"] != r["val_error_horizon"] for r in runs
+    )
+    tr = {r["lam"]: r["val_score"] for r in runs if r["estimator"] == "tr-projector"}
+    assert result["chosen_lam"] == [
+        {"setting": None, "estimator": "tr-projector", "lam": min(tr, key=tr.get)}
+    ]
+    assert all("coarse_alone" in r for r in runs)  # the bar a coarse-grid closure must clear
+    lines = out.with_suffix(".md").read_text().splitlines()
+    assert lines[0].startswith("| setting | ols | tr-projector |")
+    assert lines[2].startswith("| params.yaml | ")
+    assert "validation error (error_t2)" in lines[lines.index("") + 1]
+
+
+def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = write_params(tmp_path / "params.yaml", small_params())
+    with pytest.raises(ML4DError, match="ks has no parameter 'gamma_u'; vary one of: dt"):
+        run(str(params), [0.1], [0], ["ols"], tmp_path / "t.json", system_name="ks")

@@ -65,7 +65,7 @@ COMMANDS: dict[str, Command] = {
         (
             "sweep",
             "sweep",
-            "the rd trial: error vs gamma_u, every estimator x seed, lambda chosen on validation",
+            "every estimator x seed (along one system parameter), lambda chosen on validation",
         ),
         ("report", "report", "write docs/results.md: the results tables, from the metrics"),
         ("bench", "bench", "time one training step of every estimator side by side"),

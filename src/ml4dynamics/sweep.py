@@ -1,17 +1,22 @@
-"""The rd trial behind ``ml4d sweep``: error vs γ_u for every estimator over seeds, with λ
-chosen on validation rollouts and the instruments that explain the result.
+"""The trial behind ``ml4d sweep``: every estimator over seeds, with λ chosen on validation
+rollouts and the instruments that explain the result, optionally along one system parameter
+(the paper's table: error vs γ_u on rd).
 
-For each γ_u: generate train/val/test with the exact solver (the rd settings of params.yaml with
-γ_u replaced), fit the manifold model once, then train every estimator with every seed (the seed
-of the network's initialisation and of the batch order; the data stay the same); TR estimators
-are trained once per λ of ``--lam``. Every closure is rolled out on the validation and the test
-trajectories. For each TR estimator, the λ with the lowest mean validation error at the horizon
-(over seeds; a blow-up counts as infinite) is chosen — test numbers never enter the choice — and
-the table reports the test error at that λ. Beside it: the floor ratio (the exact closure's
-tangent penalty ÷ the closure's, on validation; near 1 the manifold model cannot see the
-closure's errors) and the ablation (the exact closure plus noise of the closure's own misfit:
-what the per-step error alone costs). Everything runs in one process, so JAX compiles each
-program once for the whole sweep.
+For each value of the varied parameter (or once, at params.yaml's settings): generate
+train/val/test with the reference solver (the system's settings of params.yaml with that
+parameter replaced), fit the manifold model once, then train every estimator with every seed
+(the seed of the network's initialisation and of the batch order; the data stay the same); TR
+estimators are trained once per λ of ``--lam``. Every closure is rolled out on the validation and
+the test trajectories. For each TR estimator, the λ with the lowest mean validation score (over
+seeds; a blow-up counts as infinite) is chosen — test numbers never enter the choice — and the
+table reports the test error at the report time at that λ. The validation score is the one
+promotion uses (``evaluation.score_key``): the error at the horizon, or at the report time for
+a chaotic system, whose rollouts have all decorrelated from the truth by the horizon. Beside
+it: the floor ratio (the exact closure's tangent penalty ÷ the closure's, on validation; near 1
+the manifold model cannot see the closure's errors) and the ablation (the exact closure plus
+noise of the closure's own misfit: what the per-step error alone costs; none where the exact
+closure is known only along the reference trajectories, as on a coarse grid). Everything runs
+in one process, so JAX compiles each program once for the whole sweep.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.evaluation import evaluate_config, evaluate_splits
+from ml4dynamics.evaluation import evaluate_config, evaluate_splits, score_key
 from ml4dynamics.manifold_fitting import fit_manifold
 from ml4dynamics.manifold_quality import assess
 from ml4dynamics.models import build_closure
@@ -48,29 +53,41 @@ def with_lam(reg, lam: float | None):
 
 def run(
     params_path: str,
-    gamma_us: list[float],
+    values: list[float] | None,
     seeds: list[int],
     names: list[str] | None,
     out: Path,
     n: int | None = None,
     epochs: int | None = None,
     lams: list[float] | None = None,
+    system_name: str = "rd",
+    param: str | None = "gamma_u",
 ) -> dict[str, Any]:
+    """The trial on ``system_name``, along ``param`` over ``values`` (``param=None``: once, at
+    params.yaml's settings). Writes ``out`` (JSON: every run, the λ choice, the settings) and its
+    Markdown tables beside it."""
     params = load_params(params_path)
-    base = params.setup("rd")
-    train_stage = network_stage(params, "train", "rd")
-    manifold_stage = network_stage(params, "manifold", "rd")
+    base = params.setup(system_name)
+    train_stage = network_stage(params, "train", system_name)
+    manifold_stage = network_stage(params, "manifold", system_name)
     evaluate = evaluate_config(params)
-    names = names or list(estimators.configured(params, "rd"))
-    regs = {name: estimators.estimator(params, name, "rd") for name in names}
-    if not gamma_us or not seeds:
-        raise ML4DError("give at least one --gamma-u and one --seed")
+    names = names or list(estimators.configured(params, system_name))
+    regs = {name: estimators.estimator(params, name, system_name) for name in names}
+    if param is None:
+        values = [None]
+    elif not hasattr(base.system, param):
+        known = ", ".join(f.name for f in dataclasses.fields(base.system))
+        raise ML4DError(f"{system_name} has no parameter {param!r}; vary one of: {known}")
+    if not values or not seeds:
+        raise ML4DError("give at least one value of the varied parameter and one --seed")
     if lams is not None and any(lam < 0 for lam in lams):
         raise ML4DError(f"--lam values must be >= 0, got {lams}")
+    if n is not None and not hasattr(base.system, "n"):
+        raise ML4DError(f"--n sets rd's grid; {system_name} has no parameter n")
     test_time = base.data.test.steps * base.system.dt
     if test_time < evaluate.report_time:
         raise ML4DError(
-            f"rd.data.test spans t = {test_time:g} < evaluate.report_time = "
+            f"{system_name}.data.test spans t = {test_time:g} < evaluate.report_time = "
             f"{evaluate.report_time:g}; lengthen the test split"
         )
     optim = (
@@ -81,11 +98,15 @@ def run(
     system_cfg = base.system if n is None else dataclasses.replace(base.system, n=n)
     prov = provenance(".", GENERATION_CODE)
     key = f"error_t{evaluate.report_time:g}"
+    column = param or "setting"
     runs: list[dict[str, Any]] = []
-    for gamma_u in gamma_us:
-        setup = dataclasses.replace(base, system=dataclasses.replace(system_cfg, gamma_u=gamma_u))
+    val_key = None
+    for value in values:
+        cfg = system_cfg if param is None else dataclasses.replace(system_cfg, **{param: value})
+        setup = dataclasses.replace(base, system=cfg)
         data = {s: generate_split(setup, s, prov) for s in ("train", "val", "test")}
         system = system_of(data["train"])
+        val_key = score_key(system, evaluate.report_time)
         train, val = as_pairs(data["train"]), as_pairs(data["val"])
         manifold, _ = fit_manifold(system.state_field, manifold_stage, train["u"], val["u"])
         reconstruct = frozen(manifold)
@@ -118,17 +139,18 @@ def run(
                     )
                     test, valid = summaries["test"], summaries["val"]
                     row = {
-                        "gamma_u": gamma_u,
+                        column: value,
                         "seed": seed,
                         "estimator": name,
                         "lam": getattr(reg.config, "lam", None),
+                        "val_score": valid[val_key],
                         "val_error_horizon": valid["error_horizon"],
                         "error": test[key],
                         "error_sq": test[f"{key}_sq"],
                         "error_horizon": test["error_horizon"],
                         "stable_fraction": test["stable_fraction"],
                         "excess_shift": test.get("excess_shift"),
-                        "ablation_error": test["ablation"][key],
+                        "ablation_error": (test.get("ablation") or {}).get(key),
                         "floor_ratio": quality["floor_ratio"],
                         "lam_scale": quality["lam_scale"],
                         "val_misfit": history.epochs[-1]["val_misfit"],
@@ -136,18 +158,24 @@ def run(
                         "val_loss_curve": [e["val_loss"] for e in history.epochs],
                         "seconds": round(time.perf_counter() - start, 1),
                     }
+                    for extra in ("corr_time_80", "coarse_alone"):
+                        if extra in test:
+                            row[extra] = test[extra]
                     runs.append(row)
                     print({k: v for k, v in row.items() if k != "val_loss_curve"}, flush=True)
-    chosen = choose_lam(runs)
+    chosen = choose_lam(runs, column)
     picked = [
-        r for r in runs if r["lam"] is None or chosen[(r["gamma_u"], r["estimator"])] == r["lam"]
+        r for r in runs if r["lam"] is None or chosen[(r[column], r["estimator"])] == r["lam"]
     ]
     result = {
         "settings": {
-            "n": system_cfg.n,
+            "system": system_name,
+            "parameter": param,
+            "n": getattr(system_cfg, "n", None),
             "epochs": optim.epochs,
             "report_time": evaluate.report_time,
             "horizon": test_time,
+            "val_score": val_key,
             "test_trajectories": base.data.test.trajectories,
             "val_trajectories": base.data.val.trajectories,
             "lams": lams,
@@ -155,12 +183,10 @@ def run(
             "manifold": dataclasses.asdict(manifold_stage.model),
             "estimators": {k: dataclasses.asdict(v.config) for k, v in regs.items()},
         },
-        "chosen_lam": [
-            {"gamma_u": g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()
-        ],
+        "chosen_lam": [{column: g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()],
         "runs": runs,
-        "table": table(picked, names, gamma_us, chosen),
-        "lam_table": lam_table(runs, gamma_us) if lams else "",
+        "table": table(picked, names, values, chosen, column),
+        "lam_table": lam_table(runs, values, column, val_key) if lams else "",
     }
     write_json(out, result)
     out.with_suffix(".md").write_text(
@@ -174,18 +200,25 @@ def _errors(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.inf if r[key] is None else r[key] for r in rows], dtype=float)
 
 
-def choose_lam(runs: list[dict[str, Any]]) -> dict[tuple[float, str], float]:
-    """Per (γ_u, TR estimator): the λ with the lowest mean validation error at the horizon over
-    seeds (a blow-up is infinite error; ties go to the smaller λ). Test errors are not used."""
-    chosen: dict[tuple[float, str], float] = {}
-    for g, e in sorted({(r["gamma_u"], r["estimator"]) for r in runs if r["lam"] is not None}):
-        by_lam = {}
+def _label(column: str, value: Any) -> str:
+    return "params.yaml" if value is None else f"{value:g}"
+
+
+def _heading(column: str) -> str:
+    return {"gamma_u": "γ_u"}.get(column, column)
+
+
+def choose_lam(runs: list[dict[str, Any]], column: str = "gamma_u") -> dict[tuple[Any, str], float]:
+    """Per (setting, TR estimator): the λ with the lowest mean validation score over seeds (a
+    blow-up is infinite error; ties go to the smaller λ). Test errors are not used."""
+    chosen: dict[tuple[Any, str], float] = {}
+    keys = {(r[column], r["estimator"]) for r in runs if r["lam"] is not None}
+    for g, e in sorted(keys, key=lambda k: (k[0] is not None, k[0] or 0, k[1])):
+        by_lam: dict[float, list[dict[str, Any]]] = {}
         for r in runs:
-            if (r["gamma_u"], r["estimator"]) == (g, e):
+            if (r[column], r["estimator"]) == (g, e):
                 by_lam.setdefault(r["lam"], []).append(r)
-        means = {
-            lam: float(np.mean(_errors(rows, "val_error_horizon"))) for lam, rows in by_lam.items()
-        }
+        means = {lam: float(np.mean(_errors(rows, "val_score"))) for lam, rows in by_lam.items()}
         chosen[(g, e)] = min(sorted(means), key=lambda lam: means[lam])
     return chosen
 
@@ -199,54 +232,61 @@ def _cell(values: np.ndarray) -> str:
 def table(
     runs: list[dict[str, Any]],
     names: list[str],
-    gamma_us: list[float],
-    chosen: dict[tuple[float, str], float] | None = None,
+    values: list[Any],
+    chosen: dict[tuple[Any, str], float] | None = None,
+    column: str = "gamma_u",
 ) -> str:
-    """Markdown: one row per γ_u, one column per estimator, mean ± std over seeds of the test
+    """Markdown: one row per setting, one column per estimator, mean ± std over seeds of the test
     error at the report time (a run that blew up counts as ∞ and is reported as such); TR columns
     at the λ chosen on validation (named in the cell); then the floor ratio and the ablation
     error of the first estimator (the OLS baseline) when the runs carry them."""
     chosen = chosen or {}
     extra = bool(runs) and "floor_ratio" in runs[0]
     head = [*names, *([f"floor ratio ({names[0]})", f"ablation ({names[0]})"] if extra else [])]
-    lines = ["| γ_u | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    for gamma_u in gamma_us:
+    lines = [f"| {_heading(column)} | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for value in values:
         cells = []
         for name in names:
-            rows = [r for r in runs if r["gamma_u"] == gamma_u and r["estimator"] == name]
+            rows = [r for r in runs if r[column] == value and r["estimator"] == name]
             cell = _cell(_errors(rows, "error"))
-            if (gamma_u, name) in chosen:
-                cell += f" (λ = {chosen[(gamma_u, name)]:g})"
+            if (value, name) in chosen:
+                cell += f" (λ = {chosen[(value, name)]:g})"
             cells.append(cell)
         if extra:
-            first = [r for r in runs if r["gamma_u"] == gamma_u and r["estimator"] == names[0]]
+            first = [r for r in runs if r[column] == value and r["estimator"] == names[0]]
             cells.append(_cell(_errors(first, "floor_ratio")))
-            cells.append(_cell(_errors(first, "ablation_error")))
-        lines.append(f"| {gamma_u:g} | " + " | ".join(cells) + " |")
+            ablation = [r for r in first if r.get("ablation_error") is not None]
+            cells.append(_cell(_errors(ablation, "ablation_error")) if ablation else "–")
+        lines.append(f"| {_label(column, value)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def lam_table(runs: list[dict[str, Any]], gamma_us: list[float]) -> str:
-    """Markdown: per γ_u and TR estimator, the validation error at the horizon for every λ (mean ±
-    std over seeds) — the numbers λ is chosen from — and the test error beside it."""
+def lam_table(
+    runs: list[dict[str, Any]],
+    values: list[Any],
+    column: str = "gamma_u",
+    val_key: str | None = "error_horizon",
+) -> str:
+    """Markdown: per setting and TR estimator, the validation score for every λ (mean ± std over
+    seeds) — the numbers λ is chosen from — and the test error beside it."""
+    metric = {"error_horizon": "horizon"}.get(val_key or "", val_key)
     lines = [
-        "| γ_u | estimator | λ | validation error (horizon) | test error (report time) |",
+        f"| {_heading(column)} | estimator | λ | validation error ({metric}) "
+        "| test error (report time) |",
         "|---|---|---|---|---|",
     ]
-    for gamma_u in gamma_us:
+    for value in values:
         tr = sorted(
             {
                 (r["estimator"], r["lam"])
                 for r in runs
-                if r["gamma_u"] == gamma_u and r["lam"] is not None
+                if r[column] == value and r["lam"] is not None
             }
         )
         for name, lam in tr:
-            rows = [
-                r for r in runs if (r["gamma_u"], r["estimator"], r["lam"]) == (gamma_u, name, lam)
-            ]
+            rows = [r for r in runs if (r[column], r["estimator"], r["lam"]) == (value, name, lam)]
             lines.append(
-                f"| {gamma_u:g} | {name} | {lam:g} | {_cell(_errors(rows, 'val_error_horizon'))} "
-                f"| {_cell(_errors(rows, 'error'))} |"
+                f"| {_label(column, value)} | {name} | {lam:g} | "
+                f"{_cell(_errors(rows, 'val_score'))} | {_cell(_errors(rows, 'error'))} |"
             )
     return "\n".join(lines)

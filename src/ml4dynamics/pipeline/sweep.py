@@ -1,7 +1,8 @@
-"""``ml4d sweep`` (a command, not a DVC stage): the rd trial of ``ml4dynamics.sweep`` — for each
-γ_u, generate rd data, fit the manifold model, train every estimator with every seed (TR at every
-λ of the grid), roll each closure out on validation and test, choose λ on validation. Writes
-every run, the λ choice and the tables (JSON and Markdown).
+"""``ml4d sweep`` (a command, not a DVC stage): the trial of ``ml4dynamics.sweep`` — for each
+value of one system parameter (e.g. rd's γ_u), or once at params.yaml's settings, generate the
+system's data, fit the manifold model, train every estimator with every seed (TR at every λ of
+the grid), roll each closure out on validation and test, choose λ on validation. Writes every
+run, the λ choice and the tables (JSON and Markdown).
 """
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ml4dynamics.errors import ML4DError
 from ml4dynamics.sweep import run
 
 ARGUMENTS = ("params",)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gamma-u", type=float, nargs="+", required=True, help="gamma_u values")
+    parser.add_argument("--system", default="rd", help="the system (default: %(default)s)")
+    parser.add_argument("--vary", metavar="PARAM", help="a system parameter to sweep (--values)")
+    parser.add_argument("--values", type=float, nargs="+", help="the values of --vary")
+    parser.add_argument(
+        "--gamma-u", type=float, nargs="+", help="rd's gamma_u values (--vary gamma_u --values)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     parser.add_argument("--estimator", action="append", help="estimator names (default: all)")
     parser.add_argument("--n", type=int, help="grid points per side (default: params.yaml)")
@@ -24,23 +31,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--lam",
         type=float,
         nargs="+",
-        help="the λ grid of the TR estimators, chosen on validation (default: reg.rd.lam)",
+        help="the λ grid of the TR estimators, chosen on validation (default: reg.SYSTEM.lam)",
     )
-    parser.add_argument(
-        "--out", default="sweep/rd_table.json", help="output (default: %(default)s)"
-    )
+    parser.add_argument("--out", help="output (default: sweep/SYSTEM_table.json)")
 
 
 def main(args: argparse.Namespace) -> int:
+    param, values = args.vary, args.values
+    if args.gamma_u is not None:
+        if args.system != "rd" or param not in (None, "gamma_u"):
+            raise ML4DError("--gamma-u sweeps rd's gamma_u; for another system use --vary/--values")
+        param, values = "gamma_u", args.gamma_u
+    if (param is None) != (values is None):
+        raise ML4DError("--vary PARAM and --values V [V ...] go together")
     result = run(
         args.params,
-        args.gamma_u,
+        values,
         args.seeds,
         args.estimator,
-        Path(args.out),
+        Path(args.out or f"sweep/{args.system}_table.json"),
         n=args.n,
         epochs=args.epochs,
         lams=args.lam,
+        system_name=args.system,
+        param=param,
     )
     print(result["table"])
     return 0
