@@ -9,7 +9,7 @@ import pytest
 
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.sweep import choose_lam, run, table
-from tests.conftest import small_params, write_params
+from tests.conftest import run_cli, small_params, write_params
 
 
 def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
@@ -110,3 +110,19 @@ def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatc
     params = write_params(tmp_path / "params.yaml", small_params())
     with pytest.raises(ML4DError, match="ks has no parameter 'gamma_u'; vary one of: dt"):
         run(str(params), [0.1], [0], ["ols"], tmp_path / "t.json", system_name="ks")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--system", "ks", "--gamma-u", "0.1"], "--gamma-u sweeps rd's gamma_u"),
+        (["--vary", "gamma_u"], "--vary PARAM and --values V [V ...] go together"),
+        (["--system", "ks", "--n", "32"], "--n sets rd's grid; ks has no parameter n"),
+    ],
+)
+def test_sweep_command_line_mistakes_are_one_line_errors(tmp_path, args, message):
+    write_params(tmp_path / "params.yaml", small_params())
+    result = run_cli(["sweep", *args], cwd=tmp_path)
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing half-written

@@ -174,12 +174,13 @@ def sweep_settings(settings: Mapping[str, Any]) -> str:
     if not settings:
         return ""
     model = ", ".join(f"{k} {v}" for k, v in settings.get("model", {}).items() if k != "kind")
+    score = settings.get("val_score", "error_horizon")  # (sweeps before it was recorded)
     return (
         f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
         f"{settings.get('epochs')} epochs, λ grid {settings.get('lams')}, "
         f"{settings.get('val_trajectories')} validation and {settings.get('test_trajectories')} "
-        "test trajectories; compare its closure with the defaults above before comparing "
-        "numbers.\n\n"
+        f"test trajectories, λ chosen on the validation {score}; compare its closure with the "
+        "defaults above before comparing numbers.\n\n"
     )
 
 

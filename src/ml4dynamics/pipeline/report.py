@@ -1,4 +1,4 @@
-"""Write docs/results.md from the pipeline's metrics (and sweep/rd_table.md,
+"""Write docs/results.md from the pipeline's metrics (and sweep/SYSTEM_table.md,
 bench/SYSTEM_train_step.json, bench/solvers.json and bench/SYSTEM_speedup.json when
 committed).
 
@@ -47,11 +47,11 @@ def main(args: argparse.Namespace) -> int:
                 _read(layout.promotion(name)),
             )
         )
-    sweep = Path("sweep/rd_table.md")
-    if sweep.is_file():
+    for sweep in sorted(Path("sweep").glob("*_table.md")):
         settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
+        name = settings.get("system", sweep.name.removesuffix("_table.md"))
         sections.append(
-            "## rd trial over seeds (`ml4d sweep`, committed output `sweep/rd_table.md`)\n\n"
+            f"## {name} trial over seeds (`ml4d sweep`, committed output `{sweep.as_posix()}`)\n\n"
             + report.sweep_settings(settings)
             + sweep.read_text().strip()
         )
