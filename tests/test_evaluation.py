@@ -92,6 +92,9 @@ def test_blow_up_is_detected_and_poisons_only_what_follows():
         "stable": 0.0,  # the worse split's
         "shift": None,
     }
+    spectral = {**good, "spectrum_error": 0.0123456}  # a system with an energy spectrum
+    top = headline({"val": good, "test": spectral, "ood": summary}, report_time=0.5)
+    assert top["spec_err"] == 0.0123
 
 
 def test_gates_pass_fail_and_say_why():
@@ -175,6 +178,8 @@ def test_a_system_without_an_exact_closure_is_evaluated_without_an_ablation():
     base = test["coarse_alone"]
     assert base["error_horizon"] == pytest.approx(test["error_horizon"], rel=1e-12)
     assert base["corr_time_80"] == test["corr_time_80"]
+    assert base["spectrum_error"] == pytest.approx(test["spectrum_error"], rel=1e-12)
+    assert test["spectrum_error"] > 1e-6  # the coarse solver's spectrum is not the truth's
     np.testing.assert_allclose(
         curves["test"]["coarse_alone_rel_error"], curves["test"]["rel_error"]
     )

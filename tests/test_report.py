@@ -62,6 +62,18 @@ def test_a_system_table_says_which_gates_refused_and_marks_blow_ups():
     assert "- tr: shift: test shift 3.2 > 2" in text  # the numbers behind a refusal
 
 
+def test_a_system_with_an_energy_spectrum_shows_its_error_beside_the_coarse_solver_alone():
+    chaotic = evaluation(1.4)
+    chaotic["test"].update(spectrum_error=0.05, coarse_alone={"spectrum_error": 0.21})
+    blown = evaluation(None, stable=0.5)
+    blown["test"].update(spectrum_error=None, coarse_alone={"spectrum_error": 0.21})
+    text = system_section("ks", {"ols": chaotic, "tr": blown}, {}, None, None)
+    assert "| test spectrum error (coarse solver alone) |" in text
+    assert "| 1 / 1 | 0.05 (0.21) |" in text and "| 0.5 / 0.5 | — (0.21) |" in text
+    plain = system_section("rd", {"ols": evaluation(0.2)}, {}, None, None)
+    assert "spectrum" not in plain.split("\n\n")[1]  # (no column for a system without one)
+
+
 def test_numbers_are_rounded_and_missing_ones_shown_as_dashes():
     assert [number(x) for x in (0.123456, None, float("nan"), 3, True)] == [
         "0.123",

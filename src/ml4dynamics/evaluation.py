@@ -13,6 +13,10 @@ condition k = 0 is given, never scored):
 - blow-up: a frame that is non-finite or has max|û_k| > bound · max_j |u_j| (its true trajectory);
   the stability horizon is the time of the last frame before the first blow-up (the horizon if
   none). Errors of blown-up frames are not finite and are reported as ``null``;
+- spectrum error (systems with an energy spectrum, ``System.spectrum_weight``; ``spectrum.py``):
+  the mean |log10| ratio of the hybrid's and the truth's energy spectra, averaged over the frames
+  from the report time to the horizon: the statistics a chaotic hybrid can keep after it has
+  decorrelated; None when a trajectory blew up;
 - distribution shift log10 F(û_k) with F(u) = ‖u − D(E(u))‖² of the frozen autoencoder, beside
   log10 F(u_k) of the truth; the excess shift is max_k [log10 F(û_k) − log10 F(u_k)].
 
@@ -36,6 +40,7 @@ import xarray as xr
 from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.estimators import reconstruction_error
 from ml4dynamics.rollout import rollout
+from ml4dynamics.spectrum import spectrum_error
 from ml4dynamics.systems import system_class
 from ml4dynamics.validation import parse, require, require_positive
 
@@ -164,8 +169,10 @@ def score_split(
     report_time: float,
     log10_f: BatchFn | None = None,
     spatial_axes: int = 0,
+    spectrum_weight: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Scores of the hybrid frames ``pred`` against ``ds.u``: (summary, per-frame curves).
+    """Scores of the hybrid frames ``pred`` against ``ds.u``: (summary, per-frame curves);
+    ``spectrum_weight`` (the system's, None: no spectrum) adds the spectrum error.
 
     The summary holds means over the trajectories (``null`` where a value is not finite) and each
     trajectory's blow-up time. Curves, per frame k ≥ 1 with ``time`` relative to the rollout's
@@ -203,6 +210,13 @@ def score_split(
         summary[f"corr_time_{name}"] = float(np.mean(np.where(np.isnan(drop), horizon, drop)))
         summary[f"corr_censored_{name}"] = int(np.isnan(drop).sum())
     summary["blowup_times"] = [_finite(t) for t in blowup]  # null: stable to the horizon
+    if spectrum_weight is not None:
+        window = (elapsed >= report_time - 1e-9 * max(horizon, 1.0)) & (elapsed > 0)
+        summary["spectrum_error"] = (
+            spectrum_error(pred[:, window], truth[:, window], spatial_axes, spectrum_weight)
+            if window.any()
+            else None
+        )
     later = blown[:, 1:]
     curves = {
         "time": elapsed[1:],
@@ -293,15 +307,16 @@ def ablation(
     report_time: float,
     spatial: int,
     seed: int = 0,
+    spectrum_weight: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The paper's ablation: the exact closure plus fresh N(0, σ²) noise at every step, σ the
     closure's own misfit; its rollout error is what a per-step error of that size costs without
     any distribution shift. (Summary, per-frame curves.) The noise is drawn per step, shared by
     the trajectories rolled out together."""
     pred = hybrid_rollouts(ds, None, noise=(sigma, seed))
-    summary, curves = score_split(ds, pred, bound, report_time, None, spatial)
-    keys = (*ABLATION_KEYS, f"error_t{report_time:g}")
-    return {"misfit_std": sigma, **{k: summary[k] for k in keys}}, curves
+    summary, curves = score_split(ds, pred, bound, report_time, None, spatial, spectrum_weight)
+    keys = (*ABLATION_KEYS, f"error_t{report_time:g}", "spectrum_error")
+    return {"misfit_std": sigma, **{k: summary[k] for k in keys if k in summary}}, curves
 
 
 #: what the coarse-solver-alone rollout reports (beside the closure's own numbers)
@@ -311,6 +326,7 @@ COARSE_ALONE_KEYS = (
     "corr_time_80",
     "corr_time_95",
     "corr_censored_80",
+    "spectrum_error",
 )
 
 
@@ -320,12 +336,13 @@ def coarse_alone(
     report_time: float,
     log10_f: BatchFn | None,
     spatial: int,
+    spectrum_weight: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The solver the closure corrects, with no closure (``y = 0``): for a coarse grid closed by
     a fine solver, the plain coarse solver. A closure that does not beat it has no use.
     (Summary, per-frame curves.)"""
     pred = hybrid_rollouts(ds, None, closure_of=zero_closure)
-    summary, curves = score_split(ds, pred, bound, report_time, log10_f, spatial)
+    summary, curves = score_split(ds, pred, bound, report_time, log10_f, spatial, spectrum_weight)
     keys = (*COARSE_ALONE_KEYS, f"error_t{report_time:g}", "excess_shift")
     return {k: summary[k] for k in keys if k in summary}, curves
 
@@ -351,22 +368,25 @@ def evaluate_splits(
     # (ks) has labels only along its reference trajectories: no ablation there (recorded as
     # None), but the coarse solver alone is the baseline the closure must beat
     exact = system.has_exact_closure
+    weight = system.spectrum_weight
     log10_f = log10_reconstruction(reconstruct) if reconstruct is not None else None
     closure_fn = network_closure(closure)
     summaries, curves, frames = {}, {}, {}
     for split, ds in datasets.items():
         frames[split] = hybrid_rollouts(ds, closure_fn)
         summaries[split], curves[split] = score_split(
-            ds, frames[split], bound, report_time, log10_f, spatial
+            ds, frames[split], bound, report_time, log10_f, spatial, weight
         )
         if with_ablation and not exact:
             summaries[split]["ablation"] = summaries[split]["error_vs_ablation"] = None
-            base, base_curves = coarse_alone(ds, bound, report_time, log10_f, spatial)
+            base, base_curves = coarse_alone(ds, bound, report_time, log10_f, spatial, weight)
             summaries[split]["coarse_alone"] = base
             curves[split]["coarse_alone_rel_error"] = base_curves["rel_error"]
         elif with_ablation:
             sigma = misfit_std(closure, ds)
-            noisy, noisy_curves = ablation(ds, sigma, bound, report_time, spatial)
+            noisy, noisy_curves = ablation(
+                ds, sigma, bound, report_time, spatial, spectrum_weight=weight
+            )
             summaries[split]["ablation"] = noisy
             own, base = summaries[split]["error_horizon"], noisy["error_horizon"]
             summaries[split]["error_vs_ablation"] = (
@@ -376,7 +396,13 @@ def evaluate_splits(
         for name, groups in swept_groups(ds).items():
             summaries[split][f"by_{name}"] = {
                 f"{value:g}": score_split(
-                    ds.isel(sample=idx), frames[split][idx], bound, report_time, log10_f, spatial
+                    ds.isel(sample=idx),
+                    frames[split][idx],
+                    bound,
+                    report_time,
+                    log10_f,
+                    spatial,
+                    weight,
                 )[0]
                 for value, idx in groups.items()
             }
@@ -430,9 +456,9 @@ def _significant(value: float | None, digits: int = 3) -> float | None:
 def headline(summaries: Mapping[str, Mapping[str, Any]], report_time: float) -> dict[str, Any]:
     """The few numbers a person compares across experiments (``dvc exp show``), rounded to three
     digits: the validation error at the horizon (what λ is chosen by), the test and ood errors
-    at the report time and at the horizon, the smaller stable fraction of test and ood and the
-    ood distribution shift (``null``: not defined, e.g. after a blow-up). The full detail stays
-    in the evaluation file."""
+    at the report time and at the horizon, the smaller stable fraction of test and ood, the
+    ood distribution shift and, where the system has one, the test spectrum error (``null``: not
+    defined, e.g. after a blow-up). The full detail stays in the evaluation file."""
     test, ood = summaries["test"], summaries["ood"]
     key = f"error_t{report_time:g}"
     return {
@@ -443,4 +469,6 @@ def headline(summaries: Mapping[str, Mapping[str, Any]], report_time: float) -> 
         "ood_err_end": _significant(ood.get("error_horizon")),
         "stable": _significant(min(test["stable_fraction"], ood["stable_fraction"])),
         "shift": _significant(ood.get("excess_shift")),
+        # a system with an energy spectrum: the test spectrum error (the statistics)
+        **({"spec_err": _significant(test["spectrum_error"])} if "spectrum_error" in test else {}),
     }

@@ -91,6 +91,11 @@ class System(abc.ABC):
     #: at the report time, and the gates compare it with the coarse solver alone (``gates``).
     chaotic: ClassVar[bool] = False
 
+    #: the power p of |k| that turns the state's Fourier power into kinetic energy per mode
+    #: (0: the state is a velocity; -2: a 2D vorticity), for the energy spectrum and the
+    #: spectrum error of evaluation (``spectrum.py``); None: the state is not a periodic flow
+    spectrum_weight: ClassVar[int | None] = None
+
     def __init__(self, config: SystemConfig):
         self.config = config
         self._bound: Mapping[str, Any] | None = None

@@ -178,6 +178,7 @@ class Kolmogorov(System):
     name: ClassVar[str] = "kolmogorov"
     config_class: ClassVar[type[SystemConfig]] = KolmogorovConfig
     chaotic: ClassVar[bool] = True  # turbulence: two solvers decorrelate within a few time units
+    spectrum_weight: ClassVar[int | None] = -2  # the state is the vorticity: E = |w_k|^2/|k|^2
     config: KolmogorovConfig
 
     def __init__(self, config: KolmogorovConfig):

@@ -109,6 +109,7 @@ class KuramotoSivashinsky(System):
     name: ClassVar[str] = "ks"
     config_class: ClassVar[type[SystemConfig]] = KuramotoSivashinskyConfig
     chaotic: ClassVar[bool] = True  # spatio-temporal chaos at L = 128
+    spectrum_weight: ClassVar[int | None] = 0  # u is the velocity
     config: KuramotoSivashinskyConfig
 
     def __init__(self, config: KuramotoSivashinskyConfig):
