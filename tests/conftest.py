@@ -259,7 +259,8 @@ SMALL_PARAMS = {
         name: {"lam": 1.0, "eps": 1.0e-8}
         for name in ("linear", "rd", "ns_channel", "ks", "kolmogorov")
     },
-    "evaluate": {"bound": 10.0, "report_time": 2.0},
+    # kolmogorov's splits end at t = 0.8: it is scored at its own report time
+    "evaluate": {"bound": 10.0, "report_time": 2.0, "report_times": {"kolmogorov": 0.4}},
     "promote": {"max_error": 0.5, "max_shift": 2.0},
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
 }

@@ -226,3 +226,21 @@ def test_a_chaotic_system_is_scored_at_the_report_time_and_against_the_coarse_so
     rd_like.update(score=0.065)
     beats = {g.name: g for g in check(rd_like, config)}["beats_coarse_solver"]
     assert beats.passed and "no coarse solver to beat" in beats.detail
+
+
+def test_a_system_can_have_its_own_report_time():
+    from ml4dynamics.errors import ConfigError
+    from ml4dynamics.evaluation import EvaluateConfig
+    from ml4dynamics.validation import parse
+
+    raw = {"bound": 10.0, "report_time": 10.0, "report_times": {"kolmogorov": 2.0}}
+    config = parse(EvaluateConfig, raw, "evaluate")
+    assert config.for_system("kolmogorov").report_time == 2.0
+    assert config.for_system("ks").report_time == 10.0  # the default elsewhere
+    assert config.as_dict() == raw
+    plain = parse(EvaluateConfig, {"bound": 10.0, "report_time": 10.0}, "evaluate")
+    assert plain.report_times == {} and plain.as_dict() == {"bound": 10.0, "report_time": 10.0}
+    with pytest.raises(ConfigError, match="report_times.kolmo.*is not a system"):
+        parse(EvaluateConfig, {**raw, "report_times": {"kolmo": 2.0}}, "evaluate")
+    with pytest.raises(ConfigError, match="report_times.ks.*must be a time > 0"):
+        parse(EvaluateConfig, {**raw, "report_times": {"ks": -1.0}}, "evaluate")

@@ -70,7 +70,7 @@ def run(
     base = params.setup(system_name)
     train_stage = network_stage(params, "train", system_name)
     manifold_stage = network_stage(params, "manifold", system_name)
-    evaluate = evaluate_config(params)
+    evaluate = evaluate_config(params, system_name)
     names = names or list(estimators.configured(params, system_name))
     regs = {name: estimators.estimator(params, name, system_name) for name in names}
     if param is None:

@@ -86,7 +86,7 @@ def build(params_path: str, out: Path, systems: list[str] | None, track: bool = 
         "command": f"ml4d benchmark build --params {params_path} --out {out}",
         "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seed_offset": SEED_OFFSET,
-        "evaluate": dataclasses.asdict(evaluate),
+        "evaluate": evaluate.as_dict(),
         **prov,
         "systems": {},
     }
@@ -176,7 +176,8 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
                 f"{uri} closes {system.name} states of shape {system.state_shape}; the "
                 f"benchmark's are {reference.state_shape}"
             )
-        summaries, *_ = evaluate_splits(datasets, model, None, evaluate.bound, evaluate.report_time)
+        scoring = evaluate.for_system(system.name)
+        summaries, *_ = evaluate_splits(datasets, model, None, scoring.bound, scoring.report_time)
         result = {
             "system": system.name,
             "estimator": meta.get("estimator"),

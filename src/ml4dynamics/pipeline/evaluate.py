@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     layout, name, label = Layout(), args.system, args.estimator
     params = load_params(args.params)
     estimators.estimator(params, label, name)  # an unknown name fails here, naming the known ones
-    config = evaluate_config(params)
+    config = evaluate_config(params, name)
     data_dir, closure_dir = layout.data(name), layout.closure(name, label)
     datasets = open_splits(data_dir, ROLLED_OUT_SPLITS)
     system = system_of(datasets["test"])

@@ -51,7 +51,7 @@ def _promote(args: argparse.Namespace) -> int:
     layout, system_name = Layout(), args.system
     params = load_params(args.params)
     thresholds = gates.configured(params)
-    evaluate = evaluate_config(params)
+    evaluate = evaluate_config(params, system_name)
     experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run` (workspace, temp, queue)
     data_dir = layout.data(system_name)
     metrics_path = layout.promotion(system_name)
