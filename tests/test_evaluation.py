@@ -95,6 +95,9 @@ def test_blow_up_is_detected_and_poisons_only_what_follows():
     spectral = {**good, "spectrum_error": 0.0123456}  # a system with an energy spectrum
     top = headline({"val": good, "test": spectral, "ood": summary}, report_time=0.5)
     assert top["spec_err"] == 0.0123
+    # a chaotic system's λ is chosen on the validation error at the report time
+    chaotic = headline({"val": good, "test": good, "ood": summary}, 0.5, "error_t0.5")
+    assert chaotic["val_err"] == 0.235 and "val_err_end" not in chaotic
 
 
 def test_gates_pass_fail_and_say_why():

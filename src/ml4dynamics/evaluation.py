@@ -485,16 +485,23 @@ def _significant(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
-def headline(summaries: Mapping[str, Mapping[str, Any]], report_time: float) -> dict[str, Any]:
+def headline(
+    summaries: Mapping[str, Mapping[str, Any]],
+    report_time: float,
+    val_key: str = "error_horizon",
+) -> dict[str, Any]:
     """The few numbers a person compares across experiments (``dvc exp show``), rounded to three
-    digits: the validation error at the horizon (what λ is chosen by), the test and ood errors
+    digits: the validation score λ is chosen by (``val_key``, ``score_key``: ``val_err_end`` at
+    the horizon, or ``val_err`` at the report time for a chaotic system), the test and ood errors
     at the report time and at the horizon, the smaller stable fraction of test and ood, the
     ood distribution shift and, where the system has one, the test spectrum error (``null``: not
     defined, e.g. after a blow-up). The full detail stays in the evaluation file."""
     test, ood = summaries["test"], summaries["ood"]
     key = f"error_t{report_time:g}"
     return {
-        "val_err_end": _significant(summaries.get("val", {}).get("error_horizon")),
+        "val_err_end" if val_key == "error_horizon" else "val_err": _significant(
+            summaries.get("val", {}).get(val_key)
+        ),
         "test_err": _significant(test.get(key)),
         "test_err_end": _significant(test.get("error_horizon")),
         "ood_err": _significant(ood.get(key)),

@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
             )
         )
     write_json(layout.evaluate_metrics(name, label), result)
-    write_json(layout.headline(name, label), headline(summaries, config.report_time))
+    write_json(layout.headline(name, label), headline(summaries, config.report_time, scored_by))
 
     # a child run of the training run; a re-evaluation replaces it (no second history)
     tracker = Run(
