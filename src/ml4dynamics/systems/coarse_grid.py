@@ -76,3 +76,10 @@ def stored_fine_run(
         jnp.concatenate([states, restrict(last)[None]]),
         jnp.concatenate([labels, label(last, None)[None]]),
     )
+
+
+def mean_free(y: jax.Array) -> jax.Array:
+    """``y`` (``(field, *grid)``) less its spatial mean per field: a correction that cannot
+    change a conserved mean (the exact one of a mean-conserving pair of solvers is mean-free)."""
+    axes = tuple(range(1, y.ndim))
+    return y - jnp.mean(y, axis=axes, keepdims=True)

@@ -21,8 +21,10 @@ spectral restriction (Fourier modes |k1|, |k2| below the coarse Nyquist). The cl
 what the coarse solver misses, in one of two forms (``closure_kind``), as for ``ks``:
 
 - ``correction``: y = (R F(ω) − S_c(R ω)) / Δt, F the fine step and S_c the coarse step; the
-  hybrid step is S(ω̄, y) = S_c(ω̄) + Δt y, so the stored labels reproduce the restricted fine
-  trajectory to round-off (the oracle).
+  hybrid step is S(ω̄, y) = S_c(ω̄) + Δt (y − ⟨y⟩), so the stored labels reproduce the
+  restricted fine trajectory to round-off (the oracle). The mean vorticity is conserved (it is
+  0: the forcing and the drag keep it there), the exact y is mean-free, and the step removes the
+  mean of a learned one so that it cannot drift, as for ``ks``.
 - ``filter``: the sub-grid vorticity flux τ = R(uω) − (Ru)(Rω), a 2-vector per point (closure
   axis ``closure_field``: its x1 and x2 components), entering the coarse equation as −∇·τ, held
   fixed over the step. Both products are the solvers' own dealiased fluxes and τ is not masked,
@@ -56,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.systems.base import System, SystemConfig
-from ml4dynamics.systems.coarse_grid import check_grids, stored_fine_run
+from ml4dynamics.systems.coarse_grid import check_grids, mean_free, stored_fine_run
 from ml4dynamics.systems.spectral import (
     ETDRK4,
     dealias_mask2,
@@ -296,7 +298,7 @@ class Kolmogorov(System):
     def step(self, u: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
         if self.config.closure_kind == "filter":
             return self.coarse.step(u[0], flux=y)[None]
-        return self.coarse.step(u[0])[None] + self.dt * y
+        return self.coarse.step(u[0])[None] + self.dt * mean_free(y)
 
     def reference_trajectory(
         self,
