@@ -247,3 +247,25 @@ def test_a_system_can_have_its_own_report_time():
         parse(EvaluateConfig, {**raw, "report_times": {"kolmo": 2.0}}, "evaluate")
     with pytest.raises(ConfigError, match="report_times.ks.*must be a time > 0"):
         parse(EvaluateConfig, {**raw, "report_times": {"ks": -1.0}}, "evaluate")
+
+
+def test_a_chaotic_hybrid_shifts_only_beyond_the_furthest_true_frame():
+    """After decorrelation the true frame at the same time is an unrelated state: a dip of its
+    F must not count as the hybrid's shift; going beyond the truth's furthest frame does."""
+    truth = np.ones((2, 6, 1, 4))
+    truth[0, 3] = 1e-3  # the truth dips toward the manifold at one frame (F = 1e-6)
+    ds = synthetic(truth)
+
+    def log10_f(u):  # F(u) = mean u²: the distance from the manifold {0}
+        return np.log10(np.mean(u**2, axis=(2, 3)))
+
+    same = np.ones_like(truth)  # as far out as the truth's usual frames
+    chaotic, _ = score_split(ds, same, 10.0, 0.5, log10_f, chaotic=True)
+    assert chaotic["excess_shift"] == pytest.approx(0.0, abs=1e-12)
+    assert chaotic["excess_shift_same_frame"] == pytest.approx(6.0)  # the dip, not a shift
+    plain, _ = score_split(ds, same, 10.0, 0.5, log10_f)
+    assert plain["excess_shift"] == pytest.approx(6.0) and "excess_shift_same_frame" not in plain
+    beyond = same.copy()
+    beyond[1, 4] = 30.0  # three decades of F beyond the truth's furthest frame
+    far, _ = score_split(ds, beyond, 100.0, 0.5, log10_f, chaotic=True)  # (not blown up)
+    assert far["excess_shift"] == pytest.approx(np.log10(900.0))
