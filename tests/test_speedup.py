@@ -124,9 +124,11 @@ def test_the_results_page_lists_the_ladder_from_coarse_to_fine():
             "solver 64": rung(64, 2.0),
         },
         "hybrids": {"ols v1": hybrid},
+        "models": {"ols v1": {"uri": "models:/kolmogorov-closure@champion", "version": 1}},
     }
     page = speedup_section("kolmogorov", record)
     assert page.index("| solver 64 |") < page.index("| solver 112 |") < page.index("hybrid ols")
+    assert "| hybrid ols v1 (`models:/kolmogorov-closure@champion`) |" in page  # as asked for
 
 
 @pytest.fixture

@@ -289,9 +289,10 @@ def speedup_section(name: str, record: Mapping[str, Any], image: str | None = No
         [solver, number(entry["cost_ms_per_time_unit"]), *(accuracy(entry, c) for c in levels)]
         for solver, entry in sorted(ladder, key=lambda item: item[1].get("resolution", 0))
     ]
+    uris = {label: model.get("uri") for label, model in record.get("models", {}).items()}
     rows += [
         [
-            f"hybrid {label}",
+            f"hybrid {label}" + (f" (`{uris[label]}`)" if uris.get(label) else ""),
             number(entry["cost_ms_per_time_unit"]),
             *(accuracy(entry, c) for c in levels),
         ]
