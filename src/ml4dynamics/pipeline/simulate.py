@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         png,
         times - t0,
         {"hybrid": frames},
-        f"{args.model}: hybrid simulation",
+        f"{args.model}\nhybrid simulation",  # (two lines: a narrow 1D figure)
         fields,
         figures.spatial_axes(ds),
     )
