@@ -66,12 +66,14 @@ def test_a_system_with_an_energy_spectrum_shows_its_error_beside_the_coarse_solv
     chaotic = evaluation(1.4)
     chaotic["score_metric"] = "error_t10"  # scored (and λ chosen) at the report time
     chaotic["val"]["error_t10"] = 0.07
+    chaotic["ood"]["error_t10"] = 0.3
     chaotic["test"].update(spectrum_error=0.05, coarse_alone={"spectrum_error": 0.21})
     blown = evaluation(None, stable=0.5)
     blown["test"].update(spectrum_error=None, coarse_alone={"spectrum_error": 0.21})
     text = system_section("ks", {"ols": chaotic, "tr": blown}, {}, None, None)
     assert "| test spectrum error (coarse solver alone) |" in text
     assert "| estimator | val error (t = 10) |" in text and "| ols | 0.07 |" in text
+    assert "| ood error (t = 10) |" in text and "| 1.4 | 0.3 | 1 / 1 |" in text
     assert "| 1 / 1 | 0.05 (0.21) |" in text and "| 0.5 / 0.5 | — (0.21) |" in text
     plain = system_section("rd", {"ols": evaluation(0.2)}, {}, None, None)
     assert "spectrum" not in plain.split("\n\n")[1]  # (no column for a system without one)

@@ -81,7 +81,7 @@ def system_section(
         f"val error (t = {val_time})",
         *([f"test error (t = {report_time})"] if early else []),
         f"test error (t = {number(horizon.get('test'))})",
-        f"ood error (t = {number(horizon.get('ood'))})",
+        f"ood error (t = {report_time if val_key == key else number(horizon.get('ood'))})",
         "stable (test / ood)",
         *(["test spectrum error (coarse solver alone)"] if spectral else []),
         "test excess shift",
@@ -100,7 +100,7 @@ def system_section(
                 number(ev.get("val", {}).get(val_key)),
                 *([number(ev["test"].get(key))] if early else []),
                 number(ev["test"]["error_horizon"]),
-                number(ev["ood"]["error_horizon"]),
+                number(ev["ood"].get(val_key)),  # (as scored: at the report time if chaotic)
                 f"{number(ev['test']['stable_fraction'])} / {number(ev['ood']['stable_fraction'])}",
                 *([_spectrum(ev["test"])] if spectral else []),
                 number(ev["test"].get("excess_shift")),
