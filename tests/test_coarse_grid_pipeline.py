@@ -33,6 +33,8 @@ def run(args: list[str], capsys) -> str:
 @pytest.mark.parametrize("system", ["ks", "kolmogorov"])
 def test_a_coarse_grid_closure_goes_through_the_pipeline(system, workdir, capsys):
     run(["generate", system], capsys)
+    inspected = run(["inspect", str(workdir / "data" / system / "train.zarr")], capsys)
+    assert "closure label energy by wavenumber band" in inspected  # where the correction works
     run(["fit-manifold", system], capsys)
     for estimator in ("ols", "tr-projector"):
         run(["train", system, "--estimator", estimator], capsys)

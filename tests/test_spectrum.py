@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from ml4dynamics.evaluation import score_split
-from ml4dynamics.spectrum import energy_spectrum, spectrum_error
+from ml4dynamics.spectrum import BANDS, band_shares, energy_spectrum, spectrum_error
 
 
 def grid2(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,3 +69,11 @@ def test_evaluation_averages_the_spectrum_over_the_frames_from_the_report_time()
     assert "spectrum_error" not in score_split(ds, late, 100.0, 4.0, spatial_axes=1)[0]
     beyond, _ = score_split(ds, late, 100.0, 20.0, spatial_axes=1, spectrum_weight=0)
     assert beyond["spectrum_error"] is None
+
+
+def test_band_shares_split_the_energy_at_the_two_thirds_cut_off_and_the_nyquist_wavenumber():
+    x1, x2 = grid2(48)  # n/3 = 16, n/2 = 24
+    low, gap, corner = np.cos(5 * x1), 2.0 * np.cos(20 * x2), 3.0 * np.cos(20 * x1 + 20 * x2)
+    shares = band_shares(np.stack([low, gap + corner])[None], spatial_axes=2)  # two fields
+    assert list(shares) == list(BANDS)
+    np.testing.assert_allclose(list(shares.values()), np.array([1.0, 4.0, 9.0]) / 14.0, rtol=1e-12)

@@ -78,3 +78,25 @@ def spectrum_error(
     if not (np.isfinite(mean_pred).all() and (mean_pred > 0).all() and (mean_true > 0).all()):
         return None  # (an overflow, or an empty shell: no log ratio)
     return float(np.mean(np.abs(np.log10(mean_pred) - np.log10(mean_true))))
+
+
+#: the wavenumber bands of ``band_shares``: |k| ≤ n/3 (what the 2/3 rule keeps), up to the
+#: Nyquist wavenumber n/2, and beyond it (the corners of a 2D grid)
+BANDS = ("|k| <= n/3", "n/3 < |k| <= n/2", "|k| > n/2")
+
+
+def band_shares(u: np.ndarray, spatial_axes: int) -> dict[str, float]:
+    """The share of the Fourier energy Σ|û_k|² of the fields ``u`` (``(..., field, *grid)``) in
+    each band of ``BANDS`` (n the smallest side of the grid). For a coarse grid's closure labels
+    it says where the correction works: above n/3 the coarse solver's dealiased nonlinear term
+    does not reach."""
+    grid = u.shape[-spatial_axes:]
+    axes = tuple(range(u.ndim - spatial_axes, u.ndim))
+    power = np.abs(np.fft.fftn(u, axes=axes)) ** 2
+    power = power.reshape(-1, *grid).sum(axis=0)
+    _, magnitude = shells(grid)
+    n = min(grid)
+    masks = (magnitude <= n / 3, (magnitude > n / 3) & (magnitude <= n / 2), magnitude > n / 2)
+    total = float(power.sum())
+    shares = (float(power[m].sum()) / total if total else 0.0 for m in masks)
+    return dict(zip(BANDS, shares, strict=True))
