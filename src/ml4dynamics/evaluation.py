@@ -240,6 +240,7 @@ def score_split(
         "error_horizon": _mean(err[:, -1]),
         "error_sq_horizon": _mean(err[:, -1] ** 2),
     }
+    reached = np.isclose(elapsed, report_time) | (elapsed > report_time)  # from its frame on
     at = np.nonzero(np.isclose(elapsed, report_time))[0]
     key = f"error_t{report_time:g}"
     summary[key] = _mean(err[:, at[0]]) if len(at) else None
@@ -251,7 +252,7 @@ def score_split(
         summary[f"corr_censored_{name}"] = int(np.isnan(drop).sum())
     summary["blowup_times"] = [_finite(t) for t in blowup]  # null: stable to the horizon
     if spectrum_weight is not None:
-        window = (elapsed >= report_time - 1e-9 * max(horizon, 1.0)) & (elapsed > 0)
+        window = reached & (elapsed > 0)
         summary["spectrum_error"] = (
             spectrum_error(pred[:, window], truth[:, window], spatial_axes, spectrum_weight)
             if window.any()
@@ -387,12 +388,12 @@ def coarse_alone(
     log10_f: BatchFn | None,
     spatial: int,
     spectrum_weight: int | None = None,
+    chaotic: bool = False,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The solver the closure corrects, with no closure (``y = 0``): for a coarse grid closed by
     a fine solver, the plain coarse solver. A closure that does not beat it has no use.
     (Summary, per-frame curves.)"""
     pred = hybrid_rollouts(ds, None, closure_of=zero_closure)
-    chaotic = system_groups(ds)[0][0].chaotic
     summary, curves = score_split(
         ds, pred, bound, report_time, log10_f, spatial, spectrum_weight, chaotic
     )
@@ -437,7 +438,9 @@ def evaluate_splits(
         )
         if with_ablation and not exact:
             summaries[split]["ablation"] = summaries[split]["error_vs_ablation"] = None
-            base, base_curves = coarse_alone(ds, bound, report_time, log10_f, spatial, weight)
+            base, base_curves = coarse_alone(
+                ds, bound, report_time, log10_f, spatial, weight, system.chaotic
+            )
             summaries[split]["coarse_alone"] = base
             curves[split]["coarse_alone_rel_error"] = base_curves["rel_error"]
         elif with_ablation:

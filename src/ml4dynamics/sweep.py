@@ -200,7 +200,7 @@ def _errors(rows: list[dict[str, Any]], key: str) -> np.ndarray:
     return np.array([np.inf if r[key] is None else r[key] for r in rows], dtype=float)
 
 
-def _label(column: str, value: Any) -> str:
+def _label(value: Any) -> str:
     return "params.yaml" if value is None else f"{value:g}"
 
 
@@ -257,7 +257,7 @@ def table(
             cells.append(_cell(_errors(first, "floor_ratio")))
             ablation = [r for r in first if r.get("ablation_error") is not None]
             cells.append(_cell(_errors(ablation, "ablation_error")) if ablation else "–")
-        lines.append(f"| {_label(column, value)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(value)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -286,7 +286,7 @@ def lam_table(
         for name, lam in tr:
             rows = [r for r in runs if (r[column], r["estimator"], r["lam"]) == (value, name, lam)]
             lines.append(
-                f"| {_label(column, value)} | {name} | {lam:g} | "
+                f"| {_label(value)} | {name} | {lam:g} | "
                 f"{_cell(_errors(rows, 'val_score'))} | {_cell(_errors(rows, 'error'))} |"
             )
     return "\n".join(lines)

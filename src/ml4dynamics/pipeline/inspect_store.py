@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.spectrum import band_shares
 from ml4dynamics.systems import system_class
 
@@ -17,11 +18,11 @@ def main(args: argparse.Namespace) -> int:
     ds = open_dataset(args.path)
     print(f"{args.path}: valid {ds.attrs['system']} dataset, split {ds.attrs['split']}")
     print(ds)
-    cls = system_class(ds.attrs["system"])
-    spatial = [d for d in ds.y.dims if d.startswith("x")] if "y" in ds else []
-    if cls.spectrum_weight is not None and spatial:  # a periodic flow: where its labels live
-        shares = band_shares(ds.y.values, len(spatial))
+    if system_class(ds.attrs["system"]).spectrum_weight is not None:  # a periodic flow
+        system = system_groups(ds)[0][0]
+        spatial = len(system.state_dims) - 1
+        shares = band_shares(ds.y.values, spatial)  # where its closure labels live
         cells = ", ".join(f"{band}: {share:.1%}" for band, share in shares.items())
-        n = min(ds.sizes[d] for d in spatial)
+        n = min(system.state_shape[1:])
         print(f"closure label energy by wavenumber band (n = {n}): {cells}")
     return 0
