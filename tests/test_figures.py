@@ -104,3 +104,44 @@ def test_a_1d_field_is_drawn_as_space_time_with_time_up(tmp_path):
     path = figures.snapshots(tmp_path / "ks.png", times, rows, "ks", ["u"], {"x1": x})
     height, width = matplotlib.image.imread(path).shape[:2]
     assert width > 2 * height  # three panels side by side
+
+
+def _drawn(monkeypatch, draw) -> dict[str, tuple]:
+    """The colour of every labelled line or marker of the figure ``draw()`` saves."""
+    import matplotlib.colors
+
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: saved.append(fig))
+    draw()
+    (fig,) = saved
+    colours = {}
+    for ax in fig.axes:
+        for artist in (*ax.lines, *ax.containers):
+            line = artist.lines[0] if hasattr(artist, "lines") else artist
+            colours[artist.get_label()] = matplotlib.colors.to_rgba(line.get_color())
+    return colours
+
+
+def test_an_estimator_has_one_colour_in_every_figure(monkeypatch, tmp_path):
+    """OLS and TR-projector are drawn in their palette colours in the linear experiment and in
+    the speed-up figure, whatever their order there."""
+    import matplotlib.colors
+
+    rows = [{"lam": lam, "ols": 1.0, "mols": 0.5 / lam, "tr": 0.1 / lam} for lam in (1, 10)]
+    linear = _drawn(monkeypatch, lambda: figures.terminal_error_vs_lambda(rows, tmp_path / "l", 5))
+    acc = {"0.8": {"mean": 3.0, "interval": [2.0, 4.0]}}
+    hybrid = {"cost_ms_per_time_unit": 2.0, "accuracy": acc}
+    hybrid["equivalent"] = {"0.8": {"speedup": 0.5, "where": "inside"}}
+    result = {
+        "system": "ks",
+        "settings": {"horizon": 10.0},
+        "solvers": {"solver 16": {"cost_ms_per_time_unit": 1.0, "accuracy": acc}},
+        "hybrids": {"tr-projector v4": hybrid, "ols v3": hybrid},  # TR first this time
+    }
+    speed = _drawn(monkeypatch, lambda: figures.speedup(tmp_path / "s.png", result))
+    for estimator, label in (("ols", "OLS"), ("tr-projector", "TR (projector, P_V)")):
+        expected = matplotlib.colors.to_rgba(figures.ESTIMATOR_COLOURS[estimator])
+        assert linear[label] == expected
+        (in_speedup,) = [c for name, c in speed.items() if name.startswith(estimator + " v")]
+        assert in_speedup == expected
+    assert len(set(figures.ESTIMATOR_COLOURS.values())) == len(figures.ESTIMATOR_COLOURS)

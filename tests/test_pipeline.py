@@ -5,6 +5,7 @@ with the champion: tests/test_downstream.py.)"""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -48,6 +49,16 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     drawn = plots["data"]  # images (no JavaScript: the page renders offline)
     assert "plots/rd/evaluate/tr-projector/error.png" in drawn
     assert {entry["type"] for entries in drawn.values() for entry in entries} == {"image"}
+    # the page `dvc plots show` writes needs nothing from the network: no script, no remote
+    # address, and every image it shows is a PNG file beside it
+    page = tmp_path / "dvc_plots"
+    sh(["dvc", "plots", "show", "--out", str(page)], repo, env)
+    html = (page / "index.html").read_text()
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == len(drawn)
+    for src in sources:
+        assert (page / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
 
     # a champion exists, with its gate results as tags
     client = registry(repo)

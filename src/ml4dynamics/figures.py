@@ -16,6 +16,22 @@ import matplotlib.ticker  # noqa: E402
 
 from ml4dynamics.outputs import atomic_file  # noqa: E402
 
+#: one colour per estimator in every figure that compares estimators (the linear experiment,
+#: the speed-up); a name not listed (a new estimator) gets a grey
+ESTIMATOR_COLOURS = {
+    "ols": "#1f77b4",
+    "mols": "#ff7f0e",
+    "aols": "#8c564b",
+    "field-ols": "#9467bd",
+    "tr-gradient": "#d62728",
+    "tr-projector": "#2ca02c",
+}
+
+
+def estimator_colour(name: str) -> str:
+    """The colour of estimator ``name`` (``"ols"``, ``"tr-projector"``, …) in every figure."""
+    return ESTIMATOR_COLOURS.get(name, "0.5")
+
 
 def _save(fig, path: Path, dpi: int) -> None:
     """Save atomically: the old figure or the new one, never half a PNG."""
@@ -228,10 +244,12 @@ def terminal_error_vs_lambda(rows: Sequence[Mapping[str, float]], path: Path, ho
     """The linear experiment: mean terminal error of the OLS, mOLS and TR hybrids against λ."""
     lams = [r["lam"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i, (key, label) in enumerate(
-        (("ols", "OLS"), ("mols", "mOLS (wd = λ)"), ("tr", "TR (projector, P_V)"))
+    for key, label, estimator in (
+        ("ols", "OLS", "ols"),
+        ("mols", "mOLS (wd = λ)", "mols"),
+        ("tr", "TR (projector, P_V)", "tr-projector"),
     ):
-        colour = f"C{i}"
+        colour = estimator_colour(estimator)
         ax.loglog(lams, [r[key] for r in rows], marker="o", color=colour, label=label)
         if f"{key}_centred" in rows[0]:
             centred = [r[f"{key}_centred"] for r in rows]
@@ -285,7 +303,7 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
                 fontsize=7,
                 color="0.35",
             )
-        for i, (name, entry) in enumerate(result["hybrids"].items()):
+        for name, entry in result["hybrids"].items():  # "ESTIMATOR vN"
             xi, yi, loi, hii = point(entry)
             eq = entry["equivalent"][level]
             ax.errorbar(
@@ -293,7 +311,7 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
                 [yi],
                 yerr=[[loi], [hii]],
                 fmt="s",
-                color=f"C{i}",
+                color=estimator_colour(name.split()[0]),
                 capsize=3,
                 label=f"{name}: {eq['speedup']:.2f}x ({eq['where']})",
             )
