@@ -58,6 +58,19 @@ def test_lam_is_chosen_on_validation_never_on_test():
     assert choose_lam(runs) == {(0.05, "tr"): 1.0}
 
 
+def test_when_every_lam_blew_up_the_one_whose_validation_lasted_longest_is_chosen():
+    """All validation rollouts blew up at every λ: the error cannot rank them, the time they
+    lasted can (mean over seeds); test still plays no part."""
+    runs = [
+        {"setting": None, "estimator": "tr", "lam": lam, "val_score": None, "val_stable_time": t}
+        | {"error": None}
+        for lam, t in ((0.1, 1.0), (0.1, 1.4), (1.0, 2.5), (1.0, 0.5), (10.0, 1.2), (10.0, 1.0))
+    ]
+    assert choose_lam(runs, "setting") == {(None, "tr"): 1.0}  # 1.5 on average, against 1.2, 1.1
+    runs[4]["val_score"] = runs[5]["val_score"] = 0.9  # a finite error beats any lasting time
+    assert choose_lam(runs, "setting") == {(None, "tr"): 10.0}
+
+
 def test_table_reports_blow_ups_instead_of_averaging_them():
     runs = [
         {"gamma_u": 0.05, "estimator": "ols", "error": 0.1},

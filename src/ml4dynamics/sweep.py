@@ -138,6 +138,9 @@ def run(
                         evaluate.report_time,
                     )
                     test, valid = summaries["test"], summaries["val"]
+                    # how long the validation rollouts last (a blow-up ends one): the tie-break
+                    # of λ choices whose validation rollouts all blew up
+                    lasted = [valid["horizon"] if b is None else b for b in valid["blowup_times"]]
                     row = {
                         column: value,
                         "seed": seed,
@@ -145,6 +148,7 @@ def run(
                         "lam": getattr(reg.config, "lam", None),
                         "val_score": valid[val_key],
                         "val_error_horizon": valid["error_horizon"],
+                        "val_stable_time": float(np.mean(lasted)),
                         "error": test[key],
                         "error_sq": test[f"{key}_sq"],
                         "error_horizon": test["error_horizon"],
@@ -210,7 +214,9 @@ def _heading(column: str) -> str:
 
 def choose_lam(runs: list[dict[str, Any]], column: str = "gamma_u") -> dict[tuple[Any, str], float]:
     """Per (setting, TR estimator): the λ with the lowest mean validation score over seeds (a
-    blow-up is infinite error; ties go to the smaller λ). Test errors are not used."""
+    blow-up is infinite error); among equal scores (every λ blew up somewhere) the one whose
+    validation rollouts lasted longest on average, then the smaller λ. Test errors are not
+    used."""
     chosen: dict[tuple[Any, str], float] = {}
     keys = {(r[column], r["estimator"]) for r in runs if r["lam"] is not None}
     for g, e in sorted(keys, key=lambda k: (k[0] is not None, k[0] or 0, k[1])):
@@ -218,9 +224,21 @@ def choose_lam(runs: list[dict[str, Any]], column: str = "gamma_u") -> dict[tupl
         for r in runs:
             if (r[column], r["estimator"]) == (g, e):
                 by_lam.setdefault(r["lam"], []).append(r)
-        means = {lam: float(np.mean(_errors(rows, "val_score"))) for lam, rows in by_lam.items()}
+        means = {
+            lam: (
+                float(np.mean(_errors(rows, "val_score"))),
+                -float(np.mean([r.get("val_stable_time", 0.0) for r in rows])),
+            )
+            for lam, rows in by_lam.items()
+        }
         chosen[(g, e)] = min(sorted(means), key=lambda lam: means[lam])
     return chosen
+
+
+def _spread(rows: list[dict[str, Any]], key: str) -> str:
+    """Mean ± std over the rows of ``key`` ("–" where no row has it: a sweep run before it)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return f"{np.mean(values):.3g} ± {np.std(values):.2g}" if values else "–"
 
 
 def _cell(values: np.ndarray) -> str:
@@ -272,8 +290,8 @@ def lam_table(
     metric = {"error_horizon": "horizon"}.get(val_key or "", val_key)
     lines = [
         f"| {_heading(column)} | estimator | λ | validation error ({metric}) "
-        "| test error (report time) |",
-        "|---|---|---|---|---|",
+        "| validation: time stable | test error (report time) | test: stable fraction |",
+        "|---|---|---|---|---|---|---|",
     ]
     for value in values:
         tr = sorted(
@@ -287,6 +305,7 @@ def lam_table(
             rows = [r for r in runs if (r[column], r["estimator"], r["lam"]) == (value, name, lam)]
             lines.append(
                 f"| {_label(value)} | {name} | {lam:g} | "
-                f"{_cell(_errors(rows, 'val_score'))} | {_cell(_errors(rows, 'error'))} |"
+                f"{_cell(_errors(rows, 'val_score'))} | {_spread(rows, 'val_stable_time')} | "
+                f"{_cell(_errors(rows, 'error'))} | {_spread(rows, 'stable_fraction')} |"
             )
     return "\n".join(lines)
