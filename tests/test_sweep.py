@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.sweep import choose_lam, run, table
+from ml4dynamics.sweep import choose_lam, render, run, table
 from tests.conftest import run_cli, small_params, write_params
 
 
@@ -46,7 +46,20 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
     lines = out.with_suffix(".md").read_text().splitlines()
     assert lines[0] == "| γ_u | ols | tr-projector | floor ratio (ols) | ablation (ols) |"
     assert "(λ = " in lines[2] and len(lines[: lines.index("")]) == 3  # one row per γ_u
-    assert lines[lines.index("") + 1].startswith("| γ_u | estimator | λ | validation error")
+    blocks = out.with_suffix(".md").read_text().split("\n\n")
+    assert blocks[1].startswith("| γ_u | estimator | test: stable fraction | test: time until")
+    assert blocks[2].startswith("| γ_u | estimator | λ | validation error")
+
+    # the tables are rewritten from the recorded runs alone (`ml4d sweep --render`)
+    written = out.with_suffix(".md").read_text()
+    out.with_suffix(".md").unlink()
+    assert render(out)["table"] == result["table"]
+    assert out.with_suffix(".md").read_text() == written
+    recorded = json.loads(out.read_text())
+    for r in recorded["runs"]:
+        r["error"] = None  # as if every test rollout had blown up
+    out.write_text(json.dumps(recorded))
+    assert "blew up in 1/1" in render(out)["table"]
 
 
 def test_lam_is_chosen_on_validation_never_on_test():
@@ -115,7 +128,7 @@ def test_sweep_of_a_chaotic_system_chooses_lam_on_the_validation_error_at_the_re
     lines = out.with_suffix(".md").read_text().splitlines()
     assert lines[0].startswith("| setting | ols | tr-projector |")
     assert lines[2].startswith("| params.yaml | ")
-    assert "validation error (error_t2)" in lines[lines.index("") + 1]
+    assert "validation error (error_t2)" in out.with_suffix(".md").read_text().split("\n\n")[2]
 
 
 def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatch):
@@ -131,6 +144,8 @@ def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatc
         (["--system", "ks", "--gamma-u", "0.1"], "--gamma-u sweeps rd's gamma_u"),
         (["--vary", "gamma_u"], "--vary PARAM and --values V [V ...] go together"),
         (["--system", "ks", "--n", "32"], "--n sets rd's grid; ks has no parameter n"),
+        (["--render", "missing.json"], "missing.json does not exist"),
+        (["--render", "params.yaml"], "params.yaml is not the JSON of an `ml4d sweep`"),
     ],
 )
 def test_sweep_command_line_mistakes_are_one_line_errors(tmp_path, args, message):

@@ -22,6 +22,7 @@ in one process, so JAX compiles each program once for the whole sweep.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -167,10 +168,6 @@ def run(
                             row[extra] = test[extra]
                     runs.append(row)
                     print({k: v for k, v in row.items() if k != "val_loss_curve"}, flush=True)
-    chosen = choose_lam(runs, column)
-    picked = [
-        r for r in runs if r["lam"] is None or chosen[(r[column], r["estimator"])] == r["lam"]
-    ]
     result = {
         "settings": {
             "system": system_name,
@@ -187,15 +184,49 @@ def run(
             "manifold": dataclasses.asdict(manifold_stage.model),
             "estimators": {k: dataclasses.asdict(v.config) for k, v in regs.items()},
         },
-        "chosen_lam": [{column: g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()],
         "runs": runs,
-        "table": table(picked, names, values, chosen, column),
-        "lam_table": lam_table(runs, values, column, val_key) if lams else "",
     }
+    return _tabulated(result, out)
+
+
+def render(out: Path) -> dict[str, Any]:
+    """Rewrite the tables of the sweep recorded in ``out`` (its JSON) from its runs, without
+    running anything: for a committed sweep after the tables gained a column."""
+    try:
+        result = json.loads(Path(out).read_text())
+        if not {"estimators", "parameter", "val_score"} <= set(result["settings"]):
+            raise KeyError("settings")
+        result["runs"]  # noqa: B018
+    except FileNotFoundError as exc:
+        raise ML4DError(f"{out} does not exist; give the JSON an `ml4d sweep` wrote") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ML4DError(
+            f"{out} is not the JSON of an `ml4d sweep` (no {exc}); give its path"
+        ) from exc
+    return _tabulated(result, out)
+
+
+def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``result`` with its λ choice and tables (from its settings and runs), written to ``out``
+    (JSON) and beside it (Markdown)."""
+    settings, runs = result["settings"], result["runs"]
+    column = settings["parameter"] or "setting"
+    names = list(settings["estimators"])
+    values = list(dict.fromkeys(r[column] for r in runs))
+    chosen = choose_lam(runs, column)
+    picked = [
+        r for r in runs if r["lam"] is None or chosen[(r[column], r["estimator"])] == r["lam"]
+    ]
+    result["chosen_lam"] = [
+        {column: g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()
+    ]
+    result["table"] = table(picked, names, values, chosen, column)
+    result["stability_table"] = stability_table(picked, names, values, column)
+    lams = settings.get("lams")
+    result["lam_table"] = lam_table(runs, values, column, settings["val_score"]) if lams else ""
     write_json(out, result)
-    out.with_suffix(".md").write_text(
-        result["table"] + "\n" + (f"\n{result['lam_table']}\n" if lams else "")
-    )
+    parts = [result["table"], result["stability_table"], result["lam_table"]]
+    out.with_suffix(".md").write_text("\n\n".join(p for p in parts if p) + "\n")
     return result
 
 
@@ -276,6 +307,29 @@ def table(
             ablation = [r for r in first if r.get("ablation_error") is not None]
             cells.append(_cell(_errors(ablation, "ablation_error")) if ablation else "–")
         lines.append(f"| {_label(value)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stability_table(
+    runs: list[dict[str, Any]], names: list[str], values: list[Any], column: str = "gamma_u"
+) -> str:
+    """Markdown: per setting and estimator (TR at its chosen λ: ``runs`` are the picked ones),
+    how much of the test rollouts survives — the stable fraction and the mean time until the
+    correlation with the truth drops below 0.8 (a blow-up ends it), mean ± std over seeds. Empty
+    when the runs do not carry those times (a sweep recorded before they were)."""
+    if not any("corr_time_80" in r for r in runs):
+        return ""
+    lines = [
+        f"| {_heading(column)} | estimator | test: stable fraction | test: time until ρ < 0.8 |",
+        "|---|---|---|---|",
+    ]
+    for value in values:
+        for name in names:
+            rows = [r for r in runs if r[column] == value and r["estimator"] == name]
+            lines.append(
+                f"| {_label(value)} | {name} | {_spread(rows, 'stable_fraction')} | "
+                f"{_spread(rows, 'corr_time_80')} |"
+            )
     return "\n".join(lines)
 
 

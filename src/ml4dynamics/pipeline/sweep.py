@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.sweep import run
+from ml4dynamics.sweep import render, run
 
 ARGUMENTS = ("params",)
 
@@ -34,9 +34,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the λ grid of the TR estimators, chosen on validation (default: reg.SYSTEM.lam)",
     )
     parser.add_argument("--out", help="output (default: sweep/SYSTEM_table.json)")
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="rewrite the tables of a recorded sweep from its JSON (runs nothing)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.render:
+        result = render(Path(args.render))
+        print(result["table"])
+        return 0
     param, values = args.vary, args.values
     if args.gamma_u is not None:
         if args.system != "rd" or param not in (None, "gamma_u"):
