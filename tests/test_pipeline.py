@@ -105,6 +105,12 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     for lam in ("2.5", "0.3"):
         assert f'"lam": {lam}' in shown and f'"name": "lam-{lam}"' in shown
     assert "metrics/rd/headline/tr-projector.json" in shown and '"ood_err_end"' in shown
+    # ... and side by side in a table that fits a terminal: one row per experiment with its λ
+    side_by_side = sh(["ml4d", "experiments"], repo, env).stdout.splitlines()
+    assert max(map(len, side_by_side)) <= 200 and "λ rd" in side_by_side[1]
+    for lam in ("2.5", "0.3"):
+        (row,) = [line for line in side_by_side if f"lam-{lam} " in line]
+        assert row.split()[2] == lam
     experiment = client.get_experiment_by_name("rd")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'train'")
     assert len(runs) == 2 + 2  # the baseline's OLS and TR, and one TR per experiment

@@ -67,6 +67,11 @@ COMMANDS: dict[str, Command] = {
             "sweep",
             "every estimator x seed (along one system parameter), lambda chosen on validation",
         ),
+        (
+            "experiments",
+            "experiments",
+            "the DVC experiments side by side: λ, validation and test error, gates",
+        ),
         ("report", "report", "write docs/results.md: the results tables, from the metrics"),
         ("bench", "bench", "time one training step of every estimator side by side"),
         ("linear-theory", "linear_theory", "the paper's linear experiment: terminal error vs λ"),

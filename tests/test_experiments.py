@@ -1,0 +1,75 @@
+"""`ml4d experiments`: the DVC experiments side by side in a table a person can read."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml4dynamics.errors import ML4DError
+from ml4dynamics.experiments import rows, shown, table
+
+
+def state(rev, name, lam_rd, rd_tr_val, ks_val=0.03):
+    headline = {"val_err_end": 0.2, "test_err_end": 0.3, "stable": 1.0}
+    return {
+        "rev": rev,
+        "name": name,
+        "data": {
+            "params": {
+                "params.yaml": {"data": {"reg": {"rd": {"lam": lam_rd}, "ks": {"lam": 10.0}}}}
+            },
+            "metrics": {
+                "metrics/rd/headline/ols.json": {"data": headline},
+                "metrics/rd/headline/tr-projector.json": {
+                    "data": {**headline, "val_err_end": rd_tr_val}
+                },
+                # a chaotic system's headline: scored at the report time
+                "metrics/ks/headline/ols.json": {
+                    "data": {
+                        "val_err": ks_val,
+                        "test_err": 0.04,
+                        "test_err_end": 1.5,
+                        "stable": 1.0,
+                    }
+                },
+                "metrics/rd/gates.json": {"data": {"ols": "champion", "tr-projector": "refused"}},
+            },
+        },
+    }
+
+
+RECORD = [
+    state("workspace", None, 100.0, 0.154),
+    {
+        **state("0123456789abcdef", "main", 100.0, 0.154),
+        "experiments": [
+            {"name": "lam-2.5", "revs": [state("fedcba9876543210", "lam-2.5", 2.5, 0.31)]},
+            {"name": None, "revs": [state("aaaaaaa1234567", None, 0.3, 0.42)]},
+        ],
+    },
+]
+
+
+def test_each_experiment_is_a_row_with_its_lam_and_the_numbers_it_is_judged_by():
+    groups, labels, body = rows(RECORD)
+    assert [g for g, _ in groups] == ["", "rd ols", "rd tr-projector", "ks ols"]
+    assert labels[:2] == ["experiment", "λ rd"]  # ks's λ is the same everywhere: no column
+    assert [r[0] for r in body] == ["workspace", "main", "└ lam-2.5", "└ aaaaaaa"]
+    assert [r[1] for r in body] == ["100", "100", "2.5", "0.3"]
+    tr = 2 + len(labels[2:]) // 3  # rd tr-projector's first column
+    assert [r[tr] for r in body] == ["0.154", "0.154", "0.31", "0.42"]
+    assert body[2][tr + 3] == "refused" and body[2][2 + 3] == "champion"
+    ks = tr + 4
+    assert body[0][ks : ks + 3] == ["0.03", "0.04", "1"]  # chaotic: report time, not horizon
+
+
+def test_the_table_lines_up_and_fits_a_terminal():
+    lines = table(RECORD).splitlines()
+    assert max(map(len, lines)) <= 200 and len(lines) == 2 + 4
+    for name in ("rd ols", "rd tr-projector", "ks ols"):
+        at = lines[0].index(name)
+        assert lines[1][at : at + 3] == "val" and lines[1][at - 2 : at] == "  "
+
+
+def test_dvc_failing_is_one_line(tmp_path):
+    with pytest.raises(ML4DError, match="`dvc exp show --json` failed: "):
+        shown(str(tmp_path))  # not a DVC repository
