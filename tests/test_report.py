@@ -164,6 +164,9 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
     text = sweep_settings(settings)
     assert text.startswith("Run with the closure `local` (hidden 32), 30 epochs, λ grid [0.1, 1.0]")
     assert "λ chosen on the validation error_t10" in text
+    assert "2 validation and 4 test trajectories per parameter combination" in text  # (older)
+    totals = sweep_settings({**settings, "val_samples": 2, "test_samples": 5})
+    assert "2 validation and 5 test trajectories, λ chosen" in totals
     assert sweep_settings({}) == ""
 
 

@@ -33,6 +33,8 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
     assert all(math.isfinite(r["error"]) and r["stable_fraction"] == 1.0 for r in runs)
     assert all(r["floor_ratio"] > 0 and r["ablation_error"] >= 0 for r in runs)
     assert result["settings"]["n"] == 16 and result["settings"]["epochs"] == 1
+    assert result["settings"]["names"] == ["ols", "tr-projector"]  # the baseline first
+    assert result["settings"]["test_samples"] >= result["settings"]["test_trajectories"]
     assert json.loads(out.read_text())["runs"] == runs
     # λ is the one with the lowest mean *validation* error, whatever the test errors say
     for choice in result["chosen_lam"]:

@@ -185,6 +185,19 @@ def linear_section(result: Mapping[str, Any]) -> str:
     )
 
 
+def _trajectories(settings: Mapping[str, Any]) -> str:
+    """How many validation and test trajectories a sweep rolled out (in all where recorded,
+    else per parameter combination of the split, as sweeps recorded before the totals were)."""
+    if "test_samples" in settings:
+        return (
+            f"{settings['val_samples']} validation and {settings['test_samples']} test trajectories"
+        )
+    return (
+        f"{settings.get('val_trajectories')} validation and {settings.get('test_trajectories')} "
+        "test trajectories per parameter combination of the split"
+    )
+
+
 def sweep_settings(settings: Mapping[str, Any]) -> str:
     """What a committed sweep was run with (it may predate the current defaults)."""
     if not settings:
@@ -194,9 +207,8 @@ def sweep_settings(settings: Mapping[str, Any]) -> str:
     return (
         f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
         f"{settings.get('epochs')} epochs, λ grid {settings.get('lams')}, "
-        f"{settings.get('val_trajectories')} validation and {settings.get('test_trajectories')} "
-        f"test trajectories, λ chosen on the validation {score}; compare its closure with the "
-        "defaults above before comparing numbers.\n\n"
+        f"{_trajectories(settings)}, λ chosen on the validation {score}; compare its closure "
+        "with the defaults above before comparing numbers.\n\n"
     )
 
 

@@ -177,8 +177,13 @@ def run(
             "report_time": evaluate.report_time,
             "horizon": test_time,
             "val_score": val_key,
+            # per parameter combination of the split (ns_channel: one per Reynolds number) ...
             "test_trajectories": base.data.test.trajectories,
             "val_trajectories": base.data.val.trajectories,
+            # ... and in all
+            "test_samples": int(data["test"].sizes["sample"]),
+            "val_samples": int(data["val"].sizes["sample"]),
+            "names": names,  # the estimators in the order asked for (the first is the baseline)
             "lams": lams,
             "model": dataclasses.asdict(train_stage.model),
             "manifold": dataclasses.asdict(manifold_stage.model),
@@ -211,7 +216,9 @@ def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     (JSON) and beside it (Markdown)."""
     settings, runs = result["settings"], result["runs"]
     column = settings["parameter"] or "setting"
-    names = list(settings["estimators"])
+    # (a sweep recorded before the order was: OLS, the baseline, first)
+    recorded = sorted(settings["estimators"], key=lambda name: name != "ols")
+    names = settings.get("names") or recorded
     values = list(dict.fromkeys(r[column] for r in runs))
     chosen = choose_lam(runs, column)
     picked = [
