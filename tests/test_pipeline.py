@@ -42,6 +42,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
 
     # evaluation metrics and plots are where DVC looks for them
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    assert max(map(len, sh(["dvc", "metrics", "show"], repo, env).stdout.splitlines())) <= 200
     flat = json.dumps(metrics)
     assert "metrics/rd/headline/tr-projector.json" in flat and "test_err_end" in flat
     assert "metrics/rd/gates.json" in flat and "error_horizon" not in flat  # detail stays out
@@ -154,6 +155,10 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     ), applied.stderr
     assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["rd"]["lam"] == 2.5
     assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
+    # the λ change shows in `dvc metrics diff` as the numbers that moved, nothing else
+    moved = json.loads(sh(["dvc", "metrics", "diff", "--json"], repo, env).stdout)
+    assert set(moved) <= {"metrics/rd/headline/tr-projector.json", "metrics/rd/gates.json"}
+    assert 1 <= sum(map(len, moved.values())) <= 7 + 2, moved
     promotion = json.loads((repo / "metrics/rd/promotion.json").read_text())
     tr = promotion["candidates"]["tr-projector"]
     assert tr["version"] == int(registered_in["2.5"])  # the experiment's closure, not a new one

@@ -19,7 +19,6 @@ from typing import Any
 from ml4dynamics.errors import ML4DError
 
 HEADLINE = re.compile(r"metrics/(?P<system>[^/]+)/headline/(?P<estimator>[^/]+)\.json$")
-GATES = re.compile(r"metrics/(?P<system>[^/]+)/gates\.json$")
 #: per model: the validation score λ is chosen on and the test error beside it — at the report
 #: time for a chaotic system (its headline has ``val_err``), at the horizon otherwise — then the
 #: stable fraction and the gate outcome

@@ -199,15 +199,18 @@ def render(out: Path) -> dict[str, Any]:
     running anything: for a committed sweep after the tables gained a column."""
     try:
         result = json.loads(Path(out).read_text())
-        if not {"estimators", "parameter", "val_score"} <= set(result["settings"]):
-            raise KeyError("settings")
-        result["runs"]  # noqa: B018
     except FileNotFoundError as exc:
         raise ML4DError(f"{out} does not exist; give the JSON an `ml4d sweep` wrote") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
+        raise ML4DError(f"{out} is not the JSON of an `ml4d sweep` ({exc}); give its path") from exc
+    needed = {"estimators", "parameter", "val_score"}
+    if not isinstance(result, dict) or "runs" not in result:
+        raise ML4DError(f"{out} is not the JSON of an `ml4d sweep` (no runs); give its path")
+    if not needed <= set(result.get("settings", {})):
         raise ML4DError(
-            f"{out} is not the JSON of an `ml4d sweep` (no {exc}); give its path"
-        ) from exc
+            f"{out} is not the JSON of an `ml4d sweep` (no settings {sorted(needed)}: recorded "
+            "before they were); give its path"
+        )
     return _tabulated(result, out)
 
 
