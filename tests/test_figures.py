@@ -145,3 +145,32 @@ def test_an_estimator_has_one_colour_in_every_figure(monkeypatch, tmp_path):
         (in_speedup,) = [c for name, c in speed.items() if name.startswith(estimator + " v")]
         assert in_speedup == expected
     assert len(set(figures.ESTIMATOR_COLOURS.values())) == len(figures.ESTIMATOR_COLOURS)
+
+
+def test_trial_curves_pool_every_seed_and_end_an_error_line_at_blow_ups(monkeypatch, tmp_path):
+    """The multi-seed figure of `ml4d sweep`: one error line per seed in the estimator's colour
+    (a blown-up stretch is a gap, not a survivor's average), the ablation dashed, and the
+    stable fraction pooled over every seed's rollouts."""
+    import matplotlib.colors
+
+    t = [1.0, 2.0, 3.0]
+    ok = {"time": t, "rel_error": [0.1, 0.2, 0.3], "stable_fraction": [1.0, 1.0, 1.0]}
+    ok |= {"shift": [0.0, 0.1, 0.2], "ablation_rel_error": [0.01, 0.02, 0.03]}
+    blown = ok | {"rel_error": [0.1, None, None], "stable_fraction": [1.0, 0.5, 0.0]}
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: saved.append(fig))
+    groups = {"ols": [ok, blown], "tr-projector (λ = 10)": [ok, ok]}
+    figures.trial_curves(tmp_path / "c.png", {"params.yaml": groups}, "rd")
+    (fig,) = saved
+    err_ax, shift_ax, stable_ax = fig.axes
+    solid = [line for line in err_ax.lines if line.get_linestyle() == "-"]
+    assert len(solid) == 4  # a line per seed and estimator
+    colours = {matplotlib.colors.to_hex(line.get_color()) for line in solid}
+    assert colours == {figures.ESTIMATOR_COLOURS["ols"], figures.ESTIMATOR_COLOURS["tr-projector"]}
+    assert np.isnan(solid[1].get_ydata()[1:]).all()  # the blown-up seed's line ends
+    dashed = [line for line in err_ax.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 2  # the ablation of the first estimator, per seed
+    fractions = [line.get_ydata() for line in stable_ax.lines]
+    np.testing.assert_allclose(fractions[0], [1.0, 0.75, 0.5])  # of both seeds' rollouts
+    np.testing.assert_allclose(fractions[1], [1.0, 1.0, 1.0])
+    assert len(shift_ax.lines) == 4 + 1  # a line per seed and estimator, and zero

@@ -115,6 +115,7 @@ def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
     for name in ("rd", "ks"):  # every committed sweep gets its section
         (sweeps / f"{name}_table.md").write_text(f"| setting | ols |\n|---|---|\n| {name} | 1 |\n")
         (sweeps / f"{name}_table.json").write_text(json.dumps({"settings": {"system": name}}))
+    (sweeps / "rd_curves.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # its figure, where drawn
     result = run_cli(["report", "--system", "rd"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "docs" / "results.md").read_text()
@@ -125,6 +126,8 @@ def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
         )
         assert heading in page
         assert f"| {name} | 1 |" in page
+    assert "![rd: the test rollouts of every seed](../sweep/rd_curves.png)" in page
+    assert "ks_curves.png" not in page
     missing = run_cli(["report", "--system", "ns_channel"], cwd=tmp_path)
     assert missing.returncode != 0 and missing.stderr.count("\n") == 1
     assert "no evaluations of ns_channel" in missing.stderr

@@ -52,11 +52,25 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
     assert blocks[1].startswith("| γ_u | estimator | test: stable fraction | test: time until")
     assert blocks[2].startswith("| γ_u | estimator | λ | validation error")
 
-    # the tables are rewritten from the recorded runs alone (`ml4d sweep --render`)
+    # every run keeps its test curves to the horizon, and the trial draws them
+    for r in runs:
+        c = r["curves"]
+        assert len(c["time"]) == len(c["rel_error"]) == len(c["stable_fraction"])
+        assert len(c["shift"]) == len(c["ablation_rel_error"]) == len(c["time"])
+        assert c["time"][-1] == pytest.approx(result["settings"]["horizon"])
+        assert c["stable_fraction"] == [1.0] * len(c["time"])
+        assert all(e is not None and e > 0 for e in c["rel_error"])
+        assert r["blowup_times"] == [None] * result["settings"]["test_samples"]
+    figure = tmp_path / "sweep" / "table_curves.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the tables and the figure are rewritten from the recorded runs alone (`--render`)
     written = out.with_suffix(".md").read_text()
     out.with_suffix(".md").unlink()
+    figure.unlink()
     assert render(out)["table"] == result["table"]
     assert out.with_suffix(".md").read_text() == written
+    assert figure.is_file()
     recorded = json.loads(out.read_text())
     for r in recorded["runs"]:
         r["error"] = None  # as if every test rollout had blown up

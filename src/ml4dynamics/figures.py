@@ -329,3 +329,68 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
     _save(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _curve(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def trial_curves(
+    path: Path,
+    settings: Mapping[str, Mapping[str, Sequence[Mapping[str, Sequence[float | None]]]]],
+    title: str,
+) -> Path:
+    """The test rollouts of a multi-seed trial (``ml4d sweep``): one row of panels per setting
+    (``{setting: {estimator label: [curves of each seed]}}``, curves as ``sweep.kept_curves``
+    keeps them). Left: the relative error, one line per seed (the median over the trajectories,
+    a blown-up one counting as infinite, so a line ends when half have blown up), with the
+    ablation of the first estimator dashed; middle: the shift, median log10 F of the hybrid
+    minus the truth's (0: as close to the manifold as the truth); right: the fraction of all
+    rollouts (seeds × trajectories) still stable."""
+    rows = list(settings.items())
+    with_shift = any("shift" in c for _, groups in rows for runs in groups.values() for c in runs)
+    ncols = 3 if with_shift else 2
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(4.2 * ncols, 3.4 * len(rows)), squeeze=False, sharex=True
+    )
+    for (setting, groups), (err_ax, *others) in zip(rows, axes, strict=True):
+        shift_ax = others[0] if with_shift else None
+        stable_ax = others[-1]
+        for i, (label, runs) in enumerate(groups.items()):
+            colour = estimator_colour(label.split(" ")[0])
+            for k, c in enumerate(runs):
+                t = _curve(c["time"])
+                seed_label = label if k == 0 else None
+                err_ax.plot(t, _curve(c["rel_error"]), color=colour, lw=1, label=seed_label)
+                if i == 0 and "ablation_rel_error" in c:
+                    ablation_label = f"ablation of {label.split(' ')[0]}" if k == 0 else None
+                    err_ax.plot(
+                        t,
+                        _curve(c["ablation_rel_error"]),
+                        "--",
+                        color="0.4",
+                        lw=1,
+                        label=ablation_label,
+                    )
+                if shift_ax is not None and "shift" in c:
+                    shift_ax.plot(t, _curve(c["shift"]), color=colour, lw=1)
+            fraction = np.mean([_curve(c["stable_fraction"]) for c in runs], axis=0)
+            stable_ax.step(_curve(runs[0]["time"]), fraction, where="post", color=colour)
+        err_ax.set_yscale("log")
+        err_ax.set_ylabel("relative L2 error (median)")
+        err_ax.set_title(f"{setting}: error, one line per seed", fontsize=9)
+        err_ax.legend(fontsize=7)
+        if shift_ax is not None:
+            shift_ax.axhline(0.0, color="0.6", lw=0.8)
+            shift_ax.set_ylabel("log10 F(hybrid) − log10 F(truth)")
+            shift_ax.set_title("distribution shift (median)", fontsize=9)
+        stable_ax.set_ylim(-0.05, 1.05)
+        stable_ax.set_ylabel("fraction still stable")
+        stable_ax.set_title("of all seeds × trajectories", fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("time since the rollout's start")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4dynamics import estimators
+from ml4dynamics import estimators, figures
 from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import generate_split
@@ -131,7 +131,7 @@ def run(
                         progress=False,
                     )
                     quality = assess(reg, system, train, val, reconstruct, history.epochs[-1])
-                    summaries, *_ = evaluate_splits(
+                    summaries, curves, _ = evaluate_splits(
                         {"val": data["val"], "test": data["test"]},
                         model,
                         reconstruct,
@@ -166,6 +166,8 @@ def run(
                     for extra in ("corr_time_80", "coarse_alone"):
                         if extra in test:
                             row[extra] = test[extra]
+                    row["blowup_times"] = test["blowup_times"]
+                    row["curves"] = kept_curves(curves["test"])
                     runs.append(row)
                     print({k: v for k, v in row.items() if k != "val_loss_curve"}, flush=True)
     result = {
@@ -192,6 +194,29 @@ def run(
         "runs": runs,
     }
     return _tabulated(result, out)
+
+
+def _rounded(values) -> list[float | None]:
+    """Four significant digits, None where not finite (a JSON-friendly curve)."""
+    return [float(f"{v:.4g}") if np.isfinite(v) else None for v in np.asarray(values, float)]
+
+
+def kept_curves(curves: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
+    """The per-frame test curves a sweep keeps of each run (``evaluation.score_split``'s: medians
+    over every trajectory, a blown-up one counting as the worst value): the relative error, the
+    fraction still stable, the shift (median log10 F of the hybrid minus the truth's, where the
+    run has a manifold model) and the ablation's error (the exact closure plus noise of the
+    closure's misfit, where there is one)."""
+    kept = {
+        "time": curves["time"],
+        "rel_error": curves["rel_error"],
+        "stable_fraction": curves["stable_fraction"],
+    }
+    if "log10_f_hybrid" in curves:
+        kept["shift"] = np.asarray(curves["log10_f_hybrid"]) - np.asarray(curves["log10_f_true"])
+    if "ablation_rel_error" in curves:
+        kept["ablation_rel_error"] = curves["ablation_rel_error"]
+    return {name: _rounded(values) for name, values in kept.items()}
 
 
 def render(out: Path) -> dict[str, Any]:
@@ -237,7 +262,35 @@ def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     write_json(out, result)
     parts = [result["table"], result["stability_table"], result["lam_table"]]
     out.with_suffix(".md").write_text("\n\n".join(p for p in parts if p) + "\n")
+    if any("curves" in r for r in picked):
+        figures.trial_curves(
+            curves_path(out),
+            {_label(value): _by_estimator(picked, names, value, column) for value in values},
+            f"{settings['system']}: the test rollouts of every seed "
+            f"({settings.get('test_samples')} per seed; TR at its chosen λ)",
+        )
     return result
+
+
+def curves_path(out: Path) -> Path:
+    """Where the trial recorded in ``out`` (``sweep/SYSTEM_table.json``) draws its test curves:
+    ``sweep/SYSTEM_curves.png``."""
+    return out.with_name(out.stem.removesuffix("_table") + "_curves.png")
+
+
+def _by_estimator(
+    runs: list[dict[str, Any]], names: list[str], value: Any, column: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Per estimator (labelled with its λ where it has one), the curves of its runs at
+    ``value``, one per seed."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        rows = [r for r in runs if r[column] == value and r["estimator"] == name and "curves" in r]
+        if rows:
+            lam = rows[0]["lam"]
+            label = name if lam is None else f"{name} (λ = {lam:g})"
+            grouped[label] = [r["curves"] for r in rows]
+    return grouped
 
 
 def _errors(rows: list[dict[str, Any]], key: str) -> np.ndarray:

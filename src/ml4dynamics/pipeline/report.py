@@ -50,10 +50,17 @@ def main(args: argparse.Namespace) -> int:
     for sweep in sorted(Path("sweep").glob("*_table.md")):
         settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
         name = settings.get("system", sweep.name.removesuffix("_table.md"))
+        curves = sweep.with_name(sweep.name.removesuffix("_table.md") + "_curves.png")
+        figure = (
+            f"\n\n![{name}: the test rollouts of every seed](../{curves.as_posix()})"
+            if curves.is_file()
+            else ""
+        )
         sections.append(
             f"## {name} trial over seeds (`ml4d sweep`, committed output `{sweep.as_posix()}`)\n\n"
             + report.sweep_settings(settings)
             + sweep.read_text().strip()
+            + figure
         )
     for bench in sorted(Path("bench").glob("*_train_step.json")):
         record = json.loads(bench.read_text())
