@@ -375,7 +375,14 @@ def trial_curves(
                 if shift_ax is not None and "shift" in c:
                     shift_ax.plot(t, _curve(c["shift"]), color=colour, lw=1)
             fraction = np.mean([_curve(c["stable_fraction"]) for c in runs], axis=0)
-            stable_ax.step(_curve(runs[0]["time"]), fraction, where="post", color=colour)
+            stable_ax.step(
+                _curve(runs[0]["time"]),
+                fraction,
+                where="post",
+                color=colour,
+                lw=max(1.0, 3.5 - 1.2 * i),  # wider first, so equal fractions stay visible
+                label=label,
+            )
         err_ax.set_yscale("log")
         err_ax.set_ylabel("relative L2 error (median)")
         err_ax.set_title(f"{setting}: error, one line per seed", fontsize=9)
@@ -385,6 +392,7 @@ def trial_curves(
             shift_ax.set_ylabel("log10 F(hybrid) − log10 F(truth)")
             shift_ax.set_title("distribution shift (median)", fontsize=9)
         stable_ax.set_ylim(-0.05, 1.05)
+        stable_ax.legend(fontsize=7, loc="lower left")
         stable_ax.set_ylabel("fraction still stable")
         stable_ax.set_title("of all seeds × trajectories", fontsize=9)
     for ax in axes[-1]:
