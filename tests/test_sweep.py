@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.sweep import choose_lam, render, run, table
+from ml4dynamics.sweep import choose_lam, render, run, stability_table, table
 from tests.conftest import run_cli, small_params, write_params
 
 
@@ -98,6 +98,23 @@ def test_when_every_lam_blew_up_the_one_whose_validation_lasted_longest_is_chose
     assert choose_lam(runs, "setting") == {(None, "tr"): 1.0}  # 1.5 on average, against 1.2, 1.1
     runs[4]["val_score"] = runs[5]["val_score"] = 0.9  # a finite error beats any lasting time
     assert choose_lam(runs, "setting") == {(None, "tr"): 10.0}
+
+
+def test_the_shift_of_blown_up_runs_is_reported_as_such_not_averaged_over_the_survivors():
+    rows = [
+        {"setting": None, "estimator": e, "stable_fraction": f, "corr_time_80": 3.0}
+        | {"excess_shift": shift}
+        for e, f, shift in (
+            ("ols", 1.0, 0.5),
+            ("ols", 1.0, 0.7),
+            ("tr", 1.0, 0.1),
+            ("tr", 0.5, None),
+        )
+    ]
+    lines = stability_table(rows, ["ols", "tr"], [None], "setting").splitlines()
+    assert lines[0].endswith("| test: excess shift |")
+    assert lines[2].endswith("| 0.6 ± 0.1 |")
+    assert lines[3].endswith("| none: blew up in 1/2 seeds |")
 
 
 def test_table_reports_blow_ups_instead_of_averaging_them():
