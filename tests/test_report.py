@@ -171,6 +171,10 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
     totals = sweep_settings({**settings, "val_samples": 2, "test_samples": 5})
     assert "2 validation and 5 test trajectories, λ chosen" in totals
     assert sweep_settings({}) == ""
+    manifold = {"kind": "pca", "rank": 640, "shifts": 16, "energy": 0.99999999}
+    assert "30 epochs, the manifold model `pca` (rank 640, shifts 16), λ grid" in sweep_settings(
+        {**settings, "manifold": manifold}
+    )
 
 
 def test_the_solver_table_shows_each_ratio_of_one_run():

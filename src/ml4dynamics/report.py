@@ -204,9 +204,13 @@ def sweep_settings(settings: Mapping[str, Any]) -> str:
         return ""
     model = ", ".join(f"{k} {v}" for k, v in settings.get("model", {}).items() if k != "kind")
     score = settings.get("val_score", "error_horizon")  # (sweeps before it was recorded)
+    manifold = settings.get("manifold") or {}
+    shape = ", ".join(f"{k} {v}" for k, v in manifold.items() if k in ("rank", "shifts", "latent"))
     return (
         f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
-        f"{settings.get('epochs')} epochs, λ grid {settings.get('lams')}, "
+        f"{settings.get('epochs')} epochs, "
+        + (f"the manifold model `{manifold.get('kind')}` ({shape}), " if manifold else "")
+        + f"λ grid {settings.get('lams')}, "
         f"{_trajectories(settings)}, λ chosen on the validation {score}; compare its closure "
         "with the defaults above before comparing numbers.\n\n"
     )
