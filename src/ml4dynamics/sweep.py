@@ -415,12 +415,15 @@ def lam_table(
     val_key: str | None = "error_horizon",
 ) -> str:
     """Markdown: per setting and TR estimator, the validation score for every λ (mean ± std over
-    seeds) — the numbers λ is chosen from — and the test error beside it."""
+    seeds) — the numbers λ is chosen from — and beside it the test error, how much of the test
+    rollouts survived and drifted (the excess shift), and the floor ratio (near 1: the penalty
+    is down to the manifold model's own error)."""
     metric = {"error_horizon": "horizon"}.get(val_key or "", val_key)
     lines = [
         f"| {_heading(column)} | estimator | λ | validation error ({metric}) "
-        "| validation: time stable | test error (report time) | test: stable fraction |",
-        "|---|---|---|---|---|---|---|",
+        "| validation: time stable | test error (report time) | test: stable fraction "
+        "| test: excess shift | floor ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for value in values:
         tr = sorted(
@@ -435,6 +438,7 @@ def lam_table(
             lines.append(
                 f"| {_label(value)} | {name} | {lam:g} | "
                 f"{_cell(_errors(rows, 'val_score'))} | {_spread(rows, 'val_stable_time')} | "
-                f"{_cell(_errors(rows, 'error'))} | {_spread(rows, 'stable_fraction')} |"
+                f"{_cell(_errors(rows, 'error'))} | {_spread(rows, 'stable_fraction')} | "
+                f"{_shift(rows)} | {_spread(rows, 'floor_ratio')} |"
             )
     return "\n".join(lines)
