@@ -55,6 +55,16 @@ def test_the_floor_separates_a_normal_error_from_a_tangent_error(normal):
     (line,) = warnings(record, "linear tr")
     assert "cannot tell this closure's errors from its own" in line
     assert warnings({"floor_ratio": ratio(base, normal_error)}, "linear tr") == []
+    assert "lower the floor" in line  # an OLS-type closure: the manifold model is too coarse
+
+
+def test_a_tr_closure_near_the_floor_is_told_it_used_the_signal_up_not_to_lower_the_floor():
+    """TR trains its penalty down towards the floor, so its ratio rises whatever the manifold
+    model's quality: the warning says so instead of sending the user to refit the manifold."""
+    record = {"floor_ratio": 0.33, "train_floor": 0.1, "below_floor": False}
+    (line,) = warnings(record, "rd tr-projector")
+    assert "cannot tell this closure's errors from its own" in line
+    assert "removed the normal error" in line and "lower the floor" not in line
 
 
 def test_a_penalty_below_the_floor_is_flagged():

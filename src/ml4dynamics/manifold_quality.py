@@ -95,11 +95,20 @@ def warnings(record: Mapping[str, Any], what: str) -> list[str]:
     """One line per problem of ``record`` (from ``assess``) for the closure ``what``."""
     lines = []
     if record["floor_ratio"] > FLOOR_RATIO_LIMIT:
+        # a closure trained on the penalty (TR) pushes its own penalty down to the floor: then
+        # the manifold model may be fine (judge it by an OLS closure's ratio), TR has used it up
+        advice = (
+            "it trains on the penalty and has removed the normal error the manifold model can "
+            "see (a larger λ fits the model's artefacts); judge the manifold model by an OLS "
+            "closure's floor ratio"
+            if "train_floor" in record
+            else "lower the floor (more training trajectories, manifold kind 'pca' or shift "
+            "augmentation)"
+        )
         lines.append(
             f"{what}: the manifold model cannot tell this closure's errors from its own "
             f"(floor/penalty = {record['floor_ratio']:.3g} > {FLOOR_RATIO_LIMIT} on validation): "
-            "lower the floor (more training trajectories, manifold kind 'pca' or shift "
-            "augmentation)"
+            + advice
         )
     if record.get("below_floor"):
         lines.append(
