@@ -169,7 +169,10 @@ def run(
                     row["blowup_times"] = test["blowup_times"]
                     row["curves"] = kept_curves(curves["test"])
                     runs.append(row)
-                    print({k: v for k, v in row.items() if k != "val_loss_curve"}, flush=True)
+                    print(
+                        {k: v for k, v in row.items() if k not in ("val_loss_curve", "curves")},
+                        flush=True,
+                    )
     result = {
         "settings": {
             "system": system_name,
