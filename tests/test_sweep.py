@@ -103,7 +103,7 @@ def test_when_every_lam_blew_up_the_one_whose_validation_lasted_longest_is_chose
 def test_the_shift_of_blown_up_runs_is_reported_as_such_not_averaged_over_the_survivors():
     rows = [
         {"setting": None, "estimator": e, "stable_fraction": f, "corr_time_80": 3.0}
-        | {"excess_shift": shift}
+        | {"excess_shift": shift, "error_horizon": None if shift is None else 0.2}
         for e, f, shift in (
             ("ols", 1.0, 0.5),
             ("ols", 1.0, 0.7),
@@ -112,9 +112,9 @@ def test_the_shift_of_blown_up_runs_is_reported_as_such_not_averaged_over_the_su
         )
     ]
     lines = stability_table(rows, ["ols", "tr"], [None], "setting").splitlines()
-    assert lines[0].endswith("| test: excess shift |")
-    assert lines[2].endswith("| 0.6 ± 0.1 |")
-    assert lines[3].endswith("| none: blew up in 1/2 seeds |")
+    assert lines[0].endswith("| test error (horizon) | test: excess shift |")
+    assert lines[2].endswith("| 0.2 ± 0 | 0.6 ± 0.1 |")
+    assert lines[3].endswith("| blew up in 1/2 | none: blew up in 1/2 seeds |")
 
 
 def test_table_reports_blow_ups_instead_of_averaging_them():

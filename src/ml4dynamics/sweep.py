@@ -381,22 +381,23 @@ def stability_table(
 ) -> str:
     """Markdown: per setting and estimator (TR at its chosen λ: ``runs`` are the picked ones),
     how much of the test rollouts survives — the stable fraction and the mean time until the
-    correlation with the truth drops below 0.8 (a blow-up ends it), mean ± std over seeds — and
-    how far they drift off the manifold (the excess shift). Empty when the runs do not carry
-    those times (a sweep recorded before they were)."""
+    correlation with the truth drops below 0.8 (a blow-up ends it), mean ± std over seeds — the
+    error at the horizon, and how far they drift off the manifold (the excess shift). Empty when
+    the runs do not carry those times (a sweep recorded before they were)."""
     if not any("corr_time_80" in r for r in runs):
         return ""
     lines = [
         f"| {_heading(column)} | estimator | test: stable fraction | test: time until ρ < 0.8 "
-        "| test: excess shift |",
-        "|---|---|---|---|---|",
+        "| test error (horizon) | test: excess shift |",
+        "|---|---|---|---|---|---|",
     ]
     for value in values:
         for name in names:
             rows = [r for r in runs if r[column] == value and r["estimator"] == name]
             lines.append(
                 f"| {_label(value)} | {name} | {_spread(rows, 'stable_fraction')} | "
-                f"{_spread(rows, 'corr_time_80')} | {_shift(rows)} |"
+                f"{_spread(rows, 'corr_time_80')} | {_cell(_errors(rows, 'error_horizon'))} | "
+                f"{_shift(rows)} |"
             )
     return "\n".join(lines)
 
