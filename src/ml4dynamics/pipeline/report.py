@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     for sweep in sorted(Path("sweep").glob("*_table.md")):
         settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
         name = sweep.name.removesuffix("_table.md")  # rd, rd_gamma_u, …: one trial each
-        curves = sweep.with_name(sweep.name.removesuffix("_table.md") + "_curves.png")
+        curves = sweep.with_name(f"{name}_curves.png")
         figure = (
             f"\n\n![{name}: the test rollouts of every seed](../{curves.as_posix()})"
             if curves.is_file()
