@@ -175,6 +175,10 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
     assert "30 epochs, the manifold model `pca` (rank 640, shifts 16), λ grid" in sweep_settings(
         {**settings, "manifold": manifold}
     )
+    optim = {"optimizer": "adam", "lr": 0.003, "batch_size": 4, "schedule": "cosine"}
+    assert "30 epochs (adam, batch 4, lr 0.003, cosine), λ grid" in sweep_settings(
+        {**settings, "optim": optim}
+    )
 
 
 def test_the_solver_table_shows_each_ratio_of_one_run():

@@ -198,6 +198,16 @@ def _trajectories(settings: Mapping[str, Any]) -> str:
     )
 
 
+def _optimiser(optim: Mapping[str, Any] | None) -> str:
+    """ " (adam, batch 4, lr 0.003, cosine)", or nothing for sweeps that predate its record."""
+    if not optim:
+        return ""
+    return (
+        f" ({optim['optimizer']}, batch {optim['batch_size']}, lr {optim['lr']:g}, "
+        f"{optim['schedule']})"
+    )
+
+
 def sweep_settings(settings: Mapping[str, Any]) -> str:
     """What a committed sweep was run with (it may predate the current defaults)."""
     if not settings:
@@ -208,7 +218,7 @@ def sweep_settings(settings: Mapping[str, Any]) -> str:
     shape = ", ".join(f"{k} {v}" for k, v in manifold.items() if k in ("rank", "shifts", "latent"))
     return (
         f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
-        f"{settings.get('epochs')} epochs, "
+        f"{settings.get('epochs')} epochs{_optimiser(settings.get('optim'))}, "
         + (f"the manifold model `{manifold.get('kind')}` ({shape}), " if manifold else "")
         + f"λ grid {settings.get('lams')}, "
         f"{_trajectories(settings)}, λ chosen on the validation {score}; compare its closure "

@@ -179,6 +179,7 @@ def run(
             "parameter": param,
             "n": getattr(system_cfg, "n", None),
             "epochs": optim.epochs,
+            "optim": {k: getattr(optim, k) for k in ("optimizer", "lr", "batch_size", "schedule")},
             "report_time": evaluate.report_time,
             "horizon": test_time,
             "val_score": val_key,
