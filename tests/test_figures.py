@@ -159,7 +159,10 @@ def test_trial_curves_pool_every_seed_and_end_an_error_line_at_blow_ups(monkeypa
     blown = ok | {"rel_error": [0.1, None, None], "stable_fraction": [1.0, 0.5, 0.0]}
     saved = []
     monkeypatch.setattr(figures, "_save", lambda fig, path, dpi: saved.append(fig))
-    groups = {"ols": [ok, blown], "tr-projector (λ = 10)": [ok, ok]}
+    groups = {
+        "ols": {"label": "ols", "runs": [ok, blown]},
+        "tr-projector": {"label": "tr-projector (λ = 10)", "runs": [ok, ok]},
+    }
     figures.trial_curves(tmp_path / "c.png", {"params.yaml": groups}, "rd")
     (fig,) = saved
     err_ax, shift_ax, stable_ax = fig.axes

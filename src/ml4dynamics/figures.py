@@ -337,18 +337,20 @@ def _curve(values: Sequence[float | None]) -> np.ndarray:
 
 def trial_curves(
     path: Path,
-    settings: Mapping[str, Mapping[str, Sequence[Mapping[str, Sequence[float | None]]]]],
+    settings: Mapping[str, Mapping[str, Mapping[str, Any]]],
     title: str,
 ) -> Path:
     """The test rollouts of a multi-seed trial (``ml4d sweep``): one row of panels per setting
-    (``{setting: {estimator label: [curves of each seed]}}``, curves as ``sweep.kept_curves``
-    keeps them). Left: the relative error, one line per seed (the median over the trajectories,
-    a blown-up one counting as infinite, so a line ends when half have blown up), with the
-    ablation of the first estimator dashed; middle: the shift, median log10 F of the hybrid
-    minus the truth's (0: as close to the manifold as the truth); right: the fraction of all
-    rollouts (seeds × trajectories) still stable."""
+    (``{setting: {estimator: {"label": its legend, "runs": [curves of each seed]}}}``, curves
+    as ``sweep.kept_curves`` keeps them). Left: the relative error, one line per seed (the
+    median over the trajectories, a blown-up one counting as infinite, so a line ends when half
+    have blown up), with the ablation of the first estimator dashed; middle: the shift, median
+    log10 F of the hybrid minus the truth's (0: as close to the manifold as the truth); right:
+    the fraction of all rollouts (seeds × trajectories) still stable."""
     rows = list(settings.items())
-    with_shift = any("shift" in c for _, groups in rows for runs in groups.values() for c in runs)
+    with_shift = any(
+        "shift" in c for _, groups in rows for group in groups.values() for c in group["runs"]
+    )
     ncols = 3 if with_shift else 2
     fig, axes = plt.subplots(
         len(rows), ncols, figsize=(4.2 * ncols, 3.4 * len(rows)), squeeze=False, sharex=True
@@ -356,14 +358,15 @@ def trial_curves(
     for (setting, groups), (err_ax, *others) in zip(rows, axes, strict=True):
         shift_ax = others[0] if with_shift else None
         stable_ax = others[-1]
-        for i, (label, runs) in enumerate(groups.items()):
-            colour = estimator_colour(label.split(" ")[0])
+        for i, (name, group) in enumerate(groups.items()):
+            label, runs = group["label"], group["runs"]
+            colour = estimator_colour(name)
             for k, c in enumerate(runs):
                 t = _curve(c["time"])
                 seed_label = label if k == 0 else None
                 err_ax.plot(t, _curve(c["rel_error"]), color=colour, lw=1, label=seed_label)
                 if i == 0 and "ablation_rel_error" in c:
-                    ablation_label = f"ablation of {label.split(' ')[0]}" if k == 0 else None
+                    ablation_label = f"ablation of {name}" if k == 0 else None
                     err_ax.plot(
                         t,
                         _curve(c["ablation_rel_error"]),

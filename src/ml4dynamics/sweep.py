@@ -37,6 +37,7 @@ from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.evaluation import evaluate_config, evaluate_splits, score_key
+from ml4dynamics.layout import trial_curves
 from ml4dynamics.manifold_fitting import fit_manifold
 from ml4dynamics.manifold_quality import assess
 from ml4dynamics.models import build_closure
@@ -268,7 +269,7 @@ def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     out.with_suffix(".md").write_text("\n\n".join(p for p in parts if p) + "\n")
     if any("curves" in r for r in picked):
         figures.trial_curves(
-            curves_path(out),
+            trial_curves(out),
             {_label(value): _by_estimator(picked, names, value, column) for value in values},
             f"{settings['system']}: the test rollouts of every seed "
             f"({settings.get('test_samples')} per seed; TR at its chosen λ)",
@@ -276,24 +277,18 @@ def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     return result
 
 
-def curves_path(out: Path) -> Path:
-    """Where the trial recorded in ``out`` (``sweep/SYSTEM_table.json``) draws its test curves:
-    ``sweep/SYSTEM_curves.png``."""
-    return out.with_name(out.stem.removesuffix("_table") + "_curves.png")
-
-
 def _by_estimator(
     runs: list[dict[str, Any]], names: list[str], value: Any, column: str
-) -> dict[str, list[dict[str, Any]]]:
-    """Per estimator (labelled with its λ where it has one), the curves of its runs at
+) -> dict[str, dict[str, Any]]:
+    """Per estimator, its legend (with its λ where it has one) and the curves of its runs at
     ``value``, one per seed."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
+    grouped: dict[str, dict[str, Any]] = {}
     for name in names:
         rows = [r for r in runs if r[column] == value and r["estimator"] == name and "curves" in r]
         if rows:
             lam = rows[0]["lam"]
             label = name if lam is None else f"{name} (λ = {lam:g})"
-            grouped[label] = [r["curves"] for r in rows]
+            grouped[name] = {"label": label, "runs": [r["curves"] for r in rows]}
     return grouped
 
 

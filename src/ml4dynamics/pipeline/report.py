@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ml4dynamics import report
-from ml4dynamics.layout import Layout
+from ml4dynamics.layout import Layout, trial_curves
 from ml4dynamics.outputs import atomic_file
 
 ARGUMENTS = ()
@@ -47,10 +47,10 @@ def main(args: argparse.Namespace) -> int:
                 _read(layout.promotion(name)),
             )
         )
-    for sweep in sorted(Path("sweep").glob("*_table.md")):
+    for sweep in sorted(layout.trials.glob("*_table.md")):
         settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
         name = sweep.name.removesuffix("_table.md")  # rd, rd_gamma_u, …: one trial each
-        curves = sweep.with_name(f"{name}_curves.png")
+        curves = trial_curves(sweep)
         figure = (
             f"\n\n![{name}: the test rollouts of every seed](../{curves.as_posix()})"
             if curves.is_file()

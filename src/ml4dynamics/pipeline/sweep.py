@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from ml4dynamics.errors import ML4DError
+from ml4dynamics.layout import Layout
 from ml4dynamics.sweep import render, run
 
 ARGUMENTS = ("params",)
@@ -58,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         values,
         args.seeds,
         args.estimator,
-        Path(args.out or f"sweep/{args.system}_table.json"),
+        Path(args.out) if args.out else Layout().trials / f"{args.system}_table.json",
         n=args.n,
         epochs=args.epochs,
         lams=args.lam,
