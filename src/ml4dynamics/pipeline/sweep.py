@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.layout import Layout
-from ml4dynamics.sweep import render, run
+from ml4dynamics.sweep import compare, render, run
 
 ARGUMENTS = ("params",)
 
@@ -36,6 +36,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="output (default: sweep/SYSTEM_table.json)")
     parser.add_argument(
+        "--compare",
+        metavar="JSON",
+        nargs="+",
+        help="tabulate recorded sweeps side by side (e.g. training budgets) into --out "
+        "(Markdown; runs nothing)",
+    )
+    parser.add_argument(
         "--render",
         metavar="JSON",
         help="rewrite the tables of a recorded sweep from its JSON (runs nothing)",
@@ -43,6 +50,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.compare:
+        if not args.out:
+            raise ML4DError("--compare writes a Markdown table: give --out PATH.md")
+        command = " ".join(["ml4d sweep --compare", *args.compare, "--out", args.out])
+        print(compare([Path(p) for p in args.compare], Path(args.out), command))
+        return 0
     if args.render:
         result = render(Path(args.render))
         print(result["table"])
