@@ -62,6 +62,12 @@ def main(args: argparse.Namespace) -> int:
             + sweep.read_text().strip()
             + figure
         )
+    for comparison in sorted(layout.trials.glob("*_comparison.md")):
+        name = comparison.name.removesuffix("_comparison.md")  # (`ml4d sweep --compare`)
+        sections.append(
+            f"## {name}: trials side by side (committed output `{comparison.as_posix()}`)\n\n"
+            + comparison.read_text().strip()
+        )
     for bench in sorted(Path("bench").glob("*_train_step.json")):
         record = json.loads(bench.read_text())
         if isinstance(record.get("ms_per_step_median", {}).get("float32"), dict):  # per dtype
