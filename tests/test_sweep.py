@@ -24,6 +24,7 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
         out,
         n=16,
         epochs=1,
+        batch_size=8,
         lams=[0.0, 10.0],
     )
     runs = result["runs"]
@@ -33,6 +34,7 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
     assert all(math.isfinite(r["error"]) and r["stable_fraction"] == 1.0 for r in runs)
     assert all(r["floor_ratio"] > 0 and r["ablation_error"] >= 0 for r in runs)
     assert result["settings"]["n"] == 16 and result["settings"]["epochs"] == 1
+    assert result["settings"]["optim"]["batch_size"] == 8
     assert result["settings"]["names"] == ["ols", "tr-projector"]  # the baseline first
     assert result["settings"]["test_samples"] >= result["settings"]["test_trajectories"]
     assert json.loads(out.read_text())["runs"] == runs
@@ -226,6 +228,7 @@ def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatc
         (["--system", "ks", "--gamma-u", "0.1"], "--gamma-u sweeps rd's gamma_u"),
         (["--vary", "gamma_u"], "--vary PARAM and --values V [V ...] go together"),
         (["--system", "ks", "--n", "32"], "--n sets rd's grid; ks has no parameter n"),
+        (["--batch-size", "-4"], "--batch-size must be >= 0 (0: full batch), got -4"),
         (["--render", "missing.json"], "missing.json does not exist"),
         (["--render", "params.yaml"], "params.yaml is not the JSON of an `ml4d sweep`"),
         (["--compare", "params.yaml"], "--compare writes a Markdown table: give --out PATH.md"),

@@ -61,6 +61,7 @@ def run(
     out: Path,
     n: int | None = None,
     epochs: int | None = None,
+    batch_size: int | None = None,
     lams: list[float] | None = None,
     system_name: str = "rd",
     param: str | None = "gamma_u",
@@ -92,10 +93,11 @@ def run(
             f"{system_name}.data.test spans t = {test_time:g} < evaluate.report_time = "
             f"{evaluate.report_time:g}; lengthen the test split"
         )
-    optim = (
-        train_stage.optim
-        if epochs is None
-        else dataclasses.replace(train_stage.optim, epochs=epochs)
+    if batch_size is not None and batch_size < 0:
+        raise ML4DError(f"--batch-size must be >= 0 (0: full batch), got {batch_size}")
+    changed = {"epochs": epochs, "batch_size": batch_size}
+    optim = dataclasses.replace(
+        train_stage.optim, **{k: v for k, v in changed.items() if v is not None}
     )
     system_cfg = base.system if n is None else dataclasses.replace(base.system, n=n)
     prov = provenance(".", GENERATION_CODE)

@@ -28,6 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimator", action="append", help="estimator names (default: all)")
     parser.add_argument("--n", type=int, help="grid points per side (default: params.yaml)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: params.yaml)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default: params.yaml)")
     parser.add_argument(
         "--lam",
         type=float,
@@ -75,6 +76,7 @@ def main(args: argparse.Namespace) -> int:
         Path(args.out) if args.out else Layout().trials / f"{args.system}_table.json",
         n=args.n,
         epochs=args.epochs,
+        batch_size=args.batch_size,
         lams=args.lam,
         system_name=args.system,
         param=param,
