@@ -163,7 +163,7 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path):
     assert lines[2].startswith("| a_60 | 60 (optimiser not recorded) | pca (rank 896, shifts 16) ")
     assert "| ols | – | 0.0003 ± 0.0001 | 0.2 ± 0.1 | 0.4 ± 0.2 |" in lines[2]
     assert "| tr | 1 | 0.0003 ± 0 | 0.5 ± 0 | 1 ± 0 |" in lines[3]  # λ = 1: validation's
-    assert lines[4].startswith("| a_120 | 120 (batch 4, lr 0.003, cosine) |")
+    assert lines[4].startswith("| a_120 | 120 (adam, batch 4, lr 0.003, cosine) |")
     with pytest.raises(ML4DError, match="the comparison is Markdown"):
         compare(paths, tmp_path / "cmp.json", "")
 

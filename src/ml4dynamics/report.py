@@ -198,14 +198,20 @@ def _trajectories(settings: Mapping[str, Any]) -> str:
     )
 
 
-def _optimiser(optim: Mapping[str, Any] | None) -> str:
-    """ " (adam, batch 4, lr 0.003, cosine)", or nothing for sweeps that predate its record."""
+def optimiser(optim: Mapping[str, Any] | None) -> str:
+    """ "adam, batch 4, lr 0.003, cosine", or "" for sweeps that predate its record."""
     if not optim:
         return ""
     return (
-        f" ({optim['optimizer']}, batch {optim['batch_size']}, lr {optim['lr']:g}, "
-        f"{optim['schedule']})"
+        f"{optim['optimizer']}, batch {optim['batch_size']}, lr {optim['lr']:g}, "
+        f"{optim['schedule']}"
     )
+
+
+def manifold_shape(manifold: Mapping[str, Any] | None) -> str:
+    """ "rank 896, shifts 16" of a recorded manifold model's settings ("" if none recorded)."""
+    keys = ("rank", "shifts", "latent")
+    return ", ".join(f"{k} {v}" for k, v in (manifold or {}).items() if k in keys)
 
 
 def sweep_settings(settings: Mapping[str, Any]) -> str:
@@ -215,11 +221,15 @@ def sweep_settings(settings: Mapping[str, Any]) -> str:
     model = ", ".join(f"{k} {v}" for k, v in settings.get("model", {}).items() if k != "kind")
     score = settings.get("val_score", "error_horizon")  # (sweeps before it was recorded)
     manifold = settings.get("manifold") or {}
-    shape = ", ".join(f"{k} {v}" for k, v in manifold.items() if k in ("rank", "shifts", "latent"))
+    optim = optimiser(settings.get("optim"))
     return (
         f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
-        f"{settings.get('epochs')} epochs{_optimiser(settings.get('optim'))}, "
-        + (f"the manifold model `{manifold.get('kind')}` ({shape}), " if manifold else "")
+        f"{settings.get('epochs')} epochs{f' ({optim})' if optim else ''}, "
+        + (
+            f"the manifold model `{manifold.get('kind')}` ({manifold_shape(manifold)}), "
+            if manifold
+            else ""
+        )
         + f"λ grid {settings.get('lams')}, "
         f"{_trajectories(settings)}, λ chosen on the validation {score}; compare its closure "
         "with the defaults above before comparing numbers.\n\n"

@@ -44,6 +44,7 @@ from ml4dynamics.models import build_closure
 from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import write_json
 from ml4dynamics.provenance import provenance
+from ml4dynamics.report import manifold_shape, optimiser
 
 
 def with_lam(reg, lam: float | None):
@@ -254,15 +255,11 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
         column = settings["parameter"] or "setting"
         chosen = choose_lam(runs, column)
         names = settings.get("names") or sorted(settings["estimators"], key=lambda n: n != "ols")
-        optim = settings.get("optim")
-        budget = f"{settings['epochs']}" + (
-            f" (batch {optim['batch_size']}, lr {optim['lr']:g}, {optim['schedule']})"
-            if optim
-            else " (optimiser not recorded)"
+        budget = (
+            f"{settings['epochs']} ({optimiser(settings.get('optim')) or 'optimiser not recorded'})"
         )
-        manifold = settings.get("manifold") or {}
-        shape = ", ".join(f"{k} {v}" for k, v in manifold.items() if k in ("rank", "shifts"))
-        model = f"{manifold['kind']} ({shape})" if manifold else "not recorded"
+        manifold = settings.get("manifold")
+        model = f"{manifold['kind']} ({manifold_shape(manifold)})" if manifold else "not recorded"
         for value in dict.fromkeys(r[column] for r in runs):
             for name in names:
                 lam = chosen.get((value, name))
