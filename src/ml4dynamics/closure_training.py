@@ -15,8 +15,9 @@ import jax
 from flax import nnx
 
 from ml4dynamics.checkpoints import RunCheckpoints
+from ml4dynamics.errors import ML4DError
 from ml4dynamics.estimators import Estimator
-from ml4dynamics.training import History, OptimConfig, fit
+from ml4dynamics.training import Grow, History, OptimConfig, fit
 
 Reconstruct = Callable[[jax.Array], jax.Array]
 
@@ -51,11 +52,16 @@ def train_closure(
     checkpoints: RunCheckpoints | None = None,
     on_epoch=None,
     progress: bool = True,
+    grow: Grow | None = None,
 ) -> History:
     """Train ``model`` in place with ``estimator`` on ``train`` (pairs from
     ``datasets.pairs.as_pairs``); report the estimator's validation metrics on ``val`` after
     every epoch. With ``reconstruct`` (the frozen autoencoder) the tangent penalty is reported
-    for every estimator, so runs compare on one scale."""
+    for every estimator, so runs compare on one scale.
+
+    An estimator of several rounds (``dagger``) trains ``optim.epochs`` epochs per round and
+    adds, before each round after the first, ``grow(model, r)``: as many new samples as
+    ``train`` has (``aggregation.grower``: the hybrid's own states, labelled)."""
     loss, regulariser = objective(estimator, system, reconstruct)
     train = estimator.prepare(train, reconstruct)
     evaluate = None
@@ -69,6 +75,11 @@ def train_closure(
         def evaluate(m):
             return {k: float(v) for k, v in val_metrics(m).items()}
 
+    if estimator.rounds > 1 and grow is None:
+        raise ML4DError(
+            f"the {estimator.label} estimator adds the hybrid's own states between rounds: pass "
+            "grow (aggregation.grower of the training dataset)"
+        )
     return fit(
         model,
         loss,
@@ -80,4 +91,7 @@ def train_closure(
         regulariser=regulariser,
         progress=progress,
         description=f"train {system.name} {estimator.label}",
+        grow=grow if estimator.rounds > 1 else None,
+        rounds=estimator.rounds,
+        grow_size=len(train["u"]) if estimator.rounds > 1 else None,
     )

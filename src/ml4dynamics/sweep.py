@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4dynamics import estimators, figures
+from ml4dynamics import aggregation, estimators, figures
 from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
 from ml4dynamics.datasets import generate_split
@@ -133,6 +133,7 @@ def run(
                         val,
                         reconstruct=reconstruct,
                         progress=False,
+                        grow=aggregation.for_estimator(reg, data["train"], seed),
                     )
                     quality = assess(reg, system, train, val, reconstruct, history.epochs[-1])
                     summaries, curves, _ = evaluate_splits(

@@ -146,7 +146,7 @@ def make_step(loss_fn: LossFn, regulariser: Callable[[nnx.Module], jax.Array] | 
     return step
 
 
-def _grown_leaves(new: Batch, train: Batch, r: int) -> list[jax.Array]:
+def _grown_leaves(new: Batch, train: Batch, r: int, size: int | None = None) -> list[jax.Array]:
     """The arrays of ``grow``'s batch for round ``r``, checked against the training set."""
     where = f"grow(model, {r})"
     if jax.tree.structure(new) != jax.tree.structure(train):
@@ -164,6 +164,11 @@ def _grown_leaves(new: Batch, train: Batch, r: int) -> list[jax.Array]:
             )
     if len({b.shape[0] for b in leaves}) > 1:
         raise ML4DError(f"{where} returned arrays with different numbers of samples")
+    if size is not None and leaves[0].shape[0] != size:
+        raise ML4DError(
+            f"{where} returned {leaves[0].shape[0]} samples, but the schedule was laid out for "
+            f"grow_size={size}; return exactly that many"
+        )
     return leaves
 
 
@@ -189,6 +194,7 @@ def fit(
     description: str = "train",
     grow: Grow | None = None,
     rounds: int = 1,
+    grow_size: int | None = None,
 ) -> History:
     """Train ``model`` in place; return the metrics of every epoch.
 
@@ -201,19 +207,24 @@ def fit(
     and keeps it, then trains on everything so far. Epochs are numbered globally; with
     ``rounds > 1`` each history entry also has its ``round``. Checkpoints are taken every
     ``checkpoint_every`` (global) epochs, at the end of every round and right after ``grow``.
+    A cosine schedule decays over the whole training, so it needs the number of steps in
+    advance: give ``grow_size``, the samples every round adds (``grow`` must return exactly
+    that many); otherwise rounds need ``schedule: constant``.
     """
     if rounds < 1:
         raise ML4DError(f"rounds must be >= 1, got {rounds}")
     if rounds > 1 and grow is None:
         raise ML4DError(f"rounds={rounds} needs a grow function: round r >= 1 adds grow(model, r)")
-    if rounds > 1 and config.schedule != "constant":
+    if rounds > 1 and config.schedule != "constant" and grow_size is None:
         raise ML4DError(
             f"schedule {config.schedule!r} decays over a known number of steps, but rounds grow "
-            "the data (more steps per epoch each round): use schedule: constant with rounds"
+            "the data (more steps per epoch each round): use schedule: constant with rounds, "
+            "or a grow of a fixed size (grow_size)"
         )
     epochs, total = config.epochs, rounds * config.epochs
     n0 = jax.tree.leaves(train)[0].shape[0]
-    steps = total * _batches(n0, config.batch_size)
+    added = grow_size or 0
+    steps = sum(epochs * _batches(n0 + r * added, config.batch_size) for r in range(rounds))
     optimizer = nnx.Optimizer(model, config.transform(steps), wrt=nnx.Param)
     root = jax.random.key(config.seed)
     shuffle_root, noise_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
@@ -264,7 +275,7 @@ def fit(
             r = epoch // epochs
             if epoch == start_epoch or epoch == r * epochs:  # entering (or resuming) round r
                 if len(grown) < r:
-                    grown.append(_grown_leaves(grow(model, r), train, r))
+                    grown.append(_grown_leaves(grow(model, r), train, r, grow_size))
                     save(epoch, 0)  # the new samples are kept before any training on them
                     if flag.signum is not None:
                         bar.close()

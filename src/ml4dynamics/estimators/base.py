@@ -76,6 +76,12 @@ class Estimator(abc.ABC):
         self.config = config
 
     @property
+    def rounds(self) -> int:
+        """Rounds of training; more than one grows the training set between rounds with the
+        hybrid's own states (``dagger``, ``ml4dynamics.aggregation``)."""
+        return 1
+
+    @property
     def label(self) -> str:
         """Short name for runs and tables (``ols``, ``tr-projector``, ...)."""
         return self.kind

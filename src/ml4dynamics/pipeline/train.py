@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import json
 
-from ml4dynamics import estimators
+from ml4dynamics import aggregation, estimators
 from ml4dynamics.atomic import replacing
 from ml4dynamics.checkpoints import RunCheckpoints
 from ml4dynamics.cli import print_json
@@ -92,6 +92,7 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
             reconstruct=reconstruct,
             checkpoints=checkpoints,
             on_epoch=lambda e, m: tracker.log_metrics(m, step=e),
+            grow=aggregation.for_estimator(estimator, splits["train"], stage.optim.seed),
         )
         # can the manifold model see this closure's errors? (the floor diagnostic)
         quality = assess(estimator, system, train, val, reconstruct, history.epochs[-1])
