@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +13,7 @@ import pytest
 from flax import nnx
 
 from ml4dynamics.aggregation import for_estimator, grower, hybrid_states
+from ml4dynamics.cli import main as cli
 from ml4dynamics.closure_training import train_closure
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
@@ -18,6 +22,7 @@ from ml4dynamics.estimators import parse_estimator
 from ml4dynamics.models import UNetConfig, build_closure
 from ml4dynamics.models.closures import LinearClosure
 from ml4dynamics.training import OptimConfig, fit
+from tests.conftest import small_params, write_params
 
 
 class ExactClosure(nnx.Module):
@@ -92,19 +97,18 @@ def test_grow_draws_a_fixed_number_reproducibly_and_refuses_when_nothing_survive
         grower(linear_ds, 3.0, 5, seed=0)(exploding, 1)
 
 
-def test_dagger_trains_rounds_on_a_growing_set_under_one_cosine_schedule(rd_ds):
+def test_train_closure_needs_the_grow_of_an_estimator_of_rounds(rd_ds):
+    # (training itself through `ml4d train`: the last test)
     system = system_of(rd_ds)
     estimator = parse_estimator({"kind": "dagger", "rounds": 2, "bound": 2.0}, "estimators.d")
-    config = UNetConfig("unet", 2, 1, "float32")
-    model = build_closure(config, system.state_field, system.closure_field, seed=0)
-    train = as_pairs(rd_ds)
+    model = build_closure(
+        UNetConfig("unet", 2, 1, "float32"), system.state_field, system.closure_field, seed=0
+    )
     optim = OptimConfig("adam", 0.003, 2, 8, 0, 10, "cosine")
-    grow = for_estimator(estimator, rd_ds, seed=0)
-    history = train_closure(system, model, estimator, optim, train, progress=False, grow=grow)
-    assert [e["round"] for e in history.epochs] == [0, 0, 1, 1]
     with pytest.raises(ML4DError, match="pass grow"):
-        train_closure(system, model, estimator, optim, train, progress=False)
+        train_closure(system, model, estimator, optim, as_pairs(rd_ds), progress=False)
     assert for_estimator(parse_estimator({"kind": "ols"}, "e"), rd_ds, seed=0) is None
+    assert for_estimator(estimator, rd_ds, seed=0) is not None
 
 
 def test_a_cosine_schedule_spans_every_round_when_the_growth_is_known(linear_ds, monkeypatch):
@@ -142,3 +146,29 @@ def test_dagger_settings_are_checked():
         parse_estimator({"kind": "dagger", "rounds": 3, "bound": 1.0}, "estimators.d")
     assert parse_estimator({"kind": "dagger", "rounds": 3, "bound": 2.0}, "e").rounds == 3
     assert parse_estimator({"kind": "ols"}, "e").rounds == 1
+
+
+def test_ml4d_train_runs_dagger_and_refuses_a_system_without_an_exact_closure(
+    generated, tmp_path, monkeypatch, capsys
+):
+    params = small_params()
+    params["estimators"]["dagger"] = {"kind": "dagger", "rounds": 2, "bound": 2.0}
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", params)
+    shutil.copytree(generated / "rd", tmp_path / "data" / "rd")
+    for args in (["fit-manifold", "rd"], ["train", "rd", "--estimator", "dagger"]):
+        assert cli(args) == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "metrics/rd/train/dagger.json").read_text())
+    assert result["epochs"] == 2 * params["train"]["rd"]["optim"]["epochs"]  # two rounds
+    assert cli(["evaluate", "rd", "--estimator", "dagger"]) == 0, capsys.readouterr().err
+
+    for args in (["generate", "ks"], ["fit-manifold", "ks"]):
+        assert cli(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert cli(["train", "ks", "--estimator", "dagger"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ks has no exact closure" in err[0], err
+    assert not (tmp_path / "metrics/ks/train/dagger.json").exists()
+    assert not (tmp_path / "models/ks/closures/dagger").exists()

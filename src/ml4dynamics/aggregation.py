@@ -36,13 +36,7 @@ def hybrid_states(ds: xr.Dataset, model, bound: float) -> dict[str, Any]:
     Returns samples like ``datasets.pairs.as_pairs``: ``u``, ``y``, ``t`` and ``q`` (sample
     parameters, name → (N,)), N >= 0.
     """
-    first = system_groups(ds)[0][0]
-    if not first.has_exact_closure:
-        raise ML4DError(
-            f"{first.name} has no exact closure of an arbitrary state (its labels come from a "
-            "finer solver), so the hybrid's states cannot be labelled: DAgger needs rd or "
-            "ns_channel"
-        )
+    _require_exact_closure(ds)
     pred = hybrid_rollouts(ds, network_closure(model))
     keep = ~blown_up(pred, ds.u.values, bound)
     keep[:, 0] = False
@@ -81,7 +75,9 @@ def grower(ds: xr.Dataset, bound: float, size: int, seed: int) -> Grow:
     """``grow(model, r)`` for ``training.fit``: ``size`` of the hybrid's labelled states
     (``hybrid_states``), drawn with a generator seeded by (``seed``, r) — without replacement
     when there are enough, with replacement when fewer. One clear error when the hybrid blows up
-    before its first stored frame on every training trajectory (nothing to learn from)."""
+    before its first stored frame on every training trajectory (nothing to learn from). A
+    system without an exact closure is refused here, before any training."""
+    _require_exact_closure(ds)
 
     def grow(model, r: int) -> dict[str, Any]:
         states = hybrid_states(ds, model, bound)
@@ -97,3 +93,13 @@ def grower(ds: xr.Dataset, bound: float, size: int, seed: int) -> Grow:
         return jax.tree.map(lambda a: a[pick], states)
 
     return grow
+
+
+def _require_exact_closure(ds: xr.Dataset) -> None:
+    system = system_groups(ds)[0][0]
+    if not system.has_exact_closure:
+        raise ML4DError(
+            f"{system.name} has no exact closure of an arbitrary state (its labels come from a "
+            "finer solver), so the hybrid's states cannot be labelled: use dagger on a system "
+            "with one (rd, ns_channel, linear)"
+        )
