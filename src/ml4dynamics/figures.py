@@ -405,3 +405,32 @@ def trial_curves(
     _save(fig, path, dpi=100)
     plt.close(fig)
     return path
+
+
+def budget_curves(
+    path: Path, trials: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], title: str
+) -> Path:
+    """The validation loss over the epochs of recorded trials side by side (``ml4d sweep
+    --compare``): one panel per estimator, one colour per trial (``{trial: {estimator: [the
+    curve of each seed]}}``), one line per seed, log scale — whether a budget reached a
+    plateau, and how the next budget continued it."""
+    names = list(dict.fromkeys(name for curves in trials.values() for name in curves))
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(5.0 * len(names), 3.6), squeeze=False, sharey=True
+    )
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(trials), 1)))
+    for ax, name in zip(axes[0], names, strict=True):
+        for colour, (trial, curves) in zip(colours, trials.items(), strict=True):
+            for k, curve in enumerate(curves.get(name, [])):
+                epochs = np.arange(1, len(curve) + 1)
+                ax.plot(epochs, _curve(curve), color=colour, lw=1, label=trial if k == 0 else None)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: one line per seed", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("validation loss")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path

@@ -64,9 +64,16 @@ def main(args: argparse.Namespace) -> int:
         )
     for comparison in sorted(layout.trials.glob("*_comparison.md")):
         name = comparison.name.removesuffix("_comparison.md")  # (`ml4d sweep --compare`)
+        loss = comparison.with_suffix(".png")  # its runs' validation loss curves
+        figure = (
+            f"\n\n![{name}: the validation loss over the epochs](../{loss.as_posix()})"
+            if loss.is_file()
+            else ""
+        )
         sections.append(
             f"## {name}: trials side by side (committed output `{comparison.as_posix()}`)\n\n"
             + comparison.read_text().strip()
+            + figure
         )
     for bench in sorted(Path("bench").glob("*_train_step.json")):
         record = json.loads(bench.read_text())
