@@ -9,7 +9,15 @@ import pytest
 
 from ml4dynamics import sweep
 from ml4dynamics.errors import ML4DError
-from ml4dynamics.sweep import choose_lam, compare, render, run, stability_table, table
+from ml4dynamics.sweep import (
+    choose_lam,
+    compare,
+    merge,
+    render,
+    run,
+    stability_table,
+    table,
+)
 from tests.conftest import run_cli, small_params, write_params
 
 
@@ -79,6 +87,28 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
         r["error"] = None  # as if every test rollout had blown up
     out.write_text(json.dumps(recorded))
     assert "blew up in 1/1" in render(out)["table"]
+
+    # more seeds later (`--merge`): one trial from both, λ chosen again on every seed's
+    # validation — here seed 1 makes the λ seed 0 did not choose the better on average
+    first = result["chosen_lam"][0]["lam"]
+    other = json.loads(json.dumps(result))
+    for r in other["runs"]:
+        r["seed"] = 1
+        if r["lam"] is not None:
+            r["val_score"] = 1e3 if r["lam"] == first else 0.0
+    (tmp_path / "more.json").write_text(json.dumps(other))
+    merged = merge([out, tmp_path / "more.json"], tmp_path / "all_table.json")
+    assert merged["runs"] == recorded["runs"] + other["runs"]
+    assert [c["lam"] for c in merged["chosen_lam"]] == [10.0 if first == 0.0 else 0.0]
+    assert (tmp_path / "all_table.md").read_text().count("±") > 0
+    assert (tmp_path / "all_curves.png").is_file()
+    with pytest.raises(ML4DError, match="ran a seed twice"):
+        merge([out, out], tmp_path / "twice_table.json")
+    other["settings"]["epochs"] = 2
+    (tmp_path / "more.json").write_text(json.dumps(other))
+    with pytest.raises(ML4DError, match=r"other settings than .* \(epochs\)"):
+        merge([out, tmp_path / "more.json"], tmp_path / "x_table.json")
+    assert not (tmp_path / "twice_table.json").exists() and not (tmp_path / "x_table.json").exists()
 
 
 def test_lam_is_chosen_on_validation_never_on_test():

@@ -234,6 +234,38 @@ def render(out: Path) -> dict[str, Any]:
     return _tabulated(_recorded(out), out)
 
 
+def merge(paths: list[Path], out: Path) -> dict[str, Any]:
+    """One trial from sweeps recorded with the same settings and different seeds (a trial
+    extended by more seeds later): their runs together, λ chosen again on every seed's
+    validation, tabulated into ``out`` (JSON, Markdown and figure, as ``run`` writes them)."""
+    if len(paths) < 2:
+        raise ML4DError("--merge takes the JSON files of two or more `ml4d sweep` trials")
+    if Path(out).suffix != ".json":
+        raise ML4DError(f"--out {out}: a merged trial is JSON (Markdown beside it); end it .json")
+    results = [_recorded(path) for path in paths]
+    settings = results[0]["settings"]
+    for path, result in zip(paths[1:], results[1:], strict=True):
+        other = result["settings"]
+        differing = sorted(
+            k for k in settings.keys() | other.keys() if settings.get(k) != other.get(k)
+        )
+        if differing:
+            raise ML4DError(
+                f"{path} was run with other settings than {paths[0]} ({', '.join(differing)}); "
+                "merge trials of one configuration only"
+            )
+    runs = [row for result in results for row in result["runs"]]
+    column = settings["parameter"] or "setting"
+    keys = [(row[column], row["seed"], row["estimator"], row["lam"]) for row in runs]
+    if len(set(keys)) < len(keys):
+        raise ML4DError(
+            "the trials ran a seed twice (the same estimator, λ and setting); merge trials of "
+            "different seeds"
+        )
+    merged = {"settings": settings, "runs": runs, "merged_from": [str(p) for p in paths]}
+    return _tabulated(merged, Path(out))
+
+
 def compare(paths: list[Path], out: Path, command: str) -> str:
     """Markdown: recorded trials side by side (e.g. one training budget each), one row per trial
     and estimator at the setting(s) it ran — TR at the λ its own validation chose — with the

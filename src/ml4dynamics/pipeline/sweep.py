@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ml4dynamics.errors import ML4DError
 from ml4dynamics.layout import Layout
-from ml4dynamics.sweep import compare, render, run
+from ml4dynamics.sweep import compare, merge, render, run
 
 ARGUMENTS = ("params",)
 
@@ -44,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(Markdown; runs nothing)",
     )
     parser.add_argument(
+        "--merge",
+        metavar="JSON",
+        nargs="+",
+        help="one trial from recorded sweeps of the same settings and different seeds, into "
+        "--out (JSON; runs nothing)",
+    )
+    parser.add_argument(
         "--render",
         metavar="JSON",
         help="rewrite the tables of a recorded sweep from its JSON (runs nothing)",
@@ -56,6 +63,11 @@ def main(args: argparse.Namespace) -> int:
             raise ML4DError("--compare writes a Markdown table: give --out PATH.md")
         command = " ".join(["ml4d sweep --compare", *args.compare, "--out", args.out])
         print(compare([Path(p) for p in args.compare], Path(args.out), command))
+        return 0
+    if args.merge:
+        if not args.out:
+            raise ML4DError("--merge writes one trial: give --out PATH_table.json")
+        print(merge([Path(p) for p in args.merge], Path(args.out))["table"])
         return 0
     if args.render:
         result = render(Path(args.render))
