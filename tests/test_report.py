@@ -201,3 +201,11 @@ def test_the_solver_table_shows_each_ratio_of_one_run():
     assert "| ours ÷ exponax | ours ÷ FFT floor |" in table
     assert "| single | 1 | 2 | 0.5 | 0.5 | 2 |" in table
     assert "kolmogorov" not in table  # no row for a system the run did not measure
+
+
+def test_a_collapsed_training_is_not_called_a_plateau():
+    from ml4dynamics.report import _drop
+
+    dead = {"drop": 0.0, "plateau": True, "collapsed": True, "best": 0.00036, "best_epoch": 80}
+    assert _drop(dead) == "collapsed (best 0.00036 at epoch 80)"
+    assert _drop({"drop": 0.02, "plateau": True, "collapsed": False}) == "2%"

@@ -303,6 +303,13 @@ def test_convergence_tells_a_plateau_from_a_falling_curve():
     worse = convergence(epochs([1.0, 0.5, 0.4, 0.6, 0.7]))  # got worse: a negative drop
     assert worse["plateau"] is True and worse["drop"] == (0.4 - 0.7) / 0.4
     assert convergence(epochs([1.0, 0.5, 0.2]))["plateau"] is None  # too short to say
+    assert not flat["collapsed"] and not falling["collapsed"] and not worse["collapsed"]
+    # the rd closure at batch 4 and 480 epochs: down to 3.6e-4 at epoch 80, then 7.0 (a dead
+    # network) to the end; its best-value drop alone says "plateau"
+    dead = convergence(epochs([0.3, 0.01, 0.00036, 7.07, 7.0, 7.02, 7.03, 7.03]))
+    assert dead["plateau"] is True and dead["collapsed"] is True
+    assert dead["best"] == 0.00036 and dead["best_epoch"] == 2
+    assert convergence(epochs([1.0, 20.0]))["collapsed"] is True  # short runs too
 
 
 def test_a_cosine_schedule_decays_the_step_to_zero_over_the_training():

@@ -51,7 +51,9 @@ def _gates(promotion: Mapping[str, Any] | None, estimator: str) -> str:
 
 def _drop(record: Mapping[str, Any] | None) -> str:
     """The training's convergence record as a table cell: the relative drop, flagged when the
-    validation misfit had not reached a plateau."""
+    validation misfit had not reached a plateau; a collapsed training says so instead."""
+    if record and record.get("collapsed"):
+        return f"collapsed (best {number(record['best'])} at epoch {record['best_epoch']})"
     if not record or record.get("drop") is None:
         return "—"
     cell = f"{record['drop']:.0%}"

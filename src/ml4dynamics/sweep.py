@@ -35,7 +35,7 @@ from ml4dynamics.config import load_params
 from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.errors import ML4DError, warn
 from ml4dynamics.evaluation import evaluate_config, evaluate_splits, score_key
 from ml4dynamics.layout import trial_curves
 from ml4dynamics.manifold_fitting import fit_manifold
@@ -45,6 +45,7 @@ from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import write_json
 from ml4dynamics.provenance import provenance
 from ml4dynamics.report import manifold_shape, optimiser
+from ml4dynamics.training import COLLAPSED, convergence
 
 
 def with_lam(reg, lam: float | None):
@@ -164,6 +165,7 @@ def run(
                         "floor_ratio": quality["floor_ratio"],
                         "lam_scale": quality["lam_scale"],
                         "val_misfit": history.epochs[-1]["val_misfit"],
+                        "collapsed": convergence(history.epochs)["collapsed"],
                         "epochs": len(history.epochs),
                         "val_loss_curve": [e["val_loss"] for e in history.epochs],
                         "seconds": round(time.perf_counter() - start, 1),
@@ -171,6 +173,13 @@ def run(
                     for extra in ("corr_time_80", "coarse_alone"):
                         if extra in test:
                             row[extra] = test[extra]
+                    if row["collapsed"]:
+                        lam_text = "" if row["lam"] is None else f" λ = {row['lam']:g}"
+                        warn(
+                            f"{system_name} {name}{lam_text} seed {seed}: training collapsed "
+                            f"(the validation misfit ended over {COLLAPSED:g}× its best); its "
+                            "row is a broken closure, lower the learning rate"
+                        )
                     row["blowup_times"] = test["blowup_times"]
                     row["curves"] = kept_curves(curves["test"])
                     runs.append(row)

@@ -105,20 +105,34 @@ class History:
 #: a training whose best validation misfit still fell by more than this fraction over its last
 #: quarter of epochs has not reached a plateau (``convergence``)
 STILL_FALLING = 0.1
+#: a last validation misfit this many times the best of the training: it collapsed
+COLLAPSED = 10.0
 
 
 def convergence(epochs: list[dict[str, float]], key: str = "val_misfit") -> dict[str, Any]:
     """Has training reached a plateau of the validation misfit? ``drop``: how much the best
     value fell over the last quarter of the epochs, relative to the best before it (≤ 0 when it
     did not improve; ``None`` with fewer than 4 epochs); ``plateau``: drop ≤ ``STILL_FALLING``.
-    The best value, not the last, so that one noisy epoch neither hides nor fakes progress."""
+    The best value, not the last, so that one noisy epoch neither hides nor fakes progress.
+
+    ``collapsed``: the last value is more than ``COLLAPSED`` times the best (``best``, at epoch
+    ``best_epoch``) — the optimiser jumped out of the minimum and never came back (a learning
+    rate too high for the batch), which the best-value ``drop`` would call a plateau."""
     values = [float(e[key]) for e in epochs if key in e]
+    if not values:
+        return {"drop": None, "plateau": None, "epochs": 0, "collapsed": None}
+    best = min(values)
+    collapse = {
+        "collapsed": values[-1] > COLLAPSED * best,
+        "best": best,
+        "best_epoch": values.index(best),
+    }
     if len(values) < 4:
-        return {"drop": None, "plateau": None, "epochs": len(values)}
+        return {"drop": None, "plateau": None, "epochs": len(values)} | collapse
     cut = len(values) - max(1, len(values) // 4)
     before, tail = min(values[:cut]), min(values[cut:])
     drop = (before - tail) / before if before > 0 else 0.0
-    return {"drop": drop, "plateau": drop <= STILL_FALLING, "epochs": len(values)}
+    return {"drop": drop, "plateau": drop <= STILL_FALLING, "epochs": len(values)} | collapse
 
 
 def _batches(n: int, batch_size: int) -> int:
