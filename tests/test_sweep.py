@@ -169,6 +169,7 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
             "error": test,
             "error_horizon": 2 * test,
             "excess_shift": 0.1,
+            "stable_fraction": 1.0 if seed == 0 else 0.5,
             "floor_ratio": 0.05,
             "seconds": 60.0,
             "val_loss_curve": [10 * misfit, misfit],
@@ -202,7 +203,7 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     assert lines[0].startswith("| trial | epochs (optimiser) | manifold model | setting |")
     assert len(lines) == 2 + 2 * 2  # header, rule, two estimators per trial
     assert lines[2].startswith("| a_60 | 60 (optimiser not recorded) | pca (rank 896, shifts 16) ")
-    assert "| ols | – | 0.0003 ± 0.0001 | 0.2 ± 0.1 | 0.4 ± 0.2 |" in lines[2]
+    assert "| ols | – | 0.0003 ± 0.0001 | 0.2 ± 0.1 | 0.4 ± 0.2 | 0.75 ± 0.25 |" in lines[2]
     assert "| tr | 1 | 0.0003 ± 0 | 0.5 ± 0 | 1 ± 0 |" in lines[3]  # λ = 1: validation's
     assert lines[4].startswith("| a_120 | 120 (adam, batch 4, lr 0.003, cosine) |")
     with pytest.raises(ML4DError, match="the comparison is Markdown"):
