@@ -50,12 +50,7 @@ def main(args: argparse.Namespace) -> int:
     for sweep in sorted(layout.trials.glob("*_table.md")):
         settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
         name = sweep.name.removesuffix("_table.md")  # rd, rd_gamma_u, …: one trial each
-        curves = trial_curves(sweep)
-        figure = (
-            f"\n\n![{name}: the test rollouts of every seed](../{curves.as_posix()})"
-            if curves.is_file()
-            else ""
-        )
+        figure = _figure(trial_curves(sweep), f"{name}: the test rollouts of every seed")
         sections.append(
             f"## {name} trial over seeds (`ml4d sweep`, committed output `{sweep.as_posix()}`)\n\n"
             + report.sweep_settings(settings)
@@ -64,11 +59,9 @@ def main(args: argparse.Namespace) -> int:
         )
     for comparison in sorted(layout.trials.glob("*_comparison.md")):
         name = comparison.name.removesuffix("_comparison.md")  # (`ml4d sweep --compare`)
-        loss = comparison.with_suffix(".png")  # its runs' validation loss curves
-        figure = (
-            f"\n\n![{name}: the validation loss over the epochs](../{loss.as_posix()})"
-            if loss.is_file()
-            else ""
+        # its runs' validation loss curves
+        figure = _figure(
+            comparison.with_suffix(".png"), f"{name}: the validation loss over the epochs"
         )
         sections.append(
             f"## {name}: trials side by side (committed output `{comparison.as_posix()}`)\n\n"
@@ -95,3 +88,9 @@ def main(args: argparse.Namespace) -> int:
         Path(tmp).write_text(report.page(sections))
     print(f"wrote {layout.results_page}")
     return 0
+
+
+def _figure(path: Path, caption: str) -> str:
+    """A committed figure under a section of docs/results.md (linked from docs/), or nothing
+    if it is not there."""
+    return f"\n\n![{caption}](../{path.as_posix()})" if path.is_file() else ""
