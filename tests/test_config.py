@@ -55,7 +55,11 @@ BAD_STAGE = [
     # estimators: each kind has exactly its own weight; TR takes lam from `reg.<system>`
     ("estimators.mols", {"kind": "mols"}, "estimators.mols: an estimator of kind 'mols' has"),
     ("estimators.ols", {"kind": "ols", "lam": 1.0}, "(the tr weight lam lives in `reg.<system>`)"),
-    ("estimators.x", {"kind": "ridge"}, "estimators.x.kind: missing or unknown; use one of: dagger, aols"),
+    (
+        "estimators.x",
+        {"kind": "ridge"},
+        "estimators.x.kind: missing or unknown; use one of: dagger, aols",
+    ),
     ("estimators.aols.sigma", 0.0, "estimators.aols.sigma: must be > 0 (the input-noise level"),
     ("estimators.tr-gradient.normal", "hessian", "estimators.tr-gradient.normal: must be one of"),
     ("reg.rd.lam", -1.0, "reg.rd.lam: must be >= 0"),

@@ -34,6 +34,7 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
         n=16,
         epochs=1,
         batch_size=8,
+        lr=0.01,
         lams=[0.0, 10.0],
     )
     runs = result["runs"]
@@ -44,6 +45,7 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
     assert all(r["floor_ratio"] > 0 and r["ablation_error"] >= 0 for r in runs)
     assert result["settings"]["n"] == 16 and result["settings"]["epochs"] == 1
     assert result["settings"]["optim"]["batch_size"] == 8
+    assert result["settings"]["optim"]["lr"] == 0.01
     assert result["settings"]["names"] == ["ols", "tr-projector"]  # the baseline first
     assert result["settings"]["test_samples"] >= result["settings"]["test_trajectories"]
     assert json.loads(out.read_text())["runs"] == runs
@@ -109,6 +111,29 @@ def test_sweep_trains_rolls_out_and_tabulates(tmp_path, monkeypatch):
     with pytest.raises(ML4DError, match=r"other settings than .* \(epochs\)"):
         merge([out, tmp_path / "more.json"], tmp_path / "x_table.json")
     assert not (tmp_path / "twice_table.json").exists() and not (tmp_path / "x_table.json").exists()
+
+    # more of the λ grid later (the ends of a grid that was too narrow): the same seeds, TR only
+    ends = json.loads(json.dumps(result))
+    ends["settings"]["names"], ends["settings"]["lams"] = ["tr-projector"], [100.0]
+    ends["settings"]["estimators"]["tr-projector"]["lam"] = 100.0  # params.yaml's λ then
+    del ends["settings"]["estimators"]["ols"]
+    ends["runs"] = [dict(r, lam=100.0, val_score=-1.0) for r in runs if r["lam"] == first]
+    (tmp_path / "ends.json").write_text(json.dumps(ends))
+    wider = merge([tmp_path / "ends.json", out], tmp_path / "wide_table.json")
+    assert wider["settings"]["names"] == ["ols", "tr-projector"]  # the baseline still first
+    assert wider["settings"]["lams"] == [0.0, 10.0, 100.0]
+    assert [c["lam"] for c in wider["chosen_lam"]] == [100.0]  # chosen again, over every λ
+    assert "| 100 |" in (tmp_path / "wide_table.md").read_text()
+    ends["runs"][0]["seed"] = 1  # λ = 100 on seed 1 only: not comparable with the others
+    (tmp_path / "ends.json").write_text(json.dumps(ends))
+    with pytest.raises(ML4DError, match=r"λ = 0 on \[0\]; λ = 10 on \[0\]; λ = 100 on \[1\]"):
+        merge([out, tmp_path / "ends.json"], tmp_path / "y_table.json")
+    ends["runs"][0]["seed"] = 0
+    ends["settings"]["estimators"]["tr-projector"]["eps"] = 1.0
+    (tmp_path / "ends.json").write_text(json.dumps(ends))
+    with pytest.raises(ML4DError, match=r"\(estimator tr-projector\)"):
+        merge([out, tmp_path / "ends.json"], tmp_path / "z_table.json")
+    assert not (tmp_path / "y_table.json").exists() and not (tmp_path / "z_table.json").exists()
 
 
 def test_lam_is_chosen_on_validation_never_on_test():
@@ -271,6 +296,7 @@ def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatc
         (["--vary", "gamma_u"], "--vary PARAM and --values V [V ...] go together"),
         (["--system", "ks", "--n", "32"], "--n sets rd's grid; ks has no parameter n"),
         (["--batch-size", "-4"], "--batch-size must be >= 0 (0: full batch), got -4"),
+        (["--lr", "0"], "--lr must be a positive learning rate, got 0.0"),
         (["--render", "missing.json"], "missing.json does not exist"),
         (["--render", "params.yaml"], "params.yaml is not the JSON of an `ml4d sweep`"),
         (["--compare", "params.yaml"], "--compare writes a Markdown table: give --out PATH.md"),

@@ -64,6 +64,7 @@ def run(
     n: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
+    lr: float | None = None,
     lams: list[float] | None = None,
     system_name: str = "rd",
     param: str | None = "gamma_u",
@@ -97,7 +98,9 @@ def run(
         )
     if batch_size is not None and batch_size < 0:
         raise ML4DError(f"--batch-size must be >= 0 (0: full batch), got {batch_size}")
-    changed = {"epochs": epochs, "batch_size": batch_size}
+    if lr is not None and not (np.isfinite(lr) and lr > 0):
+        raise ML4DError(f"--lr must be a positive learning rate, got {lr}")
+    changed = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
     optim = dataclasses.replace(
         train_stage.optim, **{k: v for k, v in changed.items() if v is not None}
     )
@@ -243,36 +246,71 @@ def render(out: Path) -> dict[str, Any]:
     return _tabulated(_recorded(out), out)
 
 
+# what the trials of one configuration may differ in: which estimators and λ values they ran
+GRID_SETTINGS = ("names", "lams", "estimators")
+
+
 def merge(paths: list[Path], out: Path) -> dict[str, Any]:
-    """One trial from sweeps recorded with the same settings and different seeds (a trial
-    extended by more seeds later): their runs together, λ chosen again on every seed's
-    validation, tabulated into ``out`` (JSON, Markdown and figure, as ``run`` writes them)."""
+    """One trial from sweeps recorded with the same settings and different seeds or more of the
+    λ grid (a trial extended by more seeds, or by λ values at the ends of its grid, later): their
+    runs together, λ chosen again on every seed's validation, tabulated into ``out`` (JSON,
+    Markdown and figure, as ``run`` writes them). Every λ of an estimator must have run on the same
+    seeds, so that the choice compares like with like."""
     if len(paths) < 2:
         raise ML4DError("--merge takes the JSON files of two or more `ml4d sweep` trials")
     if Path(out).suffix != ".json":
         raise ML4DError(f"--out {out}: a merged trial is JSON (Markdown beside it); end it .json")
     results = [_recorded(path) for path in paths]
-    settings = results[0]["settings"]
+    settings = dict(results[0]["settings"])
     for path, result in zip(paths[1:], results[1:], strict=True):
         other = result["settings"]
         differing = sorted(
-            k for k in settings.keys() | other.keys() if settings.get(k) != other.get(k)
+            k
+            for k in settings.keys() | other.keys()
+            if k not in GRID_SETTINGS and settings.get(k) != other.get(k)
         )
+        differing += [
+            f"estimator {name}"
+            for name in sorted(settings["estimators"].keys() & other["estimators"].keys())
+            if _without_lam(settings["estimators"][name]) != _without_lam(other["estimators"][name])
+        ]
         if differing:
             raise ML4DError(
                 f"{path} was run with other settings than {paths[0]} ({', '.join(differing)}); "
                 "merge trials of one configuration only"
             )
+        names = settings.get("names") or []
+        names = names + [n for n in other.get("names") or [] if n not in names]
+        settings["names"] = sorted(names, key=lambda n: n != "ols")  # the baseline first
+        lams = set(settings.get("lams") or []) | set(other.get("lams") or [])
+        settings["lams"] = sorted(lams) or None
+        settings["estimators"] = {**other["estimators"], **settings["estimators"]}
     runs = [row for result in results for row in result["runs"]]
     column = settings["parameter"] or "setting"
     keys = [(row[column], row["seed"], row["estimator"], row["lam"]) for row in runs]
     if len(set(keys)) < len(keys):
         raise ML4DError(
             "the trials ran a seed twice (the same estimator, λ and setting); merge trials of "
-            "different seeds"
+            "different seeds or λ values"
         )
+    seeds: dict[tuple[Any, str], dict[float, set[int]]] = {}
+    for value, seed, name, lam in keys:
+        if lam is not None:
+            seeds.setdefault((value, name), {}).setdefault(lam, set()).add(seed)
+    for (value, name), by_lam in seeds.items():
+        if len({frozenset(s) for s in by_lam.values()}) > 1:
+            ran = "; ".join(f"λ = {lam:g} on {sorted(s)}" for lam, s in sorted(by_lam.items()))
+            raise ML4DError(
+                f"{name} ({_label(value)}) ran its λ values on different seeds ({ran}); λ is "
+                "chosen over the same seeds: run the missing seeds first"
+            )
     merged = {"settings": settings, "runs": runs, "merged_from": [str(p) for p in paths]}
     return _tabulated(merged, Path(out))
+
+
+def _without_lam(config: dict[str, Any]) -> dict[str, Any]:
+    """An estimator's recorded configuration but its λ (each run records the λ it trained at)."""
+    return {k: v for k, v in config.items() if k != "lam"}
 
 
 def compare(paths: list[Path], out: Path, command: str) -> str:

@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="training epochs (default: params.yaml)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default: params.yaml)")
     parser.add_argument(
+        "--lr", type=float, help="the (peak) learning rate of training (default: params.yaml)"
+    )
+    parser.add_argument(
         "--lam",
         type=float,
         nargs="+",
@@ -47,8 +50,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--merge",
         metavar="JSON",
         nargs="+",
-        help="one trial from recorded sweeps of the same settings and different seeds, into "
-        "--out (JSON; runs nothing)",
+        help="one trial from recorded sweeps of the same settings and different seeds or λ "
+        "values, into --out (JSON; runs nothing)",
     )
     parser.add_argument(
         "--render",
@@ -89,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
         n=args.n,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        lr=args.lr,
         lams=args.lam,
         system_name=args.system,
         param=param,
