@@ -182,6 +182,11 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
     assert "30 epochs (adam, batch 4, lr 0.003, cosine), λ grid" in sweep_settings(
         {**settings, "optim": optim}
     )
+    # an estimator that trains in rounds, no TR estimator (so no λ to choose)
+    dagger = {**settings, "lams": None, "estimators": {"dagger": {"kind": "dagger", "rounds": 3}}}
+    text = sweep_settings(dagger)
+    assert "30 epochs (dagger: per round, 3 rounds), no λ grid, 2 validation" in text
+    assert "chosen" not in text
 
 
 def test_the_solver_table_shows_each_ratio_of_one_run():

@@ -233,6 +233,13 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     assert lines[4].startswith("| a_120 | 120 (adam, batch 4, lr 0.003, cosine) |")
     with pytest.raises(ML4DError, match="the comparison is Markdown"):
         compare(paths, tmp_path / "cmp.json", "")
+    # an estimator that trains in rounds (dagger) spends its epochs once per round
+    rounds = _trial(20, optim, [dict(runs[0], estimator="dagger")])
+    rounds["settings"] |= {"names": ["dagger"], "estimators": {"dagger": {"rounds": 3}}}
+    paths.append(tmp_path / "d_table.json")
+    paths[-1].write_text(json.dumps(rounds))
+    last = compare(paths, out, "").splitlines()[-1]
+    assert last.startswith("| d | 3 rounds × 20 (adam, batch 4, lr 0.003, cosine) |")
 
 
 def test_table_reports_blow_ups_instead_of_averaging_them():

@@ -224,17 +224,26 @@ def sweep_settings(settings: Mapping[str, Any]) -> str:
     score = settings.get("val_score", "error_horizon")  # (sweeps before it was recorded)
     manifold = settings.get("manifold") or {}
     optim = optimiser(settings.get("optim"))
+    rounds = {
+        name: config["rounds"]
+        for name, config in (settings.get("estimators") or {}).items()
+        if config.get("rounds", 1) > 1
+    }
+    lams = settings.get("lams")
     return (
         f"Run with the closure `{settings.get('model', {}).get('kind')}` ({model}), "
-        f"{settings.get('epochs')} epochs{f' ({optim})' if optim else ''}, "
+        f"{settings.get('epochs')} epochs{f' ({optim})' if optim else ''}"
+        + "".join(f" ({name}: per round, {n} rounds)" for name, n in rounds.items())
+        + ", "
         + (
             f"the manifold model `{manifold.get('kind')}` ({manifold_shape(manifold)}), "
             if manifold
             else ""
         )
-        + f"λ grid {settings.get('lams')}, "
-        f"{_trajectories(settings)}, λ chosen on the validation {score}; compare its closure "
-        "with the defaults above before comparing numbers.\n\n"
+        + (f"λ grid {lams}, " if lams else "no λ grid, ")
+        + _trajectories(settings)
+        + (f", λ chosen on the validation {score}" if lams else "")
+        + "; compare its closure with the defaults above before comparing numbers.\n\n"
     )
 
 

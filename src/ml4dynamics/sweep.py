@@ -356,8 +356,10 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
                 label = _label(value) if column == "setting" else f"{column} {_label(value)}"
                 key = trial_name(path) if column == "setting" else f"{trial_name(path)}, {label}"
                 curves.setdefault(key, {})[name] = [r["val_loss_curve"] for r in rows]
+                rounds = settings["estimators"].get(name, {}).get("rounds", 1)
+                spent = budget if rounds == 1 else f"{rounds} rounds × {budget}"
                 lines.append(
-                    f"| {trial_name(path)} | {budget} | {model} | {label} | {name} | "
+                    f"| {trial_name(path)} | {spent} | {model} | {label} | {name} | "
                     f"{'–' if lam is None else f'{lam:g}'} | {_spread(rows, 'val_misfit')} | "
                     f"{_cell(_errors(rows, 'error'))} | {_cell(_errors(rows, 'error_horizon'))} "
                     f"| {_spread(rows, 'stable_fraction')} | {_shift(rows)} | "
