@@ -1,6 +1,6 @@
 """Write docs/results.md from the pipeline's metrics (and sweep/SYSTEM_table.md,
-bench/SYSTEM_train_step.json, bench/solvers.json and bench/SYSTEM_speedup.json when
-committed).
+bench/SYSTEM_train_step.json, bench/solvers.json, bench/SYSTEM_speedup.json and
+bench/SYSTEM_pipeline/ when committed).
 
 ``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
 the files ``dvc repro`` and ``ml4d sweep`` wrote.
@@ -45,6 +45,31 @@ def main(args: argparse.Namespace) -> int:
                 trainings,
                 _read(layout.manifold_metrics(name)),
                 _read(layout.promotion(name)),
+            )
+        )
+    # an opt-in system's pipeline, run once with it listed in dvc.yaml: its metrics/SYSTEM/
+    # folder committed as bench/SYSTEM_pipeline/ (the default pipeline does not rerun it)
+    for snapshot in sorted(p for p in Path("bench").glob("*_pipeline") if p.is_dir()):
+        name = snapshot.name.removesuffix("_pipeline")
+        evaluations = {
+            f.stem: json.loads(f.read_text())
+            for f in sorted((snapshot / "evaluate").glob("*.json"))
+        }
+        if not evaluations:
+            continue
+        section = report.system_section(
+            name,
+            evaluations,
+            {e: _read(snapshot / "train" / f"{e}.json") or {} for e in evaluations},
+            _read(snapshot / "manifold.json"),
+            _read(snapshot / "promotion.json"),
+        )
+        sections.append(
+            section.replace(
+                f"## {name}",
+                f"## {name} (opt-in: one run of its pipeline, committed output "
+                f"`{snapshot.as_posix()}/`)",
+                1,
             )
         )
     for sweep in sorted(layout.trials.glob("*_table.md")):
