@@ -66,8 +66,10 @@ def system_section(
     trainings: Mapping[str, Mapping[str, Any]],
     manifold: Mapping[str, Any] | None,
     promotion: Mapping[str, Any] | None,
+    source: str = "",
 ) -> str:
-    """One system: its manifold model's floor, then one row per estimator."""
+    """One system: its manifold model's floor, then one row per estimator (``source``, where
+    given, follows the heading: where the metrics come from)."""
     some = next(iter(evaluations.values()))
     key = report_time_key(some["test"])
     report_time = key.removeprefix("error_t")
@@ -113,7 +115,7 @@ def system_section(
                 _gates(promotion, estimator),
             ]
         )
-    parts = [f"## {name}"]
+    parts = [f"## {name}{f' ({source})' if source else ''}"]
     if manifold:
         parts.append(
             "Manifold model: mean F on validation states "

@@ -57,19 +57,14 @@ def main(args: argparse.Namespace) -> int:
         }
         if not evaluations:
             continue
-        section = report.system_section(
-            name,
-            evaluations,
-            {e: _read(snapshot / "train" / f"{e}.json") or {} for e in evaluations},
-            _read(snapshot / "manifold.json"),
-            _read(snapshot / "promotion.json"),
-        )
         sections.append(
-            section.replace(
-                f"## {name}",
-                f"## {name} (opt-in: one run of its pipeline, committed output "
-                f"`{snapshot.as_posix()}/`)",
-                1,
+            report.system_section(
+                name,
+                evaluations,
+                {e: _read(snapshot / "train" / f"{e}.json") or {} for e in evaluations},
+                _read(snapshot / "manifold.json"),
+                _read(snapshot / "promotion.json"),
+                f"opt-in: one run of its pipeline, committed output `{snapshot.as_posix()}/`",
             )
         )
     for sweep in sorted(layout.trials.glob("*_table.md")):
