@@ -228,9 +228,11 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     assert lines[0].startswith("| trial | epochs (optimiser) | manifold model | setting |")
     assert len(lines) == 2 + 2 * 2  # header, rule, two estimators per trial
     assert lines[2].startswith("| a_60 | 60 (optimiser not recorded) | pca (rank 896, shifts 16) ")
-    assert "| ols | – | 0.0003 ± 0.0001 | 0.2 ± 0.1 | 0.4 ± 0.2 | 0.75 ± 0.25 |" in lines[2]
-    assert "| tr | 1 | 0.0003 ± 0 | 0.5 ± 0 | 1 ± 0 |" in lines[3]  # λ = 1: validation's
+    assert "| ols | – | 0.0003 ± 0.0001 | – | 0.2 ± 0.1 | 0.4 ± 0.2 | 0.75 ± 0.25 |" in lines[2]
+    assert "| tr | 1 | 0.0003 ± 0 | – | 0.5 ± 0 | 1 ± 0 |" in lines[3]  # λ = 1: validation's
     assert lines[4].startswith("| a_120 | 120 (adam, batch 4, lr 0.003, cosine) |")
+    # the same misfit as the trial before: a plateau across the two budgets
+    assert "| ols | – | 0.0003 ± 0.0001 | +0% (within 10%) |" in lines[4]
     with pytest.raises(ML4DError, match="the comparison is Markdown"):
         compare(paths, tmp_path / "cmp.json", "")
     # an estimator that trains in rounds (dagger) spends its epochs once per round
@@ -240,6 +242,16 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     paths[-1].write_text(json.dumps(rounds))
     last = compare(paths, out, "").splitlines()[-1]
     assert last.startswith("| d | 3 rounds × 20 (adam, batch 4, lr 0.003, cosine) |")
+    # a longer budget that still lowered the misfit, and one that collapsed
+    lower = [dict(r, val_misfit=r["val_misfit"] / 2) for r in runs]
+    dead = [dict(r, val_misfit=7.0) for r in runs]
+    for name, trial_runs in (("b", lower), ("c", dead)):
+        paths.append(tmp_path / f"{name}_table.json")
+        paths[-1].write_text(json.dumps(_trial(240, optim, trial_runs)))
+    lines = compare(paths, out, "").splitlines()
+    assert "| ols | – | 0.00015 ± 5e-05 | -50% |" in lines[-4]
+    assert "| tr | 1 | 0.00015 ± 0 | -50% |" in lines[-3]
+    assert "| ols | – | 7 ± 0 | ×4.7e+04 |" in lines[-2]
 
 
 def test_table_reports_blow_ups_instead_of_averaging_them():

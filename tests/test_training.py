@@ -24,7 +24,7 @@ from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.estimators import parse_estimator
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import load_model
-from ml4dynamics.training import OptimConfig, convergence
+from ml4dynamics.training import OptimConfig, convergence, convergence_warning
 from tests.conftest import BIN, mlflow_client, run_cli, small_params, write_params
 
 EPOCHS = 10  # long enough that a signal after the first checkpoint lands mid-run
@@ -310,6 +310,19 @@ def test_convergence_tells_a_plateau_from_a_falling_curve():
     assert dead["plateau"] is True and dead["collapsed"] is True
     assert dead["best"] == 0.00036 and dead["best_epoch"] == 2
     assert convergence(epochs([1.0, 20.0]))["collapsed"] is True  # short runs too
+    # one warning line each, naming the knob that mends it (the train stage's and the sweep's)
+    line = convergence_warning(dead, "rd ols", "train.rd.optim.lr", "train.rd.optim.epochs")
+    assert line == (
+        "rd ols: training collapsed: the validation misfit ended over 10× its best (0.00036 at "
+        "epoch 2); lower train.rd.optim.lr"
+    )
+    line = convergence_warning(falling, "rd tr seed 1", "--lr", "--epochs")
+    assert line == (
+        "rd tr seed 1: the validation misfit still fell 88% over the last quarter of training "
+        "(> 10%): no plateau yet; train longer (--epochs)"
+    )
+    assert convergence_warning(flat, "rd ols", "--lr", "--epochs") is None
+    assert convergence_warning(convergence(epochs([1.0, 0.5])), "x", "--lr", "--epochs") is None
 
 
 def test_a_cosine_schedule_decays_the_step_to_zero_over_the_training():

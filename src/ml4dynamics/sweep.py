@@ -45,7 +45,7 @@ from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import write_json
 from ml4dynamics.provenance import provenance
 from ml4dynamics.report import manifold_shape, optimiser
-from ml4dynamics.training import COLLAPSED, convergence
+from ml4dynamics.training import STILL_FALLING, convergence, convergence_warning
 
 
 def with_lam(reg, lam: float | None):
@@ -140,6 +140,7 @@ def run(
                         grow=aggregation.for_estimator(reg, data["train"], seed),
                     )
                     quality = assess(reg, system, train, val, reconstruct, history.epochs[-1])
+                    converged = convergence(history.epochs)
                     summaries, curves, _ = evaluate_splits(
                         {"val": data["val"], "test": data["test"]},
                         model,
@@ -168,7 +169,7 @@ def run(
                         "floor_ratio": quality["floor_ratio"],
                         "lam_scale": quality["lam_scale"],
                         "val_misfit": history.epochs[-1]["val_misfit"],
-                        "collapsed": convergence(history.epochs)["collapsed"],
+                        "collapsed": converged["collapsed"],
                         "epochs": len(history.epochs),
                         "val_loss_curve": [e["val_loss"] for e in history.epochs],
                         "seconds": round(time.perf_counter() - start, 1),
@@ -176,13 +177,15 @@ def run(
                     for extra in ("corr_time_80", "coarse_alone"):
                         if extra in test:
                             row[extra] = test[extra]
-                    if row["collapsed"]:
-                        lam_text = "" if row["lam"] is None else f" λ = {row['lam']:g}"
-                        warn(
-                            f"{system_name} {name}{lam_text} seed {seed}: training collapsed "
-                            f"(the validation misfit ended over {COLLAPSED:g}× its best); its "
-                            "row is a broken closure, lower the learning rate"
-                        )
+                    lam_text = "" if row["lam"] is None else f" λ = {row['lam']:g}"
+                    line = convergence_warning(
+                        converged,
+                        f"{system_name} {name}{lam_text} seed {seed}",
+                        "the learning rate (--lr; a collapsed run's row is a broken closure)",
+                        "--epochs",
+                    )
+                    if line:
+                        warn(line)
                     row["blowup_times"] = test["blowup_times"]
                     row["curves"] = kept_curves(curves["test"])
                     runs.append(row)
@@ -316,9 +319,12 @@ def _without_lam(config: dict[str, Any]) -> dict[str, Any]:
 def compare(paths: list[Path], out: Path, command: str) -> str:
     """Markdown: recorded trials side by side (e.g. one training budget each), one row per trial
     and estimator at the setting(s) it ran — TR at the λ its own validation chose — with the
-    validation misfit of the last epoch, the test error at the report time and at the horizon,
-    the fraction of test rollouts still stable at the horizon, the excess shift, the floor ratio
-    and the seconds per run (training and rollouts), mean ± std over seeds. Written to ``out``
+    validation misfit of the last epoch and its change from the same estimator's row in the
+    trial listed before (within ``STILL_FALLING``, 10 %: the two budgets ended at the same
+    misfit, a plateau across budgets — which a cosine schedule's last quarter, always falling,
+    cannot show within one run), the test error at the report time and at the horizon, the
+    fraction of test rollouts still stable at the horizon, the excess shift, the floor ratio and
+    the seconds per run (training and rollouts), mean ± std over seeds. Written to ``out``
     under a line naming ``command``, which regenerates it; the validation loss curves of those
     runs (every seed) beside it, ``out`` with ``.png``."""
     if not paths:
@@ -327,11 +333,13 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
         raise ML4DError(f"--out {out}: the comparison is Markdown; give a path ending in .md")
     lines = [
         "| trial | epochs (optimiser) | manifold model | setting | estimator | λ "
-        "| validation misfit | test error (report time) | test error (horizon) "
-        "| test: stable fraction | test: excess shift | floor ratio | seconds per run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| validation misfit | misfit: change from the trial before | test error (report time) "
+        "| test error (horizon) | test: stable fraction | test: excess shift | floor ratio "
+        "| seconds per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     curves: dict[str, dict[str, list[list[float]]]] = {}
+    misfits: dict[tuple[Any, str], float] = {}  # the last trial's, per (setting, estimator)
     for path in paths:
         result = _recorded(path)
         settings, runs = result["settings"], result["runs"]
@@ -358,10 +366,14 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
                 curves.setdefault(key, {})[name] = [r["val_loss_curve"] for r in rows]
                 rounds = settings["estimators"].get(name, {}).get("rounds", 1)
                 spent = budget if rounds == 1 else f"{rounds} rounds × {budget}"
+                misfit = float(np.mean([r["val_misfit"] for r in rows]))
+                change = _change(misfits.get((label, name)), misfit)
+                misfits[(label, name)] = misfit
                 lines.append(
                     f"| {trial_name(path)} | {spent} | {model} | {label} | {name} | "
                     f"{'–' if lam is None else f'{lam:g}'} | {_spread(rows, 'val_misfit')} | "
-                    f"{_cell(_errors(rows, 'error'))} | {_cell(_errors(rows, 'error_horizon'))} "
+                    f"{change} | {_cell(_errors(rows, 'error'))} | "
+                    f"{_cell(_errors(rows, 'error_horizon'))} "
                     f"| {_spread(rows, 'stable_fraction')} | {_shift(rows)} | "
                     f"{_spread(rows, 'floor_ratio')} | {_spread(rows, 'seconds')} |"
                 )
@@ -374,6 +386,18 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
     )
     out.write_text(text)
     return text
+
+
+def _change(before: float | None, after: float) -> str:
+    """The mean validation misfit's change from one trial to the next: "-3% (within 10%)",
+    "-66%", "×7e+04" (a collapse); "–" for the first trial of an estimator."""
+    if before is None or not before > 0:
+        return "–"
+    change = after / before - 1
+    if abs(change) >= 1:
+        return f"×{after / before:.2g}"
+    within = f" (within {STILL_FALLING:.0%})" if abs(change) <= STILL_FALLING else ""
+    return f"{change:+.0%}{within}"
 
 
 def trial_name(path: Path) -> str:

@@ -135,6 +135,23 @@ def convergence(epochs: list[dict[str, float]], key: str = "val_misfit") -> dict
     return {"drop": drop, "plateau": drop <= STILL_FALLING, "epochs": len(values)} | collapse
 
 
+def convergence_warning(converged: dict[str, Any], who: str, lr: str, epochs: str) -> str | None:
+    """The one warning line a training's ``convergence`` calls for, or ``None``: a collapse
+    (lower the learning rate, the knob named ``lr``) before a validation misfit still falling
+    (train longer, ``epochs``). ``who`` names the training at the start of the line."""
+    if converged.get("collapsed"):
+        return (
+            f"{who}: training collapsed: the validation misfit ended over {COLLAPSED:g}× its best "
+            f"({converged['best']:.3g} at epoch {converged['best_epoch']}); lower {lr}"
+        )
+    if converged.get("plateau") is False:
+        return (
+            f"{who}: the validation misfit still fell {converged['drop']:.0%} over the last "
+            f"quarter of training (> {STILL_FALLING:.0%}): no plateau yet; train longer ({epochs})"
+        )
+    return None
+
+
 def _batches(n: int, batch_size: int) -> int:
     return 1 if batch_size in (0, n) or batch_size > n else n // batch_size
 

@@ -33,7 +33,7 @@ from ml4dynamics.models.io import export_model, load_model
 from ml4dynamics.network_config import network_stage
 from ml4dynamics.outputs import exclusive, fingerprint, write_csv, write_json
 from ml4dynamics.tracking import Run
-from ml4dynamics.training import COLLAPSED, STILL_FALLING, Interrupted, convergence
+from ml4dynamics.training import Interrupted, convergence, convergence_warning
 
 ARGUMENTS = ("system", "estimator", "params")
 
@@ -132,18 +132,11 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
     }
     for line in warnings(quality, f"{name} {label}"):
         warn(line)
-    if converged["collapsed"]:
-        warn(
-            f"{name} {label}: training collapsed: the validation misfit ended at "
-            f"{final['val_misfit']:.3g}, over {COLLAPSED:g}× its best ({converged['best']:.3g} at "
-            f"epoch {converged['best_epoch']}); lower train.{name}.optim.lr"
-        )
-    elif converged["plateau"] is False:
-        warn(
-            f"{name} {label}: the validation misfit still fell {converged['drop']:.0%} over the "
-            f"last quarter of training (> {STILL_FALLING:.0%}): no plateau yet; train longer "
-            f"(train.{name}.optim.epochs)"
-        )
+    line = convergence_warning(
+        converged, f"{name} {label}", f"train.{name}.optim.lr", f"train.{name}.optim.epochs"
+    )
+    if line:
+        warn(line)
     tracker.log_metrics(
         {f"manifold.{k}": float(v) for k, v in quality.items() if k != "val_tr_penalty"}
         | ({"val_misfit_drop": converged["drop"]} if converged["drop"] is not None else {})
