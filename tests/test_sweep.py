@@ -254,6 +254,30 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     assert "| ols | – | 7 ± 0 | ×4.7e+04 |" in lines[-2]
 
 
+def test_coarse_grid_tables_set_the_coarse_solver_alone_beside_the_closures():
+    """On a coarse grid the solver without a closure is the bar: the first table ends with its
+    test error at the report time, the stability table with its row (once per setting, not once
+    per estimator); a system with an exact closure (no ``coarse_alone``) has neither."""
+    base = {"error_t2": 0.31, "stable_fraction": 1.0, "corr_time_80": 4.6}
+    base |= {"error_horizon": 1.15, "excess_shift": 0.13}
+    runs = [
+        {"setting": None, "estimator": e, "seed": seed, "error": err, "coarse_alone": base}
+        | {"stable_fraction": 1.0, "corr_time_80": 2.0, "error_horizon": 1.4, "excess_shift": 0.3}
+        for e, seed, err in (("ols", 0, 1.5), ("ols", 1, 1.7), ("tr", 0, 0.6), ("tr", 1, 0.6))
+    ]
+    head, _, row = table(runs, ["ols", "tr"], [None], None, "setting", "error_t2").splitlines()
+    assert head == "| setting | ols | tr | coarse solver alone |"
+    assert row == "| params.yaml | 1.6 ± 0.1 | 0.6 ± 0 | 0.31 ± 0 |"
+    lines = stability_table(runs, ["ols", "tr"], [None], "setting").splitlines()
+    assert len(lines) == 5
+    assert (
+        lines[-1] == "| params.yaml | coarse solver alone | 1 ± 0 | 4.6 ± 0 | 1.15 ± 0 | 0.13 ± 0 |"
+    )
+    plain = [{k: v for k, v in r.items() if k != "coarse_alone"} for r in runs]
+    assert "coarse" not in table(plain, ["ols", "tr"], [None], None, "setting", "error_t2")
+    assert "coarse" not in stability_table(plain, ["ols", "tr"], [None], "setting")
+
+
 def test_table_reports_blow_ups_instead_of_averaging_them():
     runs = [
         {"gamma_u": 0.05, "estimator": "ols", "error": 0.1},
@@ -295,9 +319,14 @@ def test_sweep_of_a_chaotic_system_chooses_lam_on_the_validation_error_at_the_re
         {"setting": None, "estimator": "tr-projector", "lam": min(tr, key=tr.get)}
     ]
     assert all("coarse_alone" in r for r in runs)  # the bar a coarse-grid closure must clear
+    assert all(len(r["curves"]["coarse_alone_rel_error"]) == len(r["curves"]["time"]) for r in runs)
     lines = out.with_suffix(".md").read_text().splitlines()
     assert lines[0].startswith("| setting | ols | tr-projector |")
+    assert lines[0].endswith("| coarse solver alone |")
     assert lines[2].startswith("| params.yaml | ")
+    base = runs[0]["coarse_alone"]["error_t2"]
+    assert lines[2].endswith(f"| {base:.3g} ± 0 |")
+    assert any(line.startswith("| params.yaml | coarse solver alone | 1 ± 0 |") for line in lines)
     assert "validation error (error_t2)" in out.with_suffix(".md").read_text().split("\n\n")[2]
 
 

@@ -344,7 +344,8 @@ def trial_curves(
     (``{setting: {estimator: {"label": its legend, "runs": [curves of each seed]}}}``, curves
     as ``sweep.kept_curves`` keeps them). Left: the relative error, one line per seed (the
     median over the trajectories, a blown-up one counting as infinite, so a line ends when half
-    have blown up), with the ablation of the first estimator dashed; middle: the shift, median
+    have blown up), with the ablation of the first estimator dashed and the coarse solver alone
+    dotted (on a coarse grid); middle: the shift, median
     log10 F of the hybrid minus the truth's (0: as close to the manifold as the truth); right:
     the fraction of all rollouts (seeds × trajectories) still stable."""
     rows = list(settings.items())
@@ -374,6 +375,15 @@ def trial_curves(
                         color="0.4",
                         lw=1,
                         label=ablation_label,
+                    )
+                if i == 0 and k == 0 and "coarse_alone_rel_error" in c:
+                    err_ax.plot(
+                        t,
+                        _curve(c["coarse_alone_rel_error"]),
+                        ":",
+                        color="k",
+                        lw=1.2,
+                        label="coarse solver alone",
                     )
                 if shift_ax is not None and "shift" in c:
                     shift_ax.plot(t, _curve(c["shift"]), color=colour, lw=1)

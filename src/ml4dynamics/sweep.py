@@ -229,8 +229,8 @@ def kept_curves(curves: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
     """The per-frame test curves a sweep keeps of each run (``evaluation.score_split``'s: medians
     over every trajectory, a blown-up one counting as the worst value): the relative error, the
     fraction still stable, the shift (median log10 F of the hybrid minus the truth's, where the
-    run has a manifold model) and the ablation's error (the exact closure plus noise of the
-    closure's misfit, where there is one)."""
+    run has a manifold model), the ablation's error (the exact closure plus noise of the
+    closure's misfit, where there is one) and the coarse solver's alone (on a coarse grid)."""
     kept = {
         "time": curves["time"],
         "rel_error": curves["rel_error"],
@@ -238,8 +238,9 @@ def kept_curves(curves: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
     }
     if "log10_f_hybrid" in curves:
         kept["shift"] = np.asarray(curves["log10_f_hybrid"]) - np.asarray(curves["log10_f_true"])
-    if "ablation_rel_error" in curves:
-        kept["ablation_rel_error"] = curves["ablation_rel_error"]
+    for extra in ("ablation_rel_error", "coarse_alone_rel_error"):
+        if extra in curves:
+            kept[extra] = curves[extra]
     return {name: _rounded(values) for name, values in kept.items()}
 
 
@@ -440,7 +441,8 @@ def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     result["chosen_lam"] = [
         {column: g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()
     ]
-    result["table"] = table(picked, names, values, chosen, column)
+    base_key = f"error_t{settings['report_time']:g}"
+    result["table"] = table(picked, names, values, chosen, column, base_key)
     result["stability_table"] = stability_table(picked, names, values, column)
     lams = settings.get("lams")
     result["lam_table"] = lam_table(runs, values, column, settings["val_score"]) if lams else ""
@@ -526,14 +528,19 @@ def table(
     values: list[Any],
     chosen: dict[tuple[Any, str], float] | None = None,
     column: str = "gamma_u",
+    base_key: str | None = None,
 ) -> str:
     """Markdown: one row per setting, one column per estimator, mean ± std over seeds of the test
     error at the report time (a run that blew up counts as ∞ and is reported as such); TR columns
     at the λ chosen on validation (named in the cell); then the floor ratio and the ablation
-    error of the first estimator (the OLS baseline) when the runs carry them."""
+    error of the first estimator (the OLS baseline) when the runs carry them; and, on a coarse
+    grid, the coarse solver alone's test error at the report time (``base_key`` of the runs'
+    ``coarse_alone``): the bar a closure must clear to be worth having."""
     chosen = chosen or {}
     extra = bool(runs) and "floor_ratio" in runs[0]
+    coarse = base_key is not None and any(r.get("coarse_alone") for r in runs)
     head = [*names, *([f"floor ratio ({names[0]})", f"ablation ({names[0]})"] if extra else [])]
+    head += ["coarse solver alone"] if coarse else []
     lines = [f"| {_heading(column)} | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for value in values:
         cells = []
@@ -548,6 +555,8 @@ def table(
             cells.append(_cell(_errors(first, "floor_ratio")))
             ablation = [r for r in first if r.get("ablation_error") is not None]
             cells.append(_cell(_errors(ablation, "ablation_error")) if ablation else "–")
+        if coarse:
+            cells.append(_cell(_errors(_coarse_alone(runs, value, column), base_key)))
         lines.append(f"| {_label(value)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -558,8 +567,9 @@ def stability_table(
     """Markdown: per setting and estimator (TR at its chosen λ: ``runs`` are the picked ones),
     how much of the test rollouts survives — the stable fraction and the mean time until the
     correlation with the truth drops below 0.8 (a blow-up ends it), mean ± std over seeds — the
-    error at the horizon, and how far they drift off the manifold (the excess shift). Empty when
-    the runs do not carry those times (a sweep recorded before they were)."""
+    error at the horizon, and how far they drift off the manifold (the excess shift); on a coarse
+    grid, a last row per setting for the coarse solver alone. Empty when the runs do not carry
+    those times (a sweep recorded before they were)."""
     if not any("corr_time_80" in r for r in runs):
         return ""
     lines = [
@@ -575,7 +585,22 @@ def stability_table(
                 f"{_spread(rows, 'corr_time_80')} | {_cell(_errors(rows, 'error_horizon'))} | "
                 f"{_shift(rows)} |"
             )
+        if base := _coarse_alone(runs, value, column):
+            lines.append(
+                f"| {_label(value)} | coarse solver alone | {_spread(base, 'stable_fraction')} | "
+                f"{_spread(base, 'corr_time_80')} | {_cell(_errors(base, 'error_horizon'))} | "
+                f"{_shift(base)} |"
+            )
     return "\n".join(lines)
+
+
+def _coarse_alone(runs: list[dict[str, Any]], value: Any, column: str) -> list[dict[str, Any]]:
+    """The coarse solver alone's test summary at ``value``, one per seed (the rollouts of the
+    first estimator's runs that carry it; it does not depend on the seed); empty off a coarse
+    grid."""
+    rows = [r for r in runs if r[column] == value and r.get("coarse_alone")]
+    first = [r for r in rows if r["estimator"] == rows[0]["estimator"]] if rows else []
+    return [r["coarse_alone"] for r in first]
 
 
 def _shift(rows: list[dict[str, Any]]) -> str:
