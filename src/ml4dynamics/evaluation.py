@@ -242,7 +242,7 @@ def score_split(
     }
     reached = np.isclose(elapsed, report_time) | (elapsed > report_time)  # from its frame on
     at = np.nonzero(np.isclose(elapsed, report_time))[0]
-    key = f"error_t{report_time:g}"
+    key = report_key(report_time)
     summary[key] = _mean(err[:, at[0]]) if len(at) else None
     summary[f"{key}_sq"] = _mean(err[:, at[0]] ** 2) if len(at) else None
     for level in CORRELATION_LEVELS:
@@ -366,7 +366,7 @@ def ablation(
     the trajectories rolled out together."""
     pred = hybrid_rollouts(ds, None, noise=(sigma, seed))
     summary, curves = score_split(ds, pred, bound, report_time, None, spatial, spectrum_weight)
-    keys = (*ABLATION_KEYS, f"error_t{report_time:g}", "spectrum_error")
+    keys = (*ABLATION_KEYS, report_key(report_time), "spectrum_error")
     return {"misfit_std": sigma, **{k: summary[k] for k in keys if k in summary}}, curves
 
 
@@ -399,7 +399,7 @@ def coarse_alone(
     )
     keys = (
         *COARSE_ALONE_KEYS,
-        f"error_t{report_time:g}",
+        report_key(report_time),
         "excess_shift",
         "excess_shift_same_frame",
     )
@@ -498,10 +498,15 @@ def numeric_metrics(summaries: Mapping[str, Any], prefix: str) -> dict[str, floa
     return out
 
 
+def report_key(report_time: float) -> str:
+    """The summary key of the error at the report time: ``error_t10`` for t = 10."""
+    return f"error_t{report_time:g}"
+
+
 def score_key(system, report_time: float) -> str:
     """The error promotion scores a closure by: at the horizon, or at the report time for a
     chaotic system (whose hybrids have all decorrelated from the truth by the horizon)."""
-    return f"error_t{report_time:g}" if system.chaotic else "error_horizon"
+    return report_key(report_time) if system.chaotic else "error_horizon"
 
 
 def split_score(summaries: Sequence[dict[str, Any]], key: str = "error_horizon") -> float | None:
@@ -527,7 +532,7 @@ def headline(
     ood distribution shift and, where the system has one, the test spectrum error (``null``: not
     defined, e.g. after a blow-up). The full detail stays in the evaluation file."""
     test, ood = summaries["test"], summaries["ood"]
-    key = f"error_t{report_time:g}"
+    key = report_key(report_time)
     return {
         "val_err_end" if val_key == "error_horizon" else "val_err": _significant(
             summaries.get("val", {}).get(val_key)

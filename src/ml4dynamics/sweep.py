@@ -36,7 +36,7 @@ from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.errors import ML4DError, warn
-from ml4dynamics.evaluation import evaluate_config, evaluate_splits, score_key
+from ml4dynamics.evaluation import evaluate_config, evaluate_splits, report_key, score_key
 from ml4dynamics.layout import trial_curves
 from ml4dynamics.manifold_fitting import fit_manifold
 from ml4dynamics.manifold_quality import assess
@@ -106,7 +106,7 @@ def run(
     )
     system_cfg = base.system if n is None else dataclasses.replace(base.system, n=n)
     prov = provenance(".", GENERATION_CODE)
-    key = f"error_t{evaluate.report_time:g}"
+    key = report_key(evaluate.report_time)
     column = param or "setting"
     runs: list[dict[str, Any]] = []
     val_key = None
@@ -441,7 +441,7 @@ def _tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     result["chosen_lam"] = [
         {column: g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()
     ]
-    base_key = f"error_t{settings['report_time']:g}"
+    base_key = report_key(settings["report_time"])
     result["table"] = table(picked, names, values, chosen, column, base_key)
     result["stability_table"] = stability_table(picked, names, values, column)
     lams = settings.get("lams")
