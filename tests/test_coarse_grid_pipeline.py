@@ -44,8 +44,13 @@ def test_a_coarse_grid_closure_goes_through_the_pipeline(system, workdir, capsys
         report_time = {"ks": 2.0, "kolmogorov": 0.4}[system]
         assert result["chaotic"] and result["score_metric"] == f"error_t{report_time:g}"
         for split in ("val", "test", "ood"):
-            assert result[split]["ablation"] is None  # no exact closure: no ablation ...
-            base = result[split]["coarse_alone"]  # ... but the coarse solver alone beside it
+            # the ablation from the reference run with noise (the correction closure), and the
+            # coarse solver alone beside the closure
+            noisy, own = result[split]["ablation"], result[split]["error_horizon"]
+            assert noisy["misfit_std"] > 0 and noisy["error_horizon"] > 0
+            ratio = None if own is None else pytest.approx(own / noisy["error_horizon"])
+            assert result[split]["error_vs_ablation"] == ratio
+            base = result[split]["coarse_alone"]
             assert base["stable_fraction"] == 1.0 and base["error_horizon"] > 0
             # the statistics a decorrelated hybrid can keep, from the report time on (none
             # for a blow-up)

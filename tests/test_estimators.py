@@ -207,3 +207,60 @@ def test_field_ols_measures_the_closure_error_through_the_step():
         )
         loss, parts = reg("field-ols").loss(system, closure, batch, None, None)
         assert float(parts["misfit"]) == pytest.approx(data, rel=1e-12) and loss == parts["field"]
+
+
+@pytest.mark.parametrize("kind", ["tr", "field-ols"])
+def test_two_term_losses_run_the_network_once_with_the_same_value_and_gradient(linear_data, kind):
+    """TR (misfit + λ·penalty) and field-OLS (field misfit, data misfit reported) both need
+    φ_θ(u): the loss evaluates the network once (a forward and a backward pass saved per step),
+    and its value and gradient are those of evaluating it in each term."""
+    from ml4dynamics.estimators.base import data_misfit, mean_projector_penalty
+    from ml4dynamics.estimators.least_squares import field_misfit
+
+    system, data = linear_data
+    ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))
+
+    def recon(v):
+        return ae(v[None])[0]
+
+    batch = {"u": jnp.asarray(data["u"][:5]), "y": jnp.asarray(data["y"][:5]), "t": jnp.zeros(5)}
+    calls = []
+
+    def closure_of(c):
+        def closure(x):
+            calls.append(1)
+            return x @ c.T
+
+        return closure
+
+    def twice(c):  # each term evaluates the network itself
+        net = closure_of(c)
+        if kind == "tr":
+            return data_misfit(net, batch["u"], batch["y"]) + 1.0 * mean_projector_penalty(
+                system, net, batch, recon
+            )
+        data_misfit(net, batch["u"], batch["y"])  # reported beside the field misfit
+        return field_misfit(system, net, batch)
+
+    def once(c):
+        return reg(kind, lam=1.0).loss(system, closure_of(c), batch, None, recon)[0]
+
+    c = jnp.array([[0.3, -0.1], [0.7, -0.2]])
+    calls.clear()
+    value, grad = jax.value_and_grad(once)(c)
+    assert len(calls) == 1
+    calls.clear()
+    ref_value, ref_grad = jax.value_and_grad(twice)(c)
+    assert len(calls) == 2
+    assert float(value) == pytest.approx(float(ref_value), rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_a_closure_evaluated_once_refuses_another_batch():
+    from ml4dynamics.estimators.base import evaluated_once
+
+    u = jnp.ones((2, 3))
+    once = evaluated_once(lambda x: 2 * x, u)
+    assert once(u) is once(u)
+    with pytest.raises(ValueError, match="only for the batch it was given"):
+        once(jnp.ones((2, 3)))

@@ -320,10 +320,14 @@ def test_sweep_of_a_chaotic_system_chooses_lam_on_the_validation_error_at_the_re
     ]
     assert all("coarse_alone" in r for r in runs)  # the bar a coarse-grid closure must clear
     assert all(len(r["curves"]["coarse_alone_rel_error"]) == len(r["curves"]["time"]) for r in runs)
+    # the ablation from the reference run with noise, on test: a number in the table, not "–"
+    assert all(r["ablation_error"] > 0 for r in runs)
+    assert all(len(r["curves"]["ablation_rel_error"]) == len(r["curves"]["time"]) for r in runs)
     lines = out.with_suffix(".md").read_text().splitlines()
     assert lines[0].startswith("| setting | ols | tr-projector |")
     assert lines[0].endswith("| coarse solver alone |")
     assert lines[2].startswith("| params.yaml | ")
+    assert "| – |" not in lines[2]
     base = runs[0]["coarse_alone"]["error_t2"]
     assert lines[2].endswith(f"| {base:.3g} ± 0 |")
     assert any(line.startswith("| params.yaml | coarse solver alone | 1 ± 0 |") for line in lines)

@@ -18,6 +18,7 @@ import numpy as np
 import xarray as xr
 
 from ml4dynamics.config import SystemSetup, jsonable
+from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.systems import System, make_system
 
 #: the code that computes a generated dataset: the deps of the DVC stage ``generate`` without the
@@ -61,6 +62,48 @@ def _trajectories(
     return jax.vmap(one)(keys, q)
 
 
+def initial_keys(seed: int, index: jax.Array) -> jax.Array:
+    """The initial-state keys of the trajectories numbered ``index`` of a split with ``seed``
+    (the sample index of the dataset: variants follow one another)."""
+    stream = partial(
+        jax.random.fold_in, jax.random.fold_in(jax.random.key(seed), _STREAM_INITIAL_STATE)
+    )
+    return jax.vmap(stream)(index)
+
+
+@partial(jax.jit, static_argnames=("system", "warmup_steps", "steps", "store_every", "seed"))
+def _noisy_trajectories(system, keys, q, warmup_steps, steps, store_every, sigma, seed):
+    def one(key: jax.Array, qi: dict[str, jax.Array]) -> jax.Array:
+        return system.reference_with_noise(key, qi, warmup_steps, steps, store_every, (sigma, seed))
+
+    return jax.vmap(one)(keys, q)
+
+
+def noisy_references(ds: xr.Dataset, sigma: float, seed: int = 0) -> np.ndarray:
+    """Every trajectory of the generated split ``ds`` run again from its own random start with
+    the ablation's noise ``(σ, seed)`` (``System.reference_with_noise``): states shaped like
+    ``ds.u``, equal to them for σ = 0. For systems whose exact closure needs more than the
+    stored state (a coarse grid closed by a fine solver)."""
+    out = np.empty_like(ds.u.values)
+    for system, idx, q in system_groups(ds):
+        if not system.has_reference_with_noise:
+            raise ValueError(f"{system.name} has no reference run with the ablation's noise")
+        keys = initial_keys(int(ds.attrs["seed"]), jnp.asarray(idx))
+        q = {name: jnp.asarray(v) for name, v in q.items()}
+        states = _noisy_trajectories(
+            system,
+            keys,
+            q,
+            int(ds.attrs["warmup_steps"]),
+            int(ds.attrs["steps"]),
+            int(ds.attrs["store_every"]),
+            sigma,
+            seed,
+        )
+        out[idx] = np.asarray(states)
+    return out
+
+
 def frame_times(setup: SystemSetup, split: str) -> np.ndarray:
     """Times of the stored frames; the first is the end of the warm-up."""
     data = setup.data
@@ -81,8 +124,7 @@ def generate_split(setup: SystemSetup, split: str, provenance: dict[str, str]) -
     for v, (overrides, config) in enumerate(variants):
         system = make_system(_without_sample_params(config, setup.system))
         index = v * cfg.trajectories + jnp.arange(cfg.trajectories)
-        stream = partial(jax.random.fold_in, jax.random.fold_in(root, _STREAM_INITIAL_STATE))
-        ic_keys = jax.vmap(stream)(index)
+        ic_keys = initial_keys(cfg.seed, index)
         variant = make_system(config)
         param_stream = partial(jax.random.fold_in, jax.random.fold_in(root, _STREAM_PARAMS))
         q = jax.vmap(variant.trajectory_params)(jax.vmap(param_stream)(index))

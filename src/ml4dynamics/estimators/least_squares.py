@@ -18,7 +18,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ml4dynamics.estimators.base import Estimator, data_misfit, hybrid_field, squared_norm
+from ml4dynamics.estimators.base import (
+    Estimator,
+    data_misfit,
+    evaluated_once,
+    hybrid_field,
+    squared_norm,
+)
 from ml4dynamics.validation import require_non_negative, require_positive
 
 
@@ -95,10 +101,12 @@ class FieldOLS(Estimator):
     config_class: ClassVar[type] = FieldOLSConfig
 
     def loss(self, system, closure, batch, key, reconstruct):
-        field = field_misfit(system, closure, batch)
-        return field, {"misfit": data_misfit(closure, batch["u"], batch["y"]), "field": field}
+        once = evaluated_once(closure, batch["u"])  # the field and the reported misfit share it
+        field = field_misfit(system, once, batch)
+        return field, {"misfit": data_misfit(once, batch["u"], batch["y"]), "field": field}
 
     def validation(self, system, closure, batch, reconstruct):
+        closure = evaluated_once(closure, batch["u"])
         out = super().validation(system, closure, batch, reconstruct)
         out["val_field_misfit"] = out["val_loss"] = field_misfit(system, closure, batch)
         return out

@@ -26,6 +26,7 @@ from ml4dynamics.estimators.base import (
     Estimator,
     Reconstruct,
     data_misfit,
+    evaluated_once,
     hybrid_field,
     mean_projector_penalty,
     reconstruction_error,
@@ -92,8 +93,9 @@ class TangentSpace(Estimator):
         return mean_projector_penalty(system, closure, batch, reconstruct)
 
     def loss(self, system, closure, batch, key, reconstruct):
-        misfit = data_misfit(closure, batch["u"], batch["y"])
-        penalty = self.penalty(system, closure, batch, reconstruct)
+        once = evaluated_once(closure, batch["u"])  # the misfit and the penalty share it
+        misfit = data_misfit(once, batch["u"], batch["y"])
+        penalty = self.penalty(system, once, batch, reconstruct)
         return misfit + self.config.lam * penalty, {"misfit": misfit, "tr_penalty": penalty}
 
     def validation(self, system, closure, batch, reconstruct):

@@ -270,6 +270,30 @@ class System(abc.ABC):
         times = t0 + jnp.arange(states.shape[0]) * (store_every * self.dt)
         return states, jax.vmap(bound.closure)(states, times)
 
+    def reference_with_noise(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+        noise: tuple[float, int],
+    ) -> jax.Array:
+        """The states of ``reference_trajectory`` with the paper's ablation noise: the exact
+        closure plus N(0, σ²) per element at every step from the first stored frame on
+        (``noise = (σ, seed)``, drawn as ``rollout`` draws it). For a system without an exact
+        closure of its state whose reference run can carry that noise (a coarse grid with the
+        ``correction`` closure: the fine solver keeps the sub-grid modes); the others roll the
+        exact closure out from the stored states instead (``evaluation.ablation``)."""
+        raise NotImplementedError(
+            f"{self.name} has no reference run with the ablation's noise: only a coarse grid with "
+            "the correction closure has one"
+        )
+
+    @property
+    def has_reference_with_noise(self) -> bool:
+        return type(self).reference_with_noise is not System.reference_with_noise
+
     @property
     def label_description(self) -> str:
         """What the stored labels are, for the dataset's metadata."""

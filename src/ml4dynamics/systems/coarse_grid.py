@@ -1,6 +1,6 @@
 """What the coarse grids closed by a fine solver (``ks``, ``kolmogorov``) share: the checks of
-their grid parameters, and the reference run that stores every ``store_every``-th fine state with
-its label.
+their grid parameters, the reference run that stores every ``store_every``-th fine state with
+its label, and the same run with the ablation's noise added to its coarse modes.
 
 Not a system (no ``System`` subclass here): helpers the two system modules call.
 """
@@ -76,6 +76,48 @@ def stored_fine_run(
         jnp.concatenate([states, restrict(last)[None]]),
         jnp.concatenate([labels, label(last, None)[None]]),
     )
+
+
+def noisy_fine_run(
+    fine_step: Callable[[jax.Array], jax.Array],
+    restrict: Callable[[jax.Array], jax.Array],
+    add_coarse: Callable[[jax.Array, jax.Array], jax.Array],
+    start: jax.Array,
+    warmup_steps: int,
+    steps: int,
+    store_every: int,
+    kick: Callable[[jax.Array], jax.Array],
+) -> jax.Array:
+    """The states of ``stored_fine_run`` with a coarse field ``kick(k)`` added after step ``k``
+    (counted from the first stored frame) to the fine state's coarse modes (``add_coarse``):
+    the restricted states follow S_c(ū) + Δt y_exact + ``kick(k)`` while the fine solver keeps
+    the sub-grid modes consistent — the exact closure with a per-step error, for a coarse grid
+    whose exact closure needs the fine state. A zero kick gives the stored states."""
+    v = jax.lax.fori_loop(0, warmup_steps, lambda _, w: fine_step(w), start)
+
+    def stride(w: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def one(i: jax.Array, x: jax.Array) -> jax.Array:
+            return add_coarse(fine_step(x), kick(j * store_every + i))
+
+        return jax.lax.fori_loop(0, store_every, one, w), restrict(w)
+
+    last, states = jax.lax.scan(stride, v, jnp.arange(steps // store_every))
+    return jnp.concatenate([states, restrict(last)[None]])
+
+
+def coarse_kick(
+    noise: tuple[float, int], dt: float, shape: tuple[int, ...]
+) -> Callable[[jax.Array], jax.Array]:
+    """k ↦ Δt · mean_free(σ ξ_k), ξ_k ~ N(0, 1) of ``shape`` drawn from ``seed`` and k as
+    ``rollout`` draws the ablation's noise: what a correction closure's noise adds to the coarse
+    state at step k (``noise = (σ, seed)``)."""
+    sigma, seed = noise
+
+    def kick(k: jax.Array) -> jax.Array:
+        xi = jax.random.normal(jax.random.fold_in(jax.random.key(seed), k), shape)
+        return dt * mean_free(sigma * xi)
+
+    return kick
 
 
 def mean_free(y: jax.Array) -> jax.Array:

@@ -41,8 +41,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.systems.base import System, SystemConfig
-from ml4dynamics.systems.coarse_grid import check_grids, mean_free, stored_fine_run
-from ml4dynamics.systems.spectral import ETDRK4, dealias_mask, restrict, wavenumbers
+from ml4dynamics.systems.coarse_grid import (
+    check_grids,
+    coarse_kick,
+    mean_free,
+    noisy_fine_run,
+    stored_fine_run,
+)
+from ml4dynamics.systems.spectral import ETDRK4, dealias_mask, prolong, restrict, wavenumbers
 from ml4dynamics.validation import require, require_positive
 
 
@@ -215,6 +221,40 @@ class KuramotoSivashinsky(System):
             steps,
             store_every,
         )
+
+    def reference_with_noise(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+        noise: tuple[float, int],
+    ) -> jax.Array:
+        """The states of ``reference_trajectory`` with the ablation's noise added to the coarse
+        modes at every step (``coarse_grid.noisy_fine_run``): the exact correction plus noise,
+        the sub-grid modes carried by the fine solver. The noise's coarse Nyquist modes, which no
+        restricted state holds, are left out. The ``correction`` closure only."""
+        c = self.config
+        if not self.has_reference_with_noise:
+            raise NotImplementedError(
+                f"{self.name} with closure_kind {c.closure_kind!r} has no reference run with the "
+                "ablation's noise: the exact filter closure does not reproduce the fine run"
+            )
+        return noisy_fine_run(
+            self.fine_step,
+            self.restrict,
+            lambda u, x: u + prolong(x[0], c.n_fine),
+            self.fine_initial_state(key),
+            warmup_steps,
+            steps,
+            store_every,
+            coarse_kick(noise, self.dt, self.closure_shape),
+        )
+
+    @property
+    def has_reference_with_noise(self) -> bool:
+        return self.config.closure_kind == "correction"
 
     @property
     def label_description(self) -> str:

@@ -44,6 +44,19 @@ def restrict(u: jax.Array, n_coarse: int) -> jax.Array:
     return jnp.fft.irfft(u_hat, n=n_coarse)
 
 
+def prolong(u: jax.Array, n: int) -> jax.Array:
+    """The inverse of ``restrict`` along the last axis: the field on ``n`` points holding the
+    coarse field's Fourier modes |k| < n_coarse/2 (its Nyquist mode dropped) and no others, so
+    ``restrict(prolong(u, n), n_coarse)`` is ``u`` less its Nyquist mode; a trigonometric
+    polynomial of those modes is interpolated exactly."""
+    m = u.shape[-1]
+    if n < m or m % 2:
+        raise ValueError(f"cannot prolong {m} points to {n}: it needs an even {m} <= {n}")
+    u_hat = jnp.fft.rfft(u).at[..., m // 2].set(0.0) * (n / m)
+    pad = [(0, 0)] * (u.ndim - 1) + [(0, n // 2 - m // 2)]
+    return jnp.fft.irfft(jnp.pad(u_hat, pad), n=n)
+
+
 def wavenumbers2(n: int, length: float) -> tuple[np.ndarray, np.ndarray]:
     """Angular wavenumbers ``(k1, k2)`` of ``rfft2`` on an ``n × n`` grid of period ``length``
     along both axes, each of shape ``(n, n//2 + 1)``: ``k1`` along the first axis (both signs),
@@ -77,6 +90,20 @@ def restrict2_hat(v: jax.Array, n_coarse: int) -> jax.Array:
     coarse = jnp.concatenate(rows, axis=-2)  # k1 = 0 .. h-1, the Nyquist row, -(h-1) .. -1
     coarse = jnp.concatenate([coarse, jnp.zeros_like(coarse[..., :1])], axis=-1)
     return coarse * (n_coarse / n) ** 2
+
+
+def prolong2_hat(v: jax.Array, n: int) -> jax.Array:
+    """The inverse of ``restrict2_hat``: the ``rfft2`` coefficients ``(n, n//2 + 1)`` of the
+    field on ``n²`` points holding the modes |k1|, |k2| < m/2 of the coarse coefficients ``v``
+    (``(m, m//2 + 1)``; their Nyquist row and column dropped) and no others."""
+    m = v.shape[-2]
+    if v.shape[-1] != m // 2 + 1 or n < m or m % 2:
+        raise ValueError(f"cannot prolong a {m}-point square grid to {n}: it needs {m} <= {n}")
+    h = m // 2
+    out = jnp.zeros((*v.shape[:-2], n, n // 2 + 1), dtype=v.dtype)
+    scaled = v * (n / m) ** 2
+    out = out.at[..., :h, :h].set(scaled[..., :h, :h])  # k1 = 0 .. h-1
+    return out.at[..., n - h + 1 :, :h].set(scaled[..., m - h + 1 :, :h])  # k1 = -(h-1) .. -1
 
 
 def restrict2(u: jax.Array, n_coarse: int) -> jax.Array:
