@@ -54,7 +54,8 @@ def time_steps(
     if not hasattr(stage.model, "dtype"):
         dtypes = ("float64",)  # the linear closure computes in float64 only
     idx = jax.numpy.arange(batch)
-    results: dict[str, dict[str, float]] = {dtype: {} for dtype in dtypes}
+    key = jax.random.key(0)
+    cases = {}  # (dtype, label) -> a compiled step with its model, optimiser and data
     for label, estimator in configured.items():  # every estimator of params.yaml
         loss, regulariser = objective(estimator, system, reconstruct)
         local = estimator.prepare(data, reconstruct)
@@ -65,16 +66,21 @@ def time_steps(
             model = build_closure(config, system.state_field, system.closure_field, seed=0)
             opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
             step = make_step(loss, regulariser)
-            key = jax.random.key(0)
             jax.block_until_ready(step(model, opt, local, idx, key))  # compile
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(steps):
-                    out_ = step(model, opt, local, idx, key)
-                jax.block_until_ready(out_)
-                samples.append((time.perf_counter() - start) / steps * 1e3)
-            results[dtype][label] = statistics.median(samples)
+            cases[dtype, label] = (step, model, opt, local)
+    # round-robin: every repeat times each case once, so a drift of the machine's speed (a
+    # shared host) reaches every estimator alike instead of whichever ran during it
+    samples: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+    for _ in range(repeats):
+        for case, (step, model, opt, local) in cases.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                out_ = step(model, opt, local, idx, key)
+            jax.block_until_ready(out_)
+            samples[case].append((time.perf_counter() - start) / steps * 1e3)
+    results: dict[str, dict[str, float]] = {dtype: {} for dtype in dtypes}
+    for (dtype, label), times in samples.items():
+        results[dtype][label] = statistics.median(times)
     report = {
         "what": f"one optimisation step of the {system_name} closure, batch {batch}",
         "model": dataclasses.asdict(stage.model),
