@@ -16,6 +16,7 @@ from ml4dynamics.config import parse_params
 from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import noisy_references
 from ml4dynamics.datasets.pairs import system_groups
+from ml4dynamics.errors import DatasetError
 from ml4dynamics.evaluation import ablation, evaluate_splits
 from ml4dynamics.systems.coarse_grid import coarse_kick, mean_free
 from ml4dynamics.systems.kolmogorov import Kolmogorov, KolmogorovConfig
@@ -99,6 +100,10 @@ def test_a_coarse_grid_split_gets_its_ablation_from_its_reference_run():
     params = small_params()["ks"]
     ds = generate_split(parse_params({"ks": params}).setup("ks"), "test", PROVENANCE)
     np.testing.assert_allclose(noisy_references(ds, 0.0), ds.u.values, rtol=0, atol=1e-13)
+    # a split that does not start where its seed's run starts (other code, another seed) is
+    # refused, not scored against the wrong truth
+    with pytest.raises(DatasetError, match="regenerate it"):
+        noisy_references(ds.assign_attrs(seed=ds.attrs["seed"] + 1), 0.0)
     zero, _ = ablation(ds, 0.0, bound=10.0, report_time=2.0, spatial=1)
     assert zero["error_horizon"] < 1e-13
 

@@ -2,12 +2,14 @@
 their grid parameters, the reference run that stores every ``store_every``-th fine state with
 its label, and the same run with the ablation's noise added to its coarse modes.
 
-Not a system (no ``System`` subclass here): helpers the two system modules call.
+Not a system (no ``System`` subclass here): helpers the two system modules call, and the mixin
+that gives both their reference runs from one description of their fine solver (``FineRun``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -125,3 +127,80 @@ def mean_free(y: jax.Array) -> jax.Array:
     change a conserved mean (the exact one of a mean-conserving pair of solvers is mean-free)."""
     axes = tuple(range(1, y.ndim))
     return y - jnp.mean(y, axis=axes, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineRun:
+    """How a coarse grid closed by a fine solver runs the truth, in the representation its fine
+    solver works in (a field or its Fourier coefficients): ``step`` advances a fine state by Δt,
+    ``restrict`` gives its coarse state, ``label(fine, fine after one step or None)`` its
+    closure, ``add_coarse(fine, field)`` adds a coarse field to its coarse modes, ``start(key)``
+    draws a random fine state."""
+
+    step: Callable[[jax.Array], jax.Array]
+    restrict: Callable[[jax.Array], jax.Array]
+    label: Callable[[jax.Array, jax.Array | None], jax.Array]
+    add_coarse: Callable[[jax.Array, jax.Array], jax.Array]
+    start: Callable[[jax.Array], jax.Array]
+
+
+class FineReference:
+    """The reference runs of a ``System`` closed by a fine solver (listed before ``System`` among
+    its bases), from its ``fine_run()``: ``reference_trajectory`` (``stored_fine_run``) and
+    ``reference_with_noise`` (``noisy_fine_run``, the ``correction`` closure only)."""
+
+    def fine_run(self) -> FineRun:
+        raise NotImplementedError
+
+    def reference_trajectory(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+    ) -> tuple[jax.Array, jax.Array]:
+        """The fine solver from a random state, ``warmup_steps`` unstored steps onto the
+        attractor, then ``steps`` steps; every ``store_every``-th fine state is restricted to the
+        coarse grid and labelled with its closure (the first fine step of each stride is the one
+        the correction's label needs, never taken twice)."""
+        run = self.fine_run()
+        return stored_fine_run(
+            run.step, run.restrict, run.label, run.start(key), warmup_steps, steps, store_every
+        )
+
+    def reference_with_noise(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+        noise: tuple[float, int],
+    ) -> jax.Array:
+        """The states of ``reference_trajectory`` with the ablation's noise added to the coarse
+        modes at every step (``noisy_fine_run``): the exact correction plus noise, the sub-grid
+        modes carried by the fine solver. The noise's coarse Nyquist modes, which no restricted
+        state holds, are left out. The ``correction`` closure only."""
+        if not self.has_reference_with_noise:
+            raise NotImplementedError(
+                f"{self.name} with closure_kind {self.config.closure_kind!r} has no reference run "
+                "with the ablation's noise: the exact filter closure does not reproduce the fine "
+                "run"
+            )
+        run = self.fine_run()
+        kick = coarse_kick(noise, self.dt, self.closure_shape)
+        return noisy_fine_run(
+            run.step,
+            run.restrict,
+            run.add_coarse,
+            run.start(key),
+            warmup_steps,
+            steps,
+            store_every,
+            kick,
+        )
+
+    @property
+    def has_reference_with_noise(self) -> bool:
+        return self.config.closure_kind == "correction"

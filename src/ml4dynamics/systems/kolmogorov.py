@@ -51,20 +51,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.systems.base import System, SystemConfig
-from ml4dynamics.systems.coarse_grid import (
-    check_grids,
-    coarse_kick,
-    mean_free,
-    noisy_fine_run,
-    stored_fine_run,
-)
+from ml4dynamics.systems.coarse_grid import FineReference, FineRun, check_grids, mean_free
 from ml4dynamics.systems.spectral import (
     ETDRK4,
     dealias_mask2,
@@ -183,7 +177,7 @@ class SpectralKolmogorov:
         return jnp.fft.irfft2(self.step_hat(jnp.fft.rfft2(omega), extra), s=(self.n, self.n))
 
 
-class Kolmogorov(System):
+class Kolmogorov(FineReference, System):
     name: ClassVar[str] = "kolmogorov"
     config_class: ClassVar[type[SystemConfig]] = KolmogorovConfig
     chaotic: ClassVar[bool] = True  # turbulence: two solvers decorrelate within a few time units
@@ -307,62 +301,17 @@ class Kolmogorov(System):
             return self.coarse.step(u[0], flux=y)[None]
         return self.coarse.step(u[0])[None] + self.dt * mean_free(y)
 
-    def reference_trajectory(
-        self,
-        key: jax.Array,
-        q: Mapping[str, Any],
-        warmup_steps: int,
-        steps: int,
-        store_every: int,
-    ) -> tuple[jax.Array, jax.Array]:
-        """The fine solver from a random state, ``warmup_steps`` unstored steps onto the
-        attractor, then ``steps`` steps; every ``store_every``-th fine state is restricted to the
-        coarse grid and labelled with its closure. The fine states stay in Fourier space, and the
-        first fine step of each stride is the one the correction's label needs (never taken
-        twice)."""
-        return stored_fine_run(
-            self._fine_step_hat,
-            self._restrict_hat,
-            self._label_hat,
-            jnp.fft.rfft2(self.fine_initial_state(key)),
-            warmup_steps,
-            steps,
-            store_every,
+    def fine_run(self) -> FineRun:
+        """The fine solver on Fourier coefficients (``coarse_grid.FineReference``): the fine
+        states of a reference run stay in Fourier space."""
+        n_fine = self.config.n_fine
+        return FineRun(
+            step=self._fine_step_hat,
+            restrict=self._restrict_hat,
+            label=self._label_hat,
+            add_coarse=lambda v, x: v + prolong2_hat(jnp.fft.rfft2(x[0]), n_fine),
+            start=lambda key: jnp.fft.rfft2(self.fine_initial_state(key)),
         )
-
-    def reference_with_noise(
-        self,
-        key: jax.Array,
-        q: Mapping[str, Any],
-        warmup_steps: int,
-        steps: int,
-        store_every: int,
-        noise: tuple[float, int],
-    ) -> jax.Array:
-        """The states of ``reference_trajectory`` with the ablation's noise added to the coarse
-        modes at every step (``coarse_grid.noisy_fine_run``): the exact correction plus noise,
-        the sub-grid modes carried by the fine solver. The noise's coarse Nyquist modes, which no
-        restricted state holds, are left out. The ``correction`` closure only."""
-        c = self.config
-        if not self.has_reference_with_noise:
-            raise NotImplementedError(
-                f"{self.name} with closure_kind {c.closure_kind!r} has no reference run with the "
-                "ablation's noise: the exact filter closure does not reproduce the fine run"
-            )
-        return noisy_fine_run(
-            self._fine_step_hat,
-            self._restrict_hat,
-            lambda v, x: v + prolong2_hat(jnp.fft.rfft2(x[0]), c.n_fine),
-            jnp.fft.rfft2(self.fine_initial_state(key)),
-            warmup_steps,
-            steps,
-            store_every,
-            coarse_kick(noise, self.dt, self.closure_shape),
-        )
-
-    @property
-    def has_reference_with_noise(self) -> bool:
-        return self.config.closure_kind == "correction"
 
     @property
     def label_description(self) -> str:

@@ -34,20 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.systems.base import System, SystemConfig
-from ml4dynamics.systems.coarse_grid import (
-    check_grids,
-    coarse_kick,
-    mean_free,
-    noisy_fine_run,
-    stored_fine_run,
-)
+from ml4dynamics.systems.coarse_grid import FineReference, FineRun, check_grids, mean_free
 from ml4dynamics.systems.spectral import ETDRK4, dealias_mask, prolong, restrict, wavenumbers
 from ml4dynamics.validation import require, require_positive
 
@@ -115,7 +109,7 @@ class SpectralKS:
         return jnp.fft.irfft(self.step_hat(jnp.fft.rfft(u), extra), n=self.n)
 
 
-class KuramotoSivashinsky(System):
+class KuramotoSivashinsky(FineReference, System):
     name: ClassVar[str] = "ks"
     config_class: ClassVar[type[SystemConfig]] = KuramotoSivashinskyConfig
     chaotic: ClassVar[bool] = True  # spatio-temporal chaos at L = 128
@@ -201,60 +195,16 @@ class KuramotoSivashinsky(System):
             return self.coarse.step(u[0], forcing=y[0])[None]
         return self.coarse.step(u[0])[None] + self.dt * mean_free(y)
 
-    def reference_trajectory(
-        self,
-        key: jax.Array,
-        q: Mapping[str, Any],
-        warmup_steps: int,
-        steps: int,
-        store_every: int,
-    ) -> tuple[jax.Array, jax.Array]:
-        """The fine solver from a random state, ``warmup_steps`` unstored steps onto the
-        attractor, then ``steps`` steps; every ``store_every``-th fine state is restricted to the
-        coarse grid and labelled with its closure."""
-        return stored_fine_run(
-            self.fine_step,
-            self.restrict,
-            self.label,
-            self.fine_initial_state(key),
-            warmup_steps,
-            steps,
-            store_every,
+    def fine_run(self) -> FineRun:
+        """The fine solver on fields (``coarse_grid.FineReference``)."""
+        n_fine = self.config.n_fine
+        return FineRun(
+            step=self.fine_step,
+            restrict=self.restrict,
+            label=self.label,
+            add_coarse=lambda u, x: u + prolong(x[0], n_fine),
+            start=self.fine_initial_state,
         )
-
-    def reference_with_noise(
-        self,
-        key: jax.Array,
-        q: Mapping[str, Any],
-        warmup_steps: int,
-        steps: int,
-        store_every: int,
-        noise: tuple[float, int],
-    ) -> jax.Array:
-        """The states of ``reference_trajectory`` with the ablation's noise added to the coarse
-        modes at every step (``coarse_grid.noisy_fine_run``): the exact correction plus noise,
-        the sub-grid modes carried by the fine solver. The noise's coarse Nyquist modes, which no
-        restricted state holds, are left out. The ``correction`` closure only."""
-        c = self.config
-        if not self.has_reference_with_noise:
-            raise NotImplementedError(
-                f"{self.name} with closure_kind {c.closure_kind!r} has no reference run with the "
-                "ablation's noise: the exact filter closure does not reproduce the fine run"
-            )
-        return noisy_fine_run(
-            self.fine_step,
-            self.restrict,
-            lambda u, x: u + prolong(x[0], c.n_fine),
-            self.fine_initial_state(key),
-            warmup_steps,
-            steps,
-            store_every,
-            coarse_kick(noise, self.dt, self.closure_shape),
-        )
-
-    @property
-    def has_reference_with_noise(self) -> bool:
-        return self.config.closure_kind == "correction"
 
     @property
     def label_description(self) -> str:
