@@ -142,7 +142,7 @@ def run(
                     quality = assess(reg, system, train, val, reconstruct, history.epochs[-1])
                     converged = convergence(history.epochs)
                     # the ablation on test only: λ is chosen on validation's own rollouts (on a
-                    # coarse grid the ablation reruns the fine solver: minutes)
+                    # coarse grid the ablation reruns the fine solver: ~30 s per run on kolmogorov)
                     valid = evaluate_splits(
                         {"val": data["val"]},
                         model,
