@@ -264,3 +264,59 @@ def test_a_closure_evaluated_once_refuses_another_batch():
     assert once(u) is once(u)
     with pytest.raises(ValueError, match="only for the batch it was given"):
         once(jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("n", [5, 64, 70])
+def test_in_chunks_gives_one_call_s_values_in_calls_of_at_most_the_chunk(n):
+    from ml4dynamics.estimators.base import in_chunks
+
+    u = jax.random.normal(jax.random.key(0), (n, 2, 3))
+    sizes = []
+
+    def closure(x):
+        sizes.append(x.shape[0])
+        return jnp.tanh(x).sum(axis=-1, keepdims=True) * x
+
+    out = in_chunks(closure, u, 32)
+    assert max(sizes) <= 32 and out.shape == u.shape
+    np.testing.assert_allclose(out, closure(u), rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match="chunk size"):
+        in_chunks(closure, u, 0)
+
+
+@pytest.mark.parametrize("kind", ["ols", "tr", "field-ols"])
+def test_validation_runs_the_network_once_in_chunks_with_one_call_s_metrics(
+    linear_data, kind, monkeypatch
+):
+    """Validation evaluates the network on the held-out states once, VALIDATION_CHUNK states
+    per call (field-OLS's own field misfit reuses that evaluation), and its metrics are those
+    of one call on all of them."""
+    from ml4dynamics.estimators import base, least_squares
+
+    system, data = linear_data
+    ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))
+
+    def recon(v):
+        return ae(v[None])[0]
+
+    n = 45
+    batch = {"u": jnp.asarray(data["u"][:n]), "y": jnp.asarray(data["y"][:n]), "t": jnp.zeros(n)}
+    c = jnp.array([[0.3, -0.1], [0.7, -0.2]])
+    sizes = []
+
+    def closure(x):
+        sizes.append(x.shape[0])
+        return x @ c.T
+
+    monkeypatch.setattr(base, "VALIDATION_CHUNK", 8)
+    monkeypatch.setattr(least_squares, "VALIDATION_CHUNK", 8)
+    chunked = reg(kind, lam=1.0).validation(system, closure, batch, recon)
+    assert sizes == [8, 5]  # one traced call per chunk of the 40, one for the remaining 5
+    sizes.clear()
+    monkeypatch.setattr(base, "VALIDATION_CHUNK", n)
+    monkeypatch.setattr(least_squares, "VALIDATION_CHUNK", n)
+    whole = reg(kind, lam=1.0).validation(system, closure, batch, recon)
+    assert sizes == [n]
+    assert chunked.keys() == whole.keys() and "val_tr_penalty" in whole
+    for k in whole:
+        assert float(chunked[k]) == pytest.approx(float(whole[k]), rel=1e-13), k

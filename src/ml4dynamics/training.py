@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from tqdm import tqdm
@@ -203,6 +204,15 @@ def _grown_leaves(new: Batch, train: Batch, r: int, size: int | None = None) -> 
     return leaves
 
 
+def _accumulate(running: dict[str, float], pending: list[dict[str, jax.Array]]) -> None:
+    """Add the steps' values in ``pending`` to ``running`` in order (as Python floats, so the
+    sum is the same as adding each as it came) and empty ``pending``."""
+    for parts in pending:
+        for name, value in parts.items():
+            running[name] = running.get(name, 0.0) + float(value)
+    pending.clear()
+
+
 def _concatenate(train: Batch, grown: list[list[jax.Array]]) -> Batch:
     """The training set of the round after ``grown``: ``train`` with every grown batch appended."""
     if not grown:
@@ -315,20 +325,25 @@ def fit(
                 n = jax.tree.leaves(data)[0].shape[0]
                 per_epoch = _batches(n, config.batch_size)
                 size = n if per_epoch == 1 else config.batch_size
-            order = jax.random.permutation(jax.random.fold_in(shuffle_root, epoch), n)
+            # the epoch's order on the host: slicing it per step dispatches nothing
+            order = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_root, epoch), n))
+            epoch_key = jax.random.fold_in(noise_root, epoch)
             first = start_step if epoch == start_epoch else 0
             if first == 0:
                 running = {}
+            pending: list[dict[str, jax.Array]] = []
             for s in range(first, per_epoch):
                 idx = order[s * size : (s + 1) * size]
-                key = jax.random.fold_in(jax.random.fold_in(noise_root, epoch), s)
-                loss, parts = step(model, optimizer, data, idx, key)
-                for name, value in {"loss": loss, **parts}.items():
-                    running[name] = running.get(name, 0.0) + float(value)
+                loss, parts = step(model, optimizer, data, idx, jax.random.fold_in(epoch_key, s))
+                # kept on the device until the epoch ends: reading a value each step would wait
+                # for it, and the next step could not be dispatched while this one runs
+                pending.append({"loss": loss, **parts})
                 if flag.signum is not None:
+                    _accumulate(running, pending)
                     save(epoch, s + 1)
                     bar.close()
                     raise Interrupted(flag.signum, epoch, s + 1)
+            _accumulate(running, pending)
             metrics = {f"train_{k}": v / per_epoch for k, v in running.items()}
             if evaluate is not None:
                 metrics.update(evaluate(model))

@@ -31,17 +31,43 @@ def data_misfit(closure: BatchClosure, u: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(jax.vmap(squared_norm)(y - closure(u)))
 
 
-def evaluated_once(closure: BatchClosure, u: jax.Array) -> BatchClosure:
+#: samples per call of the network in validation: XLA's CPU convolutions over hundreds of states
+#: at once run ~3× slower per state than over batches of this size (a U-Net on rd's 602
+#: validation states: 0.84 s at once, 0.28 s in chunks of 32 or 8)
+VALIDATION_CHUNK = 32
+
+
+def in_chunks(closure: BatchClosure, u: jax.Array, size: int) -> jax.Array:
+    """``closure(u)`` computed ``size`` samples at a time (the last call takes the remainder):
+    the same values as one call, in less time and memory for large batches."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    whole = (u.shape[0] // size) * size
+    if whole <= size:
+        return closure(u)
+    head = jax.lax.map(closure, u[:whole].reshape(whole // size, size, *u.shape[1:]))
+    parts = [head.reshape(whole, *head.shape[2:])]
+    if whole < u.shape[0]:
+        parts.append(closure(u[whole:]))
+    return jnp.concatenate(parts)
+
+
+def evaluated_once(closure: BatchClosure, u: jax.Array, chunk: int | None = None) -> BatchClosure:
     """``closure`` evaluated on the batch ``u`` once, as a closure that returns that output for
     ``u``: a loss with two terms of φ_θ(u) (a misfit and a penalty) runs the network forward and
-    backward once instead of twice (XLA does not merge the two). Only for the batch ``u``."""
-    out = closure(u)
+    backward once instead of twice (XLA does not merge the two). Only for the batch ``u``.
+    ``chunk``: evaluate it that many samples at a time (``in_chunks``). A closure already
+    evaluated on ``u`` is returned as it is."""
+    if getattr(closure, "evaluated_on", None) is u:
+        return closure
+    out = closure(u) if chunk is None else in_chunks(closure, u, chunk)
 
     def same(v: jax.Array) -> jax.Array:
         if v is not u:
             raise ValueError("a closure evaluated once answers only for the batch it was given")
         return out
 
+    same.evaluated_on = u
     return same
 
 
@@ -136,7 +162,7 @@ class Estimator(abc.ABC):
     ) -> dict[str, jax.Array]:
         """``val_misfit``, ``val_tr_penalty`` (with an autoencoder) and ``val_loss``: the
         estimator's objective on held-out data, without its randomness or weight decay."""
-        closure = evaluated_once(closure, batch["u"])
+        closure = evaluated_once(closure, batch["u"], chunk=VALIDATION_CHUNK)
         out = {"val_misfit": data_misfit(closure, batch["u"], batch["y"])}
         if reconstruct is not None:
             out["val_tr_penalty"] = self.penalty(system, closure, batch, reconstruct)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ml4dynamics.estimators.base import (
+    VALIDATION_CHUNK,
     Estimator,
     data_misfit,
     evaluated_once,
@@ -106,7 +107,7 @@ class FieldOLS(Estimator):
         return field, {"misfit": data_misfit(once, batch["u"], batch["y"]), "field": field}
 
     def validation(self, system, closure, batch, reconstruct):
-        closure = evaluated_once(closure, batch["u"])
+        closure = evaluated_once(closure, batch["u"], chunk=VALIDATION_CHUNK)  # super() reuses it
         out = super().validation(system, closure, batch, reconstruct)
         out["val_field_misfit"] = out["val_loss"] = field_misfit(system, closure, batch)
         return out
