@@ -266,7 +266,7 @@ def test_a_closure_evaluated_once_refuses_another_batch():
         once(jnp.ones((2, 3)))
 
 
-@pytest.mark.parametrize("n", [5, 64, 70])
+@pytest.mark.parametrize("n", [5, 32, 40, 64, 70])
 def test_in_chunks_gives_one_call_s_values_in_calls_of_at_most_the_chunk(n):
     from ml4dynamics.estimators.base import in_chunks
 

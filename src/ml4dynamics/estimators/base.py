@@ -42,9 +42,9 @@ def in_chunks(closure: BatchClosure, u: jax.Array, size: int) -> jax.Array:
     the same values as one call, in less time and memory for large batches."""
     if size < 1:
         raise ValueError(f"chunk size must be >= 1, got {size}")
-    whole = (u.shape[0] // size) * size
-    if whole <= size:
+    if u.shape[0] <= size:
         return closure(u)
+    whole = (u.shape[0] // size) * size
     head = jax.lax.map(closure, u[:whole].reshape(whole // size, size, *u.shape[1:]))
     parts = [head.reshape(whole, *head.shape[2:])]
     if whole < u.shape[0]:
