@@ -161,7 +161,7 @@ def test_when_every_lam_blew_up_the_one_whose_validation_lasted_longest_is_chose
 def test_the_shift_of_blown_up_runs_is_reported_as_such_not_averaged_over_the_survivors():
     rows = [
         {"setting": None, "estimator": e, "stable_fraction": f, "corr_time_80": 3.0}
-        | {"excess_shift": shift, "error_horizon": None if shift is None else 0.2}
+        | {"excess_shift": shift, "error_horizon": None if shift is None else 0.2, "error": 0.1}
         for e, f, shift in (
             ("ols", 1.0, 0.5),
             ("ols", 1.0, 0.7),
@@ -170,9 +170,38 @@ def test_the_shift_of_blown_up_runs_is_reported_as_such_not_averaged_over_the_su
         )
     ]
     lines = stability_table(rows, ["ols", "tr"], [None], "setting").splitlines()
-    assert lines[0].endswith("| test error (horizon) | test: excess shift |")
-    assert lines[2].endswith("| 0.2 ± 0 | 0.6 ± 0.1 |")
-    assert lines[3].endswith("| blew up in 1/2 | none: blew up in 1/2 seeds |")
+    assert "| test error (horizon) | test: excess shift |" in lines[0]
+    assert lines[2].endswith("| 0.2 ± 0 | 0.6 ± 0.1 | 0.1 ± 0 | – |")
+    assert lines[3].endswith("| blew up in 1/2 | none: blew up in 1/2 seeds | 0.1 ± 0 | – |")
+
+
+def test_every_estimator_shows_its_error_beside_its_own_ablation():
+    """The stability table sets each estimator's test error at the report time beside the
+    ablation of its own misfit (not only the baseline's, as the first table does): an ablation
+    that blew up is reported as such, not dropped; runs without one are counted, not hidden."""
+    base = {"setting": None, "stable_fraction": 1.0, "corr_time_80": 3.0, "error_horizon": 0.2}
+    base |= {"floor_ratio": 0.1}
+    rows = [
+        base
+        | {"estimator": e, "error": err, "ablation_error": abl}
+        | ({"ablation_stable_fraction": ran} if ran is not None else {})
+        for e, err, abl, ran in (
+            ("ols", 0.9, 0.2, 1.0),
+            ("ols", 1.1, 0.4, 1.0),
+            ("tr", 0.5, 0.3, 1.0),
+            ("tr", 0.6, None, 0.5),  # its ablation blew up
+            ("filter", 0.7, 0.1, 1.0),
+            ("filter", 0.8, None, None),  # no ablation at all (a record from before it)
+        )
+    ]
+    lines = stability_table(rows, ["ols", "tr", "filter"], [None], "setting").splitlines()
+    assert lines[0].endswith("| test error (report time) | its ablation (report time) |")
+    assert lines[2].endswith("| 1 ± 0.1 | 0.3 ± 0.1 |")
+    assert lines[3].endswith("| 0.55 ± 0.05 | blew up in 1/2 |")
+    assert lines[4].endswith("| 0.75 ± 0.05 | 0.1 ± 0 (1 of 2 seeds) |")
+    # the first table's baseline column uses the same rule
+    first = table(rows, ["tr", "ols"], [None], None, "setting").splitlines()[-1]
+    assert first.endswith("| blew up in 1/2 |")
 
 
 def _trial(epochs, optim, runs):
@@ -271,7 +300,8 @@ def test_coarse_grid_tables_set_the_coarse_solver_alone_beside_the_closures():
     lines = stability_table(runs, ["ols", "tr"], [None], "setting").splitlines()
     assert len(lines) == 5
     assert (
-        lines[-1] == "| params.yaml | coarse solver alone | 1 ± 0 | 4.6 ± 0 | 1.15 ± 0 | 0.13 ± 0 |"
+        lines[-1]
+        == "| params.yaml | coarse solver alone | 1 ± 0 | 4.6 ± 0 | 1.15 ± 0 | 0.13 ± 0 | – | – |"
     )
     plain = [{k: v for k, v in r.items() if k != "coarse_alone"} for r in runs]
     assert "coarse" not in table(plain, ["ols", "tr"], [None], None, "setting", "error_t2")

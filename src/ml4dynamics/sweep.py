@@ -176,6 +176,10 @@ def run(
                         "stable_fraction": test["stable_fraction"],
                         "excess_shift": test.get("excess_shift"),
                         "ablation_error": (test.get("ablation") or {}).get(key),
+                        # present when the ablation ran: tells its blow-up from its absence
+                        "ablation_stable_fraction": (test.get("ablation") or {}).get(
+                            "stable_fraction"
+                        ),
                         "floor_ratio": quality["floor_ratio"],
                         "lam_scale": quality["lam_scale"],
                         "val_misfit": history.epochs[-1]["val_misfit"],
@@ -562,9 +566,7 @@ def table(
             cells.append(cell)
         if extra:
             first = [r for r in runs if r[column] == value and r["estimator"] == names[0]]
-            cells.append(_cell(_errors(first, "floor_ratio")))
-            ablation = [r for r in first if r.get("ablation_error") is not None]
-            cells.append(_cell(_errors(ablation, "ablation_error")) if ablation else "–")
+            cells.extend([_cell(_errors(first, "floor_ratio")), _ablation(first)])
         if coarse:
             cells.append(_cell(_errors(_coarse_alone(runs, value, column), base_key)))
         lines.append(f"| {_label(value)} | " + " | ".join(cells) + " |")
@@ -577,15 +579,19 @@ def stability_table(
     """Markdown: per setting and estimator (TR at its chosen λ: ``runs`` are the picked ones),
     how much of the test rollouts survives — the stable fraction and the mean time until the
     correlation with the truth drops below 0.8 (a blow-up ends it), mean ± std over seeds — the
-    error at the horizon, and how far they drift off the manifold (the excess shift); on a coarse
-    grid, a last row per setting for the coarse solver alone. Empty when the runs do not carry
-    those times (a sweep recorded before they were)."""
+    error at the horizon, and how far they drift off the manifold (the excess shift); then each
+    estimator's own test error at the report time beside its own ablation (the exact closure
+    plus noise of that closure's misfit: the error per-step noise alone would cause), so that
+    every closure, not only the baseline, shows how much of its error is distribution shift; on
+    a coarse grid, a last row per setting for the coarse solver alone. Empty when the runs do not
+    carry those times (a sweep recorded before they were)."""
     if not any("corr_time_80" in r for r in runs):
         return ""
     lines = [
         f"| {_heading(column)} | estimator | test: stable fraction | test: time until ρ < 0.8 "
-        "| test error (horizon) | test: excess shift |",
-        "|---|---|---|---|---|---|",
+        "| test error (horizon) | test: excess shift | test error (report time) "
+        "| its ablation (report time) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for value in values:
         for name in names:
@@ -593,15 +599,31 @@ def stability_table(
             lines.append(
                 f"| {_label(value)} | {name} | {_spread(rows, 'stable_fraction')} | "
                 f"{_spread(rows, 'corr_time_80')} | {_cell(_errors(rows, 'error_horizon'))} | "
-                f"{_shift(rows)} |"
+                f"{_shift(rows)} | {_cell(_errors(rows, 'error'))} | {_ablation(rows)} |"
             )
         if base := _coarse_alone(runs, value, column):
             lines.append(
                 f"| {_label(value)} | coarse solver alone | {_spread(base, 'stable_fraction')} | "
                 f"{_spread(base, 'corr_time_80')} | {_cell(_errors(base, 'error_horizon'))} | "
-                f"{_shift(base)} |"
+                f"{_shift(base)} | – | – |"
             )
     return "\n".join(lines)
+
+
+def _ablation(rows: list[dict[str, Any]]) -> str:
+    """Mean ± std of the rows' ablation error over the runs that have an ablation ("–" when none
+    has: a sweep recorded before the ablation, or a closure kind without one). An ablation that
+    blew up counts as such (a run records its ablation's stable fraction, so a missing error is
+    told from a missing ablation); with only some runs ablated, the cell says how many."""
+    have = [
+        r
+        for r in rows
+        if r.get("ablation_error") is not None or r.get("ablation_stable_fraction") is not None
+    ]
+    if not have:
+        return "–"
+    cell = _cell(_errors(have, "ablation_error"))
+    return cell if len(have) == len(rows) else f"{cell} ({len(have)} of {len(rows)} seeds)"
 
 
 def _coarse_alone(runs: list[dict[str, Any]], value: Any, column: str) -> list[dict[str, Any]]:
