@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from zarr.storage import LocalStore
 
 from ml4dynamics import __version__
 from ml4dynamics.config import parse_params
 from ml4dynamics.datasets import open_dataset, write_datasets
+from ml4dynamics.datasets.store import write_store
 from ml4dynamics.errors import DatasetError
 from tests.conftest import run_cli, small_params, write_params
 
@@ -198,3 +203,34 @@ def test_a_write_killed_between_its_renames_is_recovered(generated, tmp_path):
     recover(out)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rd"]
+
+
+def test_a_failed_write_waits_for_zarrs_writes_in_flight_and_leaves_no_temporary(
+    generated, tmp_path, monkeypatch
+):
+    """When one chunk write fails (a full disk), zarr raises at once while the chunk writes
+    gathered with it go on in its IO thread; the store writer waits for them before the
+    temporary directory is removed, else a late one creates it again beside the old data (seen
+    once in CI as `data/.rd.new.*` after `test_a_full_disk_is_one_line_and_leaves_the_old_data`)."""
+    ds = open_dataset(generated / "rd" / "train.zarr").load()
+    target = tmp_path / "train.zarr"
+    write_store(ds, target)
+    before = tree_digest(target)
+    original = LocalStore.set
+    failed = []
+
+    async def flaky_set(self, key, value):
+        if key.startswith("u/c/") and not failed:
+            failed.append(key)
+            raise OSError(errno.EFBIG, "File too large")
+        if "/c/" in key:
+            await asyncio.sleep(0.3)  # the other chunks land after the failure
+        return await original(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", flaky_set)
+    with pytest.raises(OSError, match="File too large"):
+        write_store(ds.assign(u=ds.u + 1.0), target)
+    monkeypatch.setattr(LocalStore, "set", original)
+    time.sleep(0.6)  # any write still in flight would have landed by now
+    assert failed and tree_digest(target) == before
+    assert not [p.name for p in tmp_path.iterdir() if ".new." in p.name or p.name.endswith(".old")]

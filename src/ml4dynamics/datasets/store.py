@@ -8,12 +8,15 @@ what is wrong, so a half-written or hand-edited store never reaches training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core import sync as zarr_sync
 
 from ml4dynamics.atomic import replacing
 from ml4dynamics.errors import DatasetError
@@ -32,6 +35,39 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict]:
     return enc
 
 
+#: how long a failed write waits for zarr's writes still in flight before its temporary goes
+SETTLE_SECONDS = 60.0
+
+
+def settle_zarr_writes(timeout: float = SETTLE_SECONDS) -> None:
+    """Wait until zarr's IO loop has no write in flight. When one chunk write fails (a full
+    disk), zarr raises at once while the writes gathered with it go on in its IO thread; one that
+    lands after the temporary directory was removed creates it again (a leftover beside the old
+    data). Returns at once when zarr has not started its loop."""
+    loop = zarr_sync.loop[0]
+    if loop is None or loop.is_closed():
+        return
+
+    async def drained() -> None:
+        me = asyncio.current_task()
+        while others := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            await asyncio.wait(others)
+
+    with contextlib.suppress(TimeoutError):  # then atomic's retries are the last resort
+        asyncio.run_coroutine_threadsafe(drained(), loop).result(timeout)
+
+
+@contextlib.contextmanager
+def _settled_on_failure() -> Iterator[None]:
+    """Let zarr's writes in flight finish before a failure leaves the block (and ``replacing``
+    removes the temporary directory they write into)."""
+    try:
+        yield
+    except BaseException:
+        settle_zarr_writes()
+        raise
+
+
 def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> list[Path]:
     """Write ``{split: Dataset}`` as ``out_dir/<split>.zarr``, all or nothing.
 
@@ -40,7 +76,7 @@ def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> l
     instant leaves the old stores or the new ones, never a mixture.
     """
     out_dir = Path(out_dir)
-    with replacing(out_dir) as tmp:
+    with replacing(out_dir) as tmp, _settled_on_failure():
         for split, ds in datasets.items():
             validate_dataset(ds, f"{split} (before writing)")
             ds.to_zarr(
@@ -58,7 +94,7 @@ def write_store(ds: xr.Dataset, path: str | Path) -> Path:
     """Write one dataset to the store ``path`` (replacing it), all or nothing."""
     path = Path(path)
     validate_dataset(ds, f"{path} (before writing)")
-    with replacing(path) as tmp:
+    with replacing(path) as tmp, _settled_on_failure():
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
         open_dataset(tmp)  # read back through the validating reader
     return path
