@@ -54,7 +54,7 @@ BAD = [
 BAD_STAGE = [
     # estimators: each kind has exactly its own weight; TR takes lam from `reg.<system>`
     ("estimators.mols", {"kind": "mols"}, "estimators.mols: an estimator of kind 'mols' has"),
-    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "(the tr weight lam lives in `reg.<system>`)"),
+    ("estimators.ols", {"kind": "ols", "lam": 1.0}, "(lam lives in `reg.<system>`)"),
     (
         "estimators.x",
         {"kind": "ridge"},
@@ -65,6 +65,8 @@ BAD_STAGE = [
     ("reg.rd.lam", -1.0, "reg.rd.lam: must be >= 0"),
     # one section per system (the old shared form names the first system it lacks)
     ("reg", {"lam": 1.0, "eps": 1e-8}, "reg.linear: missing (estimators of kind 'tr' read"),
+    # a shared section holds every key its kinds read (tr: lam, eps; ols-field: lam)
+    ("reg.rd", {"lam": 1.0}, "reg.rd: must have exactly the keys ['lam', 'eps']"),
     ("evaluate.bound", 0.5, "evaluate.bound: must be > 1"),
     ("promote.max_error", 0.0, "promote.max_error: must be > 0"),
     ("promote", {"max_error": 0.5}, "promote: must have exactly the gate thresholds"),

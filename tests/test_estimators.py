@@ -207,9 +207,17 @@ def test_field_ols_measures_the_closure_error_through_the_step():
         )
         loss, parts = reg("field-ols").loss(system, closure, batch, None, None)
         assert float(parts["misfit"]) == pytest.approx(data, rel=1e-12) and loss == parts["field"]
+        # ols-field, TR's loss with the identity for (I − J): misfit + λ·field misfit
+        loss, parts = reg("ols-field", lam=0.5).loss(system, closure, batch, None, None)
+        assert float(parts["field"]) == pytest.approx(factor * data, rel=1e-12)
+        assert float(loss) == pytest.approx((1 + 0.5 * factor) * data, rel=1e-12)
+        exact, _ = reg("ols-field", lam=0.5).loss(
+            system, lambda x, c=system.C: x @ c.T, batch, None, None
+        )
+        assert float(exact) == 0.0  # no floor: it measures the error against the labels' field
 
 
-@pytest.mark.parametrize("kind", ["tr", "field-ols"])
+@pytest.mark.parametrize("kind", ["tr", "field-ols", "ols-field"])
 def test_two_term_losses_run_the_network_once_with_the_same_value_and_gradient(linear_data, kind):
     """TR (misfit + λ·penalty) and field-OLS (field misfit, data misfit reported) both need
     φ_θ(u): the loss evaluates the network once (a forward and a backward pass saved per step),
@@ -239,8 +247,9 @@ def test_two_term_losses_run_the_network_once_with_the_same_value_and_gradient(l
             return data_misfit(net, batch["u"], batch["y"]) + 1.0 * mean_projector_penalty(
                 system, net, batch, recon
             )
-        data_misfit(net, batch["u"], batch["y"])  # reported beside the field misfit
-        return field_misfit(system, net, batch)
+        misfit = data_misfit(net, batch["u"], batch["y"])  # field-ols: reported beside it
+        field = field_misfit(system, net, batch)
+        return misfit + 1.0 * field if kind == "ols-field" else field
 
     def once(c):
         return reg(kind, lam=1.0).loss(system, closure_of(c), batch, None, recon)[0]
@@ -284,7 +293,7 @@ def test_in_chunks_gives_one_call_s_values_in_calls_of_at_most_the_chunk(n):
         in_chunks(closure, u, 0)
 
 
-@pytest.mark.parametrize("kind", ["ols", "tr", "field-ols"])
+@pytest.mark.parametrize("kind", ["ols", "tr", "field-ols", "ols-field"])
 def test_validation_runs_the_network_once_in_chunks_with_one_call_s_metrics(
     linear_data, kind, monkeypatch
 ):

@@ -23,6 +23,7 @@ ESTIMATOR_COLOURS = {
     "mols": "#ff7f0e",
     "aols": "#8c564b",
     "field-ols": "#9467bd",
+    "ols-field": "#e377c2",
     "tr-gradient": "#d62728",
     "tr-projector": "#2ca02c",
 }

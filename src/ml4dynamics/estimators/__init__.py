@@ -43,12 +43,14 @@ def parse_estimator(
     cls = ESTIMATORS[entry["kind"]]
     own = {f for f in cls.config_class.__dataclass_fields__ if f not in cls.shared_keys}
     if set(entry) != own:
-        elsewhere = [
-            f"the {other.kind} weight {k} lives in `{other.shared_section}.<system>`"
-            for other in ESTIMATORS.values()
-            for k in other.shared_keys
-            if k in entry
-        ]
+        elsewhere = sorted(
+            {
+                f"{k} lives in `{other.shared_section}.<system>`"
+                for other in ESTIMATORS.values()
+                for k in other.shared_keys
+                if k in entry
+            }
+        )
         require(
             False,
             key,
@@ -58,6 +60,7 @@ def parse_estimator(
     if cls.shared_section is None:
         return cls(parse(cls.config_class, dict(entry), key))
     name = cls.shared_section
+    keys = _section_keys(name)  # every key some kind reads there; this kind takes its own
     section = (shared or {}).get(name)
     if system is not None:
         require(
@@ -65,18 +68,19 @@ def parse_estimator(
             f"{name}.{system}",
             f"missing (estimators of kind {cls.kind!r} read their "
             f"{', '.join(cls.shared_keys)} there, one section per system)",
-            f"write {name}: {{{system}: {{{', '.join(f'{k}: ...' for k in cls.shared_keys)}}}}}",
+            f"write {name}: {{{system}: {{{', '.join(f'{k}: ...' for k in keys)}}}}}",
         )
         section, name = section[system], f"{name}.{system}"
     require(
-        isinstance(section, Mapping) and set(section) == set(cls.shared_keys),
+        isinstance(section, Mapping) and set(section) == set(keys),
         name,
-        f"must have exactly the keys {list(cls.shared_keys)} (estimators of kind "
-        f"{cls.kind!r} read them there)",
-        f"write {name}: {{{', '.join(f'{k}: ...' for k in cls.shared_keys)}}}",
+        f"must have exactly the keys {keys} (estimators of kind "
+        f"{cls.kind!r} read {', '.join(cls.shared_keys)} there)",
+        f"write {name}: {{{', '.join(f'{k}: ...' for k in keys)}}}",
     )
     try:
-        return cls(parse(cls.config_class, {**entry, **section}, "@"))
+        own_shared = {k: section[k] for k in cls.shared_keys}
+        return cls(parse(cls.config_class, {**entry, **own_shared}, "@"))
     except ConfigError as err:  # name the section each key was read from
         field = err.key.split(".", 1)[1]
         where = name if field.split(".")[0] in cls.shared_keys else key
@@ -113,6 +117,13 @@ def configured(params, system: str) -> dict[str, Estimator]:
 
 def _shared_sections() -> set[str]:
     return {cls.shared_section for cls in ESTIMATORS.values() if cls.shared_section}
+
+
+def _section_keys(section: str) -> list[str]:
+    """The keys of a shared section: those of every kind that reads there (TR: ``lam`` and
+    ``eps``; ``ols-field``: ``lam``), in the order the kinds declare them."""
+    keys = [k for c in ESTIMATORS.values() if c.shared_section == section for k in c.shared_keys]
+    return list(dict.fromkeys(keys))
 
 
 __all__ = [

@@ -7,6 +7,10 @@
   rather than of the closure: the error as the solver sees it. For ns_channel, where the closure
   is the pressure and S projects with Δt∇p, this is an H¹-type norm of the pressure error; it
   separates the effect of measuring the error through S from the effect of tangency (TR).
+- ``ols-field``: ‖y − φ_θ(u)‖² + λ‖V_θ(u) − V(u)‖², TR's loss with the normal projection
+  (I − J_{D∘E}) replaced by the identity: the same misfit and the same weight λ (``reg.<system>``)
+  on the field's error, but on all of it, not only its part normal to the manifold. Beside TR it
+  says whether TR's gain comes from tangency or from adding an H¹-type norm to the L² misfit.
 """
 
 from __future__ import annotations
@@ -110,4 +114,33 @@ class FieldOLS(Estimator):
         closure = evaluated_once(closure, batch["u"], chunk=VALIDATION_CHUNK)  # super() reuses it
         out = super().validation(system, closure, batch, reconstruct)
         out["val_field_misfit"] = out["val_loss"] = field_misfit(system, closure, batch)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldRegularisedConfig:
+    kind: Literal["ols-field"]
+    lam: float
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.lam, "lam", "the weight of the field misfit")
+
+
+class FieldRegularised(Estimator):
+    kind: ClassVar[str] = "ols-field"
+    config_class: ClassVar[type] = FieldRegularisedConfig
+    shared_section: ClassVar[str | None] = "reg"  # TR's λ: the control at TR's own weight
+    shared_keys: ClassVar[tuple[str, ...]] = ("lam",)
+
+    def loss(self, system, closure, batch, key, reconstruct):
+        once = evaluated_once(closure, batch["u"])  # the misfit and the field share it
+        misfit = data_misfit(once, batch["u"], batch["y"])
+        field = field_misfit(system, once, batch)
+        return misfit + self.config.lam * field, {"misfit": misfit, "field": field}
+
+    def validation(self, system, closure, batch, reconstruct):
+        closure = evaluated_once(closure, batch["u"], chunk=VALIDATION_CHUNK)  # super() reuses it
+        out = super().validation(system, closure, batch, reconstruct)
+        out["val_field_misfit"] = field_misfit(system, closure, batch)
+        out["val_loss"] = out["val_misfit"] + self.config.lam * out["val_field_misfit"]
         return out
