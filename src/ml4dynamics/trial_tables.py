@@ -34,7 +34,7 @@ def choose_trial(trials: list[dict[str, Any]]) -> tuple[str, list[str], list[str
     common = max(reversed(groups), key=groups.count)
     same = [t for t, g in zip(trials, groups, strict=True) if g == common]
     best = min(same, key=lambda t: (*_validation_rank(t["rows"]), t["epochs"]))
-    left_out = [t["trial"] for t in trials if t not in same]
+    left_out = [t["trial"] for t, g in zip(trials, groups, strict=True) if g != common]
     return best["trial"], [t["trial"] for t in same], left_out
 
 
