@@ -278,6 +278,12 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     assert "| ols | – | 0.00015 ± 5e-05 | -50% |" in lines[-4]
     assert "| tr | 1 | 0.00015 ± 0 | -50% |" in lines[-3]
     assert "| ols | – | 7 ± 0 | ×4.7e+04 |" in lines[-2]
+    # a trial whose validation chose another λ trained another loss: no change is computed
+    other_lam = [dict(r, val_score=0.05) if r["lam"] == 10.0 else r for r in lower]
+    paths.append(tmp_path / "e_table.json")
+    paths[-1].write_text(json.dumps(_trial(480, optim, other_lam)))
+    lines = [line for line in compare(paths, out, "").splitlines() if line.startswith("|")]
+    assert "| tr | 10 | 0.00025 ± 0 | – |" in lines[-1]
 
 
 def test_validation_chooses_the_trial_like_lam_among_trials_of_the_same_seeds():

@@ -348,9 +348,10 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
     """Markdown: recorded trials side by side (e.g. one training budget each), one row per trial
     and estimator at the setting(s) it ran — TR at the λ its own validation chose — with the
     validation misfit of the last epoch and its change from the same estimator's row in the
-    trial listed before (within ``STILL_FALLING``, 10 %: the two budgets ended at the same
-    misfit, a plateau across budgets — which a cosine schedule's last quarter, always falling,
-    cannot show within one run), the validation score that chose λ and how long the validation
+    trial listed before ("–" where that trial chose another λ, another loss; within
+    ``STILL_FALLING``, 10 %: the two budgets ended at the same misfit, a plateau across budgets —
+    which a cosine schedule's last quarter, always falling, cannot show within one run), the
+    validation score that chose λ and how long the validation
     rollouts lasted, the test error at the report time and at the horizon, the fraction of test
     rollouts still stable at the horizon, the excess shift, the floor ratio and the seconds per
     run (training and rollouts), mean ± std over seeds. Under the table, per setting and
@@ -370,7 +371,7 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
     ]
     candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}  # per (setting, estimator)
     curves: dict[str, dict[str, list[list[float]]]] = {}
-    misfits: dict[tuple[Any, str], float] = {}  # the last trial's, per (setting, estimator)
+    misfits: dict[tuple[Any, str], tuple[float | None, float]] = {}  # the last trial's λ, misfit
     for path in paths:
         result = _recorded(path)
         settings, runs = result["settings"], result["runs"]
@@ -402,8 +403,9 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
                 rounds = settings["estimators"].get(name, {}).get("rounds", 1)
                 spent = budget if rounds == 1 else f"{rounds} rounds × {budget}"
                 misfit = float(np.mean([r["val_misfit"] for r in rows]))
-                change = _change(misfits.get((label, name)), misfit)
-                misfits[(label, name)] = misfit
+                before_lam, before = misfits.get((label, name), (lam, None))
+                change = _change(before if before_lam == lam else None, misfit)
+                misfits[(label, name)] = (lam, misfit)
                 candidates.setdefault((label, name), []).append(
                     {
                         "trial": trial_name(path),
