@@ -351,13 +351,13 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
     trial listed before ("–" where that trial chose another λ, another loss; within
     ``STILL_FALLING``, 10 %: the two budgets ended at the same misfit, a plateau across budgets —
     which a cosine schedule's last quarter, always falling, cannot show within one run), the
-    validation score that chose λ and how long the validation
-    rollouts lasted, the test error at the report time and at the horizon, the fraction of test
-    rollouts still stable at the horizon, the excess shift, the floor ratio and the seconds per
-    run (training and rollouts), mean ± std over seeds. Under the table, per setting and
-    estimator, the trial its validation chooses (``choose_trial``: the budget, or the learning
-    rate, chosen like λ). Written to ``out`` under a line naming ``command``, which regenerates
-    it; the validation loss curves of those runs (every seed) beside it, ``out`` with ``.png``."""
+    validation score that chose λ and how long the validation rollouts lasted, the test error at
+    the report time and at the horizon, the fraction of test rollouts still stable at the
+    horizon, the excess shift, the floor ratio and the seconds per run (training and rollouts),
+    mean ± std over seeds. Under the table, per setting and estimator, the trial its validation
+    chooses (``choose_trial``: the budget, or the learning rate, chosen like λ). Written to
+    ``out`` under a line naming ``command``, which regenerates it; the validation loss curves of
+    those runs (every seed) beside it, ``out`` with ``.png``."""
     if not paths:
         raise ML4DError("give the JSON files of the `ml4d sweep` trials to compare")
     if out.suffix != ".md":
@@ -369,9 +369,9 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
         "| test: stable fraction | test: excess shift | floor ratio | seconds per run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}  # per (setting, estimator)
+    # per (setting, estimator), its rows trial by trial: the misfit change and the choice
+    candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}
     curves: dict[str, dict[str, list[list[float]]]] = {}
-    misfits: dict[tuple[Any, str], tuple[float | None, float]] = {}  # the last trial's λ, misfit
     for path in paths:
         result = _recorded(path)
         settings, runs = result["settings"], result["runs"]
@@ -403,12 +403,14 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
                 rounds = settings["estimators"].get(name, {}).get("rounds", 1)
                 spent = budget if rounds == 1 else f"{rounds} rounds × {budget}"
                 misfit = float(np.mean([r["val_misfit"] for r in rows]))
-                before_lam, before = misfits.get((label, name), (lam, None))
-                change = _change(before if before_lam == lam else None, misfit)
-                misfits[(label, name)] = (lam, misfit)
-                candidates.setdefault((label, name), []).append(
+                earlier = candidates.setdefault((label, name), [])
+                before = earlier[-1] if earlier and earlier[-1]["lam"] == lam else None
+                change = _change(None if before is None else before["misfit"], misfit)
+                earlier.append(
                     {
                         "trial": trial_name(path),
+                        "lam": lam,
+                        "misfit": misfit,
                         "epochs": settings["epochs"] * rounds,
                         "seeds": sorted(r["seed"] for r in rows),
                         "validation": [settings.get(k) for k in VALIDATION_SETTINGS],
