@@ -351,23 +351,26 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
     trial listed before ("–" where that trial chose another λ, another loss; within
     ``STILL_FALLING``, 10 %: the two budgets ended at the same misfit, a plateau across budgets —
     which a cosine schedule's last quarter, always falling, cannot show within one run), the
-    validation score that chose λ and how long the validation rollouts lasted, the test error at
-    the report time and at the horizon, the fraction of test rollouts still stable at the
-    horizon, the excess shift, the floor ratio and the seconds per run (training and rollouts),
-    mean ± std over seeds. Under the table, per setting and estimator, the trial its validation
-    chooses (``choose_trial``: the budget, or the learning rate, chosen like λ). Written to
-    ``out`` under a line naming ``command``, which regenerates it; the validation loss curves of
-    those runs (every seed) beside it, ``out`` with ``.png``."""
+    same for the validation loss (the estimator's own objective: for TR misfit + λ·penalty,
+    whose plateau may come before the misfit's), the validation score that chose λ and how
+    long the validation rollouts lasted, the test error at the report time and at the horizon,
+    the fraction of test rollouts still stable at the horizon, the excess shift, the floor
+    ratio and the seconds per run (training and rollouts), mean ± std over seeds. Under the
+    table, per setting and estimator, the trial its validation chooses (``choose_trial``: the
+    budget, or the learning rate, chosen like λ). Written to ``out`` under a line naming
+    ``command``, which regenerates it; the validation loss curves of those runs (every seed)
+    beside it, ``out`` with ``.png``."""
     if not paths:
         raise ML4DError("give the JSON files of the `ml4d sweep` trials to compare")
     if out.suffix != ".md":
         raise ML4DError(f"--out {out}: the comparison is Markdown; give a path ending in .md")
     lines = [
         "| trial | epochs (optimiser) | manifold model | setting | estimator | λ "
-        "| validation misfit | misfit: change from the trial before | validation score "
+        "| validation misfit | misfit: change from the trial before | validation loss "
+        "| loss: change from the trial before | validation score "
         "| validation: time stable | test error (report time) | test error (horizon) "
         "| test: stable fraction | test: excess shift | floor ratio | seconds per run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     # per (setting, estimator), its rows trial by trial: the misfit change and the choice
     candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -402,15 +405,21 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
                 curves.setdefault(key, {})[name] = [r["val_loss_curve"] for r in rows]
                 rounds = settings["estimators"].get(name, {}).get("rounds", 1)
                 spent = budget if rounds == 1 else f"{rounds} rounds × {budget}"
+                # the loss is the estimator's own objective (TR: misfit + λ·penalty), the
+                # last epoch's value of its validation curve
+                rows = [dict(r, val_loss=r["val_loss_curve"][-1]) for r in rows]
                 misfit = float(np.mean([r["val_misfit"] for r in rows]))
+                loss = float(np.mean([r["val_loss"] for r in rows]))
                 earlier = candidates.setdefault((label, name), [])
                 before = earlier[-1] if earlier and earlier[-1]["lam"] == lam else None
                 change = _change(None if before is None else before["misfit"], misfit)
+                loss_change = _change(None if before is None else before["loss"], loss)
                 earlier.append(
                     {
                         "trial": trial_name(path),
                         "lam": lam,
                         "misfit": misfit,
+                        "loss": loss,
                         "epochs": settings["epochs"] * rounds,
                         "seeds": sorted(r["seed"] for r in rows),
                         "validation": [settings.get(k) for k in VALIDATION_SETTINGS],
@@ -420,7 +429,8 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
                 lines.append(
                     f"| {trial_name(path)} | {spent} | {model} | {label} | {name} | "
                     f"{'–' if lam is None else f'{lam:g}'} | {mean_std(rows, 'val_misfit')} | "
-                    f"{change} | {errors_cell(rows, 'val_score')} | "
+                    f"{change} | {mean_std(rows, 'val_loss')} | {loss_change} | "
+                    f"{errors_cell(rows, 'val_score')} | "
                     f"{mean_std(rows, 'val_stable_time')} | {errors_cell(rows, 'error')} | "
                     f"{errors_cell(rows, 'error_horizon')} "
                     f"| {mean_std(rows, 'stable_fraction')} | {shift_cell(rows)} | "
@@ -446,7 +456,7 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
 
 
 def _change(before: float | None, after: float) -> str:
-    """The mean validation misfit's change from one trial to the next: "-3% (within 10%)",
+    """A mean validation misfit's (or loss's) change from one trial to the next: "-3% (within 10%)",
     "-66%", "×7e+04" (a collapse); "–" for the first trial of an estimator."""
     if before is None or not before > 0:
         return "–"
