@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import warnings
 
 import pytest
 
@@ -123,3 +124,15 @@ def test_a_version_without_its_run_or_files_is_refused_in_one_line(store, genera
     with pytest.raises(ML4DError) as lost:
         registry.load_registered(f"models:/rd-closure/{champion.version}")
     assert "\n" not in str(lost.value) and "are gone from the artifact store" in str(lost.value)
+
+
+def test_registering_a_closure_gives_no_advice_about_a_missing_signature(store, generated):
+    """The pyfunc has an explicit signature: MLflow's advice to add type hints or an input example
+    (printed in colour at every promotion) is kept out of the user's output."""
+    system = system_of(open_dataset(generated / "rd" / "test.zarr"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        register(store, system, seed=5, data_fingerprint="data")
+        registry.load_registered("models:/rd-closure@champion")
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "type hints" in m or "input example" in m], said
