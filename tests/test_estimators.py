@@ -217,6 +217,50 @@ def test_field_ols_measures_the_closure_error_through_the_step():
         assert float(exact) == 0.0  # no floor: it measures the error against the labels' field
 
 
+def test_on_a_correction_closure_the_control_is_ols_with_its_loss_scaled():
+    """A coarse grid closed by an additive correction (ks, kolmogorov) steps S_c(u) + Δt·y less
+    y's mean: the hybrid field's error is the closure's own mean-free error, so for a mean-free
+    closure ols-field's loss is (1 + λ)× OLS's, and Adam, whose steps do not see a loss's scale
+    (but for its ε), trains the same network. The control separates tangency from a field norm
+    only where the closure enters the field through an operator (ns_channel's Δt∇p̂)."""
+    import optax
+
+    from ml4dynamics.estimators.least_squares import field_misfit
+    from ml4dynamics.systems.coarse_grid import mean_free
+    from ml4dynamics.systems.kuramoto_sivashinsky import (
+        KuramotoSivashinsky,
+        KuramotoSivashinskyConfig,
+    )
+
+    system = KuramotoSivashinsky(KuramotoSivashinskyConfig())
+    ku, ky, kw = jax.random.split(jax.random.key(0), 3)
+    u = jax.random.normal(ku, (6, *system.state_shape))
+    batch = {"u": u, "y": jax.vmap(mean_free)(jax.random.normal(ky, u.shape)), "t": jnp.zeros(6)}
+
+    def net(w):
+        return lambda x: jax.vmap(mean_free)(jnp.tanh(x * w))
+
+    w0 = 0.5 + 0.1 * jax.random.normal(kw, system.state_shape)
+    misfit = float(reg("ols").loss(system, net(w0), batch, None, None)[0])
+    assert float(field_misfit(system, net(w0), batch)) == pytest.approx(misfit, rel=1e-10)
+    control = reg("ols-field", lam=3.0)
+    assert float(control.loss(system, net(w0), batch, None, None)[0]) == pytest.approx(
+        4 * misfit, rel=1e-10
+    )
+
+    def trained(estimator):
+        optimiser, w = optax.adam(1e-2), w0
+        state = optimiser.init(w)
+        for _ in range(20):
+            grad = jax.grad(lambda v: estimator.loss(system, net(v), batch, None, None)[0])(w)
+            step, state = optimiser.update(grad, state)
+            w = optax.apply_updates(w, step)
+        return np.asarray(w)
+
+    np.testing.assert_allclose(trained(control), trained(reg("ols")), rtol=1e-6)
+    assert not np.allclose(trained(reg("ols")), np.asarray(w0))  # the steps moved it
+
+
 @pytest.mark.parametrize("kind", ["tr", "field-ols", "ols-field"])
 def test_two_term_losses_run_the_network_once_with_the_same_value_and_gradient(linear_data, kind):
     """TR (misfit + λ·penalty) and field-OLS (field misfit, data misfit reported) both need
