@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 from ml4dynamics.report import (
+    README_END,
+    README_START,
     bench_section,
+    fill_readme,
+    generated_text,
     linear_section,
     number,
     sweep_settings,
@@ -225,3 +229,64 @@ def test_a_collapsed_training_is_not_called_a_plateau():
     dead = {"drop": 0.0, "plateau": True, "collapsed": True, "best": 0.00036, "best_epoch": 80}
     assert _drop(dead) == "collapsed (best 0.00036 at epoch 80)"
     assert _drop({"drop": 0.02, "plateau": True, "collapsed": False}) == "2%"
+
+
+def test_ml4d_report_rewrites_the_readmes_generated_tables_and_nothing_else(tmp_path):
+    """README.md's tables are generated: each block between the line naming its source and the
+    end line is rewritten from that file (a trial under its settings, the linear experiment);
+    the prose around the blocks stays; a broken block or a missing source is one clear line and
+    leaves README.md and the results page as they were."""
+    ev = tmp_path / "metrics" / "rd" / "evaluate"
+    ev.mkdir(parents=True)
+    (ev / "ols.json").write_text(json.dumps(evaluation(0.2)))
+    sweeps = tmp_path / "sweep"
+    sweeps.mkdir()
+    (sweeps / "rd_table.md").write_text("| setting | ols |\n|---|---|\n| params.yaml | 0.5 |\n")
+    settings = {"epochs": 120, "lams": [1.0, 10.0], "model": {"kind": "unet", "width": 8}}
+    (sweeps / "rd_table.json").write_text(json.dumps({"settings": settings}))
+    linear = {
+        "horizon": 50,
+        "samples": 5,
+        "coupling": 0.1,
+        "label_noise": 0.001,
+        "no_closure": 3867.0,
+        "tr_loglog_slope": -0.93,
+        "trained_vs_closed_form_max_abs": 5e-17,
+        "at_max_lam": {"lam": 2048.0, "ols": 5.66, "mols": 3866.0, "tr": 0.00276},
+    }
+    (tmp_path / "metrics" / "linear_theory.json").write_text(json.dumps(linear))
+
+    def block(source, body):
+        return f"{README_START.format(source=source)}\n{body}\n{README_END}\n"
+
+    prose = "# Project\n\nOur words, kept.\n\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        prose
+        + block("sweep/rd_table.md", "| a stale | table |")
+        + "\nMore words.\n\n"
+        + block("metrics/linear_theory.json", "")
+    )
+    result = run_cli(["report", "--system", "rd"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert text.startswith(prose) and "\nMore words.\n" in text and "stale" not in text
+    assert "| params.yaml | 0.5 |" in text and "λ grid [1.0, 10.0]" in text  # with its settings
+    assert "| U[0, 0.001) (the paper's) | 5.66 | 3.87e+03 | 0.00276 | 3.87e+03 |" in text
+    assert text.count(README_END) == 2
+    assert fill_readme(text, lambda s: generated_text(s, tmp_path)) == text  # a fixed point
+    page = (tmp_path / "docs" / "results.md").read_text()
+
+    # a block without its end line, then a source that is not there: one line, nothing written
+    for broken, says in (
+        (prose + README_START.format(source="sweep/rd_table.md") + "\n| half |\n", "without"),
+        (prose + block("sweep/gone_table.md", ""), "sweep/gone_table.md does not exist"),
+    ):
+        readme.write_text(broken)
+        (tmp_path / "sweep" / "rd_table.md").write_text("| setting | ols |\n|---|---|\n| x | 9 |\n")
+        failed = run_cli(["report", "--system", "rd"], cwd=tmp_path)
+        assert failed.returncode != 0 and failed.stderr.count("\n") == 1, failed.stderr
+        assert "README.md" in failed.stderr and says in failed.stderr
+        assert (
+            readme.read_text() == broken and (tmp_path / "docs" / "results.md").read_text() == page
+        )

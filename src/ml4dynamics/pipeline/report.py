@@ -1,6 +1,6 @@
 """Write docs/results.md from the pipeline's metrics (and sweep/SYSTEM_table.md,
 bench/SYSTEM_train_step.json, bench/solvers.json, bench/SYSTEM_speedup.json and
-bench/SYSTEM_pipeline/ when committed).
+bench/SYSTEM_pipeline/ when committed), and the generated tables of README.md.
 
 ``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
 the files ``dvc repro`` and ``ml4d sweep`` wrote.
@@ -68,13 +68,11 @@ def main(args: argparse.Namespace) -> int:
             )
         )
     for sweep in sorted(layout.trials.glob("*_table.md")):
-        settings = (_read(sweep.with_suffix(".json")) or {}).get("settings", {})
         name = sweep.name.removesuffix("_table.md")  # rd, rd_gamma_u, …: one trial each
         figure = _figure(trial_curves(sweep), f"{name}: the test rollouts of every seed")
         sections.append(
             f"## {name} trial over seeds (`ml4d sweep`, committed output `{sweep.as_posix()}`)\n\n"
-            + report.sweep_settings(settings)
-            + sweep.read_text().strip()
+            + report.generated_text(sweep)
             + figure
         )
     for comparison in sorted(layout.trials.glob("*_comparison.md")):
@@ -104,9 +102,23 @@ def main(args: argparse.Namespace) -> int:
     linear = _read(layout.linear_theory_metrics)
     if linear:
         sections.append(report.linear_section(linear))
+    # README.md's tables, from the same files (each block names its own); both files are
+    # composed before either is written, so a bad block leaves both as they were
+    readme = layout.readme
+    filled = (
+        report.fill_readme(
+            readme.read_text(), lambda source: report.generated_text(source, layout.root)
+        )
+        if readme.is_file()
+        else None
+    )
     with atomic_file(layout.results_page) as tmp:
         Path(tmp).write_text(report.page(sections))
     print(f"wrote {layout.results_page}")
+    if filled is not None:
+        with atomic_file(readme) as tmp:
+            Path(tmp).write_text(filled)
+        print(f"wrote the generated tables of {readme}")
     return 0
 
 
