@@ -372,7 +372,7 @@ def compare(paths: list[Path], out: Path, command: str) -> str:
         "| test: stable fraction | test: excess shift | floor ratio | seconds per run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    # per (setting, estimator), its rows trial by trial: the misfit change and the choice
+    # per (setting, estimator), its rows trial by trial: the misfit and loss changes, the choice
     candidates: dict[tuple[str, str], list[dict[str, Any]]] = {}
     curves: dict[str, dict[str, list[list[float]]]] = {}
     for path in paths:
