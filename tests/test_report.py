@@ -93,19 +93,22 @@ def test_numbers_are_rounded_and_missing_ones_shown_as_dashes():
     ]
 
 
+#: metrics/linear_theory.json as the linear_theory stage writes it
+LINEAR = {
+    "horizon": 50,
+    "samples": 5,
+    "coupling": 0.1,
+    "label_noise": 0.001,
+    "no_closure": 3867.0,
+    "tr_loglog_slope": -0.93,
+    "trained_vs_closed_form_max_abs": 5e-17,
+    "at_max_lam": {"lam": 2048.0, "ols": 5.66, "mols": 3866.0, "tr": 0.00276},
+    "at_max_lam_centred": {"lam": 2048.0, "ols": 0.28, "mols": 3866.0, "tr": 0.000138},
+}
+
+
 def test_the_linear_table_has_both_noises():
-    result = {
-        "horizon": 50,
-        "samples": 5,
-        "coupling": 0.1,
-        "label_noise": 0.001,
-        "no_closure": 3867.0,
-        "tr_loglog_slope": -0.93,
-        "trained_vs_closed_form_max_abs": 5e-17,
-        "at_max_lam": {"lam": 2048.0, "ols": 5.66, "mols": 3866.0, "tr": 0.00276},
-        "at_max_lam_centred": {"lam": 2048.0, "ols": 0.28, "mols": 3866.0, "tr": 0.000138},
-    }
-    text = linear_section(result)
+    text = linear_section(LINEAR)
     assert "| U[0, 0.001) (the paper's) | 5.66 | 3.87e+03 | 0.00276 | 3.87e+03 |" in text
     assert "| zero-mean, same width | 0.28 |" in text
 
@@ -244,17 +247,7 @@ def test_ml4d_report_rewrites_the_readmes_generated_tables_and_nothing_else(tmp_
     (sweeps / "rd_table.md").write_text("| setting | ols |\n|---|---|\n| params.yaml | 0.5 |\n")
     settings = {"epochs": 120, "lams": [1.0, 10.0], "model": {"kind": "unet", "width": 8}}
     (sweeps / "rd_table.json").write_text(json.dumps({"settings": settings}))
-    linear = {
-        "horizon": 50,
-        "samples": 5,
-        "coupling": 0.1,
-        "label_noise": 0.001,
-        "no_closure": 3867.0,
-        "tr_loglog_slope": -0.93,
-        "trained_vs_closed_form_max_abs": 5e-17,
-        "at_max_lam": {"lam": 2048.0, "ols": 5.66, "mols": 3866.0, "tr": 0.00276},
-    }
-    (tmp_path / "metrics" / "linear_theory.json").write_text(json.dumps(linear))
+    (tmp_path / "metrics" / "linear_theory.json").write_text(json.dumps(LINEAR))
 
     def block(source, body):
         return f"{README_START.format(source=source)}\n{body}\n{README_END}\n"
