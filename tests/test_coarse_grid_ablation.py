@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from ml4dynamics.config import parse_params
+from ml4dynamics.core.errors import DatasetError
 from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import noisy_references
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.errors import DatasetError
 from ml4dynamics.evaluation import ablation, evaluate_splits
 from ml4dynamics.systems.coarse_grid import coarse_kick, mean_free
 from ml4dynamics.systems.kolmogorov import Kolmogorov, KolmogorovConfig

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from ml4dynamics import estimators
 from ml4dynamics.cli import main
 from ml4dynamics.config import parse_params
+from ml4dynamics.learning import estimators
 from tests.conftest import REPO, run_cli, small_params, write_params
 
 

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ml4dynamics.aggregation import for_estimator, grower, hybrid_states
 from ml4dynamics.cli import main as cli
-from ml4dynamics.closure_training import train_closure
+from ml4dynamics.core.errors import ConfigError, ML4DError
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.errors import ConfigError, ML4DError
-from ml4dynamics.estimators import parse_estimator
+from ml4dynamics.learning.aggregation import for_estimator, grower, hybrid_states
+from ml4dynamics.learning.closure_training import train_closure
+from ml4dynamics.learning.estimators import parse_estimator
+from ml4dynamics.learning.training import OptimConfig, fit
 from ml4dynamics.models import UNetConfig, build_closure
 from ml4dynamics.models.closures import LinearClosure
-from ml4dynamics.training import OptimConfig, fit
 from tests.conftest import small_params, write_params
 
 

@@ -16,9 +16,9 @@ from zarr.storage import LocalStore
 
 from ml4dynamics import __version__
 from ml4dynamics.config import parse_params
+from ml4dynamics.core.errors import DatasetError
 from ml4dynamics.datasets import open_dataset, write_datasets
 from ml4dynamics.datasets.store import write_store
-from ml4dynamics.errors import DatasetError
 from tests.conftest import run_cli, small_params, write_params
 
 
@@ -193,7 +193,7 @@ def test_a_lost_coordinate_chunk_is_refused_naming_it(generated, tmp_path, coord
 def test_a_write_killed_between_its_renames_is_recovered(generated, tmp_path):
     """A kill between moving the old output aside and the new one in leaves the old one aside;
     the next write puts it back first and cleans the temporaries of killed writes."""
-    from ml4dynamics.atomic import recover
+    from ml4dynamics.core.atomic import recover
 
     out = tmp_path / "rd"
     shutil.copytree(generated / "rd", out)

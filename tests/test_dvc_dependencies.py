@@ -12,75 +12,20 @@ from __future__ import annotations
 import ast
 import shlex
 from collections.abc import Iterable
-from pathlib import Path
 
 import pytest
 import yaml
 
 from ml4dynamics.cli import COMMANDS
 from tests.conftest import REPO
-
-SRC = REPO / "src"
-PACKAGE = "ml4dynamics"
-
-
-def module_path(name: str) -> Path | None:
-    """The source file of module ``name`` of the package (None if it is not one)."""
-    base = SRC.joinpath(*name.split("."))
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
-
-
-def package_modules(package: str) -> set[str]:
-    folder = SRC.joinpath(*package.split("."))
-    return {f"{package}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
-
-
-def direct_imports(name: str) -> set[str]:
-    """Modules of the package that ``name`` imports anywhere in its source."""
-    path = module_path(name)
-    tree = ast.parse(path.read_text())
-    is_package = path.name == "__init__.py"
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                parts = name.split(".")[: len(name.split(".")) - node.level + is_package]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}  # submodules
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "concrete_subclasses"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            found |= package_modules(node.args[0].value)
-    return {m for m in found if m.split(".")[0] == PACKAGE and module_path(m) is not None}
-
-
-def imported_closure(roots: Iterable[str]) -> set[str]:
-    """Every package module reached from ``roots`` (parent packages included: importing
-    ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py``)."""
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for i in range(1, len(parts) + 1):
-            parent = ".".join(parts[:i])
-            if parent not in seen and module_path(parent) is not None:
-                seen.add(parent)
-                todo.append(parent)
-        todo += [m for m in direct_imports(name) if m not in seen]
-    return seen
+from tests.import_graph import (
+    PACKAGE,
+    SRC,
+    direct_imports,
+    imported_closure,
+    module_path,
+    package_modules,
+)
 
 
 def command_modules(cmd: str) -> set[str]:
@@ -126,24 +71,25 @@ def test_every_imported_module_is_a_declared_dependency(stage):
 def test_removing_a_declared_dependency_is_caught():
     """Negative control: drop one code dep of the train stage and the check names its files."""
     cmd, deps = STAGES["train@rd-ols"]
-    assert "src/ml4dynamics/estimators" in deps
-    dropped = [d for d in deps if d != "src/ml4dynamics/estimators"]
+    assert "src/ml4dynamics/learning" in deps
+    dropped = [d for d in deps if d != "src/ml4dynamics/learning"]
     missing = undeclared(cmd, dropped)
-    assert "src/ml4dynamics/estimators/least_squares.py" in missing
-    assert "src/ml4dynamics/estimators/tangent_space.py" in missing  # found by discovery
+    assert "src/ml4dynamics/learning/estimators/least_squares.py" in missing
+    assert "src/ml4dynamics/learning/estimators/tangent_space.py" in missing  # found by discovery
 
 
 def test_stage_modules_never_import_one_another():
-    """Stages are glue: a module under pipeline/ imports library code only."""
+    """Stages are glue: a module under pipeline/ imports library code only (and what the stages
+    share from the package itself: the common arguments, JSON output)."""
     stages = package_modules("ml4dynamics.pipeline")
     for name in sorted(stages):
-        others = {m for m in direct_imports(name) if m.startswith("ml4dynamics.pipeline")}
+        others = {m for m in direct_imports(name) if m.startswith("ml4dynamics.pipeline.")}
         assert not others, f"{name} imports {sorted(others)}"
 
 
 def test_generation_provenance_is_the_generate_stage_code_without_its_glue():
     """The git revision written into datasets is that of the code that computes them: the
-    generate stage's code deps minus the command glue (CLI table, layout, the stage module).
+    generate stage's code deps minus the command glue (the CLI table, the stage module).
     If the two drift apart, a fresh clone no longer reproduces dvc.lock (see provenance.py)."""
     from ml4dynamics.datasets.generation import GENERATION_CODE
 
@@ -151,7 +97,6 @@ def test_generation_provenance_is_the_generate_stage_code_without_its_glue():
     code = {d for d in stage["deps"] if d.startswith("src/")}
     glue = {
         "src/ml4dynamics/cli.py",
-        "src/ml4dynamics/layout.py",
         "src/ml4dynamics/pipeline/__init__.py",
         "src/ml4dynamics/pipeline/generate.py",
     }
@@ -187,6 +132,6 @@ def test_the_peers_we_measure_against_are_never_runtime_dependencies():
                 where = "module level" if id(node) in top_level else "in a function"
                 importing.append(f"{path.relative_to(SRC)} ({where})")
     # exponax and jax-cfd, each where the benchmark builds its step
-    assert importing and set(importing) == {"ml4dynamics/solver_bench.py (in a function)"}, (
-        importing
-    )
+    assert importing and set(importing) == {
+        "ml4dynamics/studies/solver_bench.py (in a function)"
+    }, importing

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ml4dynamics import linear_theory as lt
-from ml4dynamics.closure_training import train_closure
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.estimators import Estimator, parse_estimator
-from ml4dynamics.estimators.base import projector_penalty
-from ml4dynamics.estimators.tangent_space import gradient_penalty, unit_normal
+from ml4dynamics.learning.closure_training import train_closure
+from ml4dynamics.learning.estimators import Estimator, parse_estimator
+from ml4dynamics.learning.estimators.base import projector_penalty
+from ml4dynamics.learning.estimators.tangent_space import gradient_penalty, unit_normal
+from ml4dynamics.learning.training import OptimConfig
 from ml4dynamics.models import LinearAutoencoder, LinearClosure
-from ml4dynamics.training import OptimConfig
+from ml4dynamics.studies import linear_theory as lt
 
 
 def reg(kind: str, lam: float = 0.0, wd: float = 0.0, normal: str = "projector") -> Estimator:
@@ -182,7 +182,7 @@ def test_tr_with_the_exact_manifold_shrinks_ols_toward_the_truth_by_one_over_one
 def test_field_ols_measures_the_closure_error_through_the_step():
     """field-ols's misfit is ‖V_θ(u) − V(u)‖² = ‖B(Ĉ − C)u‖²/Δt² on the linear toy: 4× the data
     misfit for B = 2I, Δt = 1, and a quarter of that again for Δt = 2."""
-    from ml4dynamics.estimators.least_squares import field_misfit
+    from ml4dynamics.learning.estimators.least_squares import field_misfit
     from ml4dynamics.systems import Linear, LinearConfig
 
     u = jnp.array([[1.0, 0.0], [-0.5, 0.0], [2.0, 0.0]])
@@ -225,7 +225,7 @@ def test_on_a_correction_closure_the_control_is_ols_with_its_loss_scaled():
     only where the closure enters the field through an operator (ns_channel's Δt∇p̂)."""
     import optax
 
-    from ml4dynamics.estimators.least_squares import field_misfit
+    from ml4dynamics.learning.estimators.least_squares import field_misfit
     from ml4dynamics.systems.coarse_grid import mean_free
     from ml4dynamics.systems.kuramoto_sivashinsky import (
         KuramotoSivashinsky,
@@ -266,8 +266,8 @@ def test_two_term_losses_run_the_network_once_with_the_same_value_and_gradient(l
     """TR (misfit + λ·penalty) and field-OLS (field misfit, data misfit reported) both need
     φ_θ(u): the loss evaluates the network once (a forward and a backward pass saved per step),
     and its value and gradient are those of evaluating it in each term."""
-    from ml4dynamics.estimators.base import data_misfit, mean_projector_penalty
-    from ml4dynamics.estimators.least_squares import field_misfit
+    from ml4dynamics.learning.estimators.base import data_misfit, mean_projector_penalty
+    from ml4dynamics.learning.estimators.least_squares import field_misfit
 
     system, data = linear_data
     ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))
@@ -310,7 +310,7 @@ def test_two_term_losses_run_the_network_once_with_the_same_value_and_gradient(l
 
 
 def test_a_closure_evaluated_once_refuses_another_batch():
-    from ml4dynamics.estimators.base import evaluated_once
+    from ml4dynamics.learning.estimators.base import evaluated_once
 
     u = jnp.ones((2, 3))
     once = evaluated_once(lambda x: 2 * x, u)
@@ -321,7 +321,7 @@ def test_a_closure_evaluated_once_refuses_another_batch():
 
 @pytest.mark.parametrize("n", [5, 32, 40, 64, 70])
 def test_in_chunks_gives_one_call_s_values_in_calls_of_at_most_the_chunk(n):
-    from ml4dynamics.estimators.base import in_chunks
+    from ml4dynamics.learning.estimators.base import in_chunks
 
     u = jax.random.normal(jax.random.key(0), (n, 2, 3))
     sizes = []
@@ -344,7 +344,7 @@ def test_validation_runs_the_network_once_in_chunks_with_one_call_s_metrics(
     """Validation evaluates the network on the held-out states once, VALIDATION_CHUNK states
     per call (field-OLS's own field misfit reuses that evaluation), and its metrics are those
     of one call on all of them."""
-    from ml4dynamics.estimators import base, least_squares
+    from ml4dynamics.learning.estimators import base, least_squares
 
     system, data = linear_data
     ae = LinearAutoencoder.exact_projector(jnp.array([[1.0, 0.0]]))

@@ -11,11 +11,11 @@ from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.evaluation import (
     correlation,
     headline,
-    hybrid_rollouts,
     score_split,
     split_score,
 )
-from ml4dynamics.gates import Champion, check, refusal
+from ml4dynamics.registry.gates import Champion, check, refusal
+from ml4dynamics.simulation.hybrid import hybrid_rollouts
 
 
 def synthetic(truth: np.ndarray, dt: float = 0.5) -> xr.Dataset:
@@ -231,9 +231,9 @@ def test_a_chaotic_system_is_scored_at_the_report_time_and_against_the_coarse_so
 
 
 def test_a_system_can_have_its_own_report_time():
-    from ml4dynamics.errors import ConfigError
+    from ml4dynamics.core.errors import ConfigError
+    from ml4dynamics.core.validation import parse
     from ml4dynamics.evaluation import EvaluateConfig
-    from ml4dynamics.validation import parse
 
     raw = {"bound": 10.0, "report_time": 10.0, "report_times": {"kolmogorov": 2.0}}
     config = parse(EvaluateConfig, raw, "evaluate")

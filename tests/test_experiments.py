@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.experiments import rows, shown, table
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.reporting.experiments import rows, shown, table
 
 
 def state(rev, name, lam_rd, rd_tr_val, ks_val=0.03):

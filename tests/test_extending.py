@@ -1,5 +1,5 @@
 """Extension points are one entry each: a new estimator kind is one module in
-``ml4dynamics/estimators`` plus its params.yaml entry (shown through the real CLI on a copy of the
+``ml4dynamics/learning/estimators`` plus its params.yaml entry (shown through the real CLI on a copy of the
 package), and a new promotion gate is one registered check plus its thresholds under ``promote``.
 (A new system: tests/test_toy_system.py.)"""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ml4dynamics import gates
-from ml4dynamics.errors import ConfigError
-from ml4dynamics.estimators import ESTIMATORS
+from ml4dynamics.core.errors import ConfigError
+from ml4dynamics.learning.estimators import ESTIMATORS
+from ml4dynamics.registry import gates
 from tests.conftest import REPO, run_cli, small_params, write_params
 
 TOY = Path(__file__).parent / "toy_estimators" / "huber.py"

@@ -1,6 +1,6 @@
 """Fault injection: a small real workspace (data, manifold, one closure, its evaluation and
 registration, all made by `ml4d`) is copied, and each copy gets one fault — SIGKILL at a fixed
-point of a stage (``$ML4D_KILL_AT``, see ml4dynamics.faults), a full disk, a copied or moved
+point of a stage (``$ML4D_KILL_AT``, see ml4dynamics.core.faults), a full disk, a copied or moved
 store. Each test checks that nothing is lost: outputs are the old ones or complete new ones, no run
 stays RUNNING, no temporaries remain, nothing is registered or logged twice, and a failure is one
 line. (Corrupt inputs are tested where they are read: chunks and coordinates in test_datasets,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ml4dynamics import figures
 from ml4dynamics.evaluation import score_split
+from ml4dynamics.reporting import figures
 
 
 def dataset(truth: np.ndarray, dims: tuple[str, str], lengths: tuple[float, float]) -> xr.Dataset:

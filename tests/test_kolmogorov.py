@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml4dynamics.errors import ConfigError
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.systems.kolmogorov import Kolmogorov, KolmogorovConfig, SpectralKolmogorov
 from ml4dynamics.systems.spectral import restrict, restrict2
 from ml4dynamics.systems.vorticity import energy_spectrum, velocity, vorticity_correlation
@@ -106,7 +106,7 @@ def test_the_fine_step_agrees_with_exponax():
     at 96² (3 divides n) both 2/3 rules keep the same modes. (jax-cfd, whose convention is ours,
     differs by its scheme and its 2/3 filter: 6e-3 after t = 0.5 at 96² with Δt = 0.002,
     measured once.)"""
-    from ml4dynamics.solver_bench import exponax_kolmogorov_step
+    from ml4dynamics.studies.solver_bench import exponax_kolmogorov_step
 
     n, dt = 96, 0.01
     config = KolmogorovConfig(n_fine=n, coarsening=2, dt=dt, fine_substeps=1)

@@ -12,13 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml4dynamics.errors import ConfigError
-from ml4dynamics.rollout import rollout
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.systems.kuramoto_sivashinsky import (
     KuramotoSivashinsky,
     KuramotoSivashinskyConfig,
     SpectralKS,
 )
+from ml4dynamics.systems.rollout import rollout
 from ml4dynamics.systems.spectral import ETDRK4, restrict
 
 DEFAULT = KuramotoSivashinskyConfig()  # L = 128, 512 -> 128 points, dt = 0.25
@@ -92,7 +92,7 @@ def test_restriction_samples_a_band_limited_field_exactly():
 def test_the_fine_step_agrees_with_exponax():
     """Our fine solver and exponax's KuramotoSivashinskyConservative (ETDRK4, same N, L, Δt,
     2/3 rule, contour points, float64) from one state on the attractor, over 10 time units."""
-    from ml4dynamics.solver_bench import exponax_ks_step
+    from ml4dynamics.studies.solver_bench import exponax_ks_step
 
     system = KuramotoSivashinsky(DEFAULT)
     ours = jax.jit(system.fine_step)

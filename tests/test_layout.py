@@ -7,8 +7,8 @@ import shlex
 import pytest
 
 from ml4dynamics.cli import build_parser
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.layout import Layout
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.layout import Layout
 from tests.conftest import REPO
 
 

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml4dynamics.errors import ConfigError
-from ml4dynamics.rollout import displacement, rollout
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.systems import Linear, LinearConfig
+from ml4dynamics.systems.rollout import displacement, rollout
 
 
 def test_rollout_matches_the_closed_form():

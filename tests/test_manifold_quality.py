@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml4dynamics.closure_training import frozen
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.estimators import parse_estimator
-from ml4dynamics.fields import FieldSpec
-from ml4dynamics.manifold_fitting import fit_pca, random_shift
-from ml4dynamics.manifold_quality import FLOOR_RATIO_LIMIT, floor, ratio, warnings
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.fields import FieldSpec
+from ml4dynamics.learning.closure_training import frozen
+from ml4dynamics.learning.estimators import parse_estimator
+from ml4dynamics.learning.manifold_fitting import fit_pca, random_shift
+from ml4dynamics.learning.manifold_quality import FLOOR_RATIO_LIMIT, floor, ratio, warnings
 from ml4dynamics.models import LinearAutoencoder, PCAManifoldConfig, build_manifold
 from ml4dynamics.systems import Linear, LinearConfig
 

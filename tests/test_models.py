@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.fields import FieldSpec
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.fields import FieldSpec
 from ml4dynamics.models import (
     ConvAutoencoderConfig,
     LinearAutoencoderConfig,

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ml4dynamics.fields import FieldSpec
+from ml4dynamics.core.fields import FieldSpec
 from ml4dynamics.models import (
     ConvAutoencoderConfig,
     LocalClosureConfig,

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml4dynamics.errors import ConfigError
-from ml4dynamics.rollout import rollout
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.systems import ChannelFlow, ChannelFlowConfig
+from ml4dynamics.systems.rollout import rollout
 
 DIV_TOL = 1e-10  # max |∇_h·u| after the exact projection (measured ~1e-14 at 128x32 and 256x64)
 

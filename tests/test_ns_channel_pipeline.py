@@ -13,7 +13,7 @@ import pytest
 
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import sample_params, system_groups, system_of
-from ml4dynamics.rollout import rollout
+from ml4dynamics.systems.rollout import rollout
 from tests.conftest import run_cli, small_params, write_params
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from ml4dynamics.config import parse_params
 from ml4dynamics.datasets import open_dataset
-from ml4dynamics.rollout import rollout
 from ml4dynamics.systems import make_system
+from ml4dynamics.systems.rollout import rollout
 from tests.conftest import small_params
 
 SPLITS = ("train", "val", "test", "ood")

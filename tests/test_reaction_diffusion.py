@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ml4dynamics.rollout import rollout
 from ml4dynamics.systems import ReactionDiffusion, ReactionDiffusionConfig
 from ml4dynamics.systems.reaction_diffusion import laplacian_symbol
+from ml4dynamics.systems.rollout import rollout
 
 L = 6.4
 

@@ -9,13 +9,13 @@ import warnings
 import pytest
 
 from ml4dynamics import registry
+from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_dataset, open_splits
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, split_score
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import export_model
-from ml4dynamics.promotion import champion_score
-from ml4dynamics.tracking import Run
+from ml4dynamics.registry.promotion import champion_score
 
 EVALUATE = EvaluateConfig(bound=10.0, report_time=2.0)
 
@@ -72,7 +72,7 @@ def test_champion_is_scored_on_the_candidates_data(store, generated):
 
 
 def test_an_unknown_model_is_one_clear_error(store):
-    from ml4dynamics.errors import ML4DError
+    from ml4dynamics.core.errors import ML4DError
 
     with pytest.raises(ML4DError, match="no registered model 'rd-closure' in sqlite:///"):
         registry.load_registered("models:/rd-closure@champion")
@@ -81,7 +81,7 @@ def test_an_unknown_model_is_one_clear_error(store):
 def test_no_champion_says_which_gates_refused_each_version(store, generated):
     """Every version failed its gates: the error names them and the version to run instead;
     a refused version named explicitly loads, and says what it is and which gates it failed."""
-    from ml4dynamics.errors import ML4DError
+    from ml4dynamics.core.errors import ML4DError
 
     system = system_of(open_dataset(generated / "rd" / "test.zarr"))
     for seed, failed in ((1, ["finite_and_bounded"]), (2, ["max_error", "max_shift"])):
@@ -110,7 +110,7 @@ def test_a_run_in_a_dvc_experiment_is_named_after_it(store, monkeypatch):
 def test_a_version_without_its_run_or_files_is_refused_in_one_line(store, generated):
     """A registered version whose MLflow run was deleted, or whose artifact files are gone, is
     refused with one clear error instead of being loaded silently or with a traceback."""
-    from ml4dynamics.errors import ML4DError
+    from ml4dynamics.core.errors import ML4DError
 
     system = system_of(open_dataset(generated / "rd" / "test.zarr"))
     _, champion = register(store, system, seed=4, data_fingerprint="x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ml4dynamics.report import (
+from ml4dynamics.reporting.report import (
     README_END,
     README_START,
     bench_section,
@@ -208,7 +208,7 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
 
 
 def test_the_solver_table_shows_each_ratio_of_one_run():
-    from ml4dynamics.report import solver_bench_section
+    from ml4dynamics.reporting.report import solver_bench_section
 
     record = {
         "repeats": 5,
@@ -227,7 +227,7 @@ def test_the_solver_table_shows_each_ratio_of_one_run():
 
 
 def test_a_collapsed_training_is_not_called_a_plateau():
-    from ml4dynamics.report import _drop
+    from ml4dynamics.reporting.report import _drop
 
     dead = {"drop": 0.0, "plateau": True, "collapsed": True, "best": 0.00036, "best_epoch": 80}
     assert _drop(dead) == "collapsed (best 0.00036 at epoch 80)"

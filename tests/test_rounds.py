@@ -18,12 +18,12 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from ml4dynamics.checkpoints import RunCheckpoints
+from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.learning.training import History, Interrupted, OptimConfig, fit
+from ml4dynamics.models.checkpoints import RunCheckpoints
 from ml4dynamics.models.closures import LinearClosure
-from ml4dynamics.training import History, Interrupted, OptimConfig, fit
 
 EPOCHS = 4  # per round: long enough to interrupt inside a round, not only at its edges
 ROUNDS = 3  # round 0 on the data, then two grown rounds

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.shift_correlation import correlate, ranks, spearman, units
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.evaluation.shift_correlation import correlate, ranks, spearman, units
 from tests.conftest import run_cli
 
 

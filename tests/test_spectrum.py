@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from ml4dynamics.evaluation import score_split
-from ml4dynamics.spectrum import BANDS, band_shares, energy_spectrum, spectrum_error
+from ml4dynamics.evaluation.spectrum import BANDS, band_shares, energy_spectrum, spectrum_error
 
 
 def grid2(n: int) -> tuple[np.ndarray, np.ndarray]:

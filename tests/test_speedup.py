@@ -1,4 +1,4 @@
-"""The speed-up at matched accuracy (``ml4d speedup``, ``ml4dynamics.speedup``): the placement on
+"""The speed-up at matched accuracy (``ml4d speedup``, ``ml4dynamics.studies.speedup``): the placement on
 the ladder, the correlation times, a zero closure landing exactly on the coarse rung, and the
 command on a registered closure (JSON, figure, MLflow)."""
 
@@ -13,8 +13,14 @@ import pytest
 from flax import nnx
 
 from ml4dynamics.cli import main as cli
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.speedup import check_ladder, correlation_times, default_ladder, place, speedup
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.studies.speedup import (
+    check_ladder,
+    correlation_times,
+    default_ladder,
+    place,
+    speedup,
+)
 from ml4dynamics.systems.kuramoto_sivashinsky import (
     KuramotoSivashinsky,
     KuramotoSivashinskyConfig,
@@ -74,7 +80,7 @@ def test_a_zero_closure_lands_on_the_coarse_rung_and_finer_solvers_last_longer(t
     """The hybrid with y = 0 is the coarse solver: its correlation times are the coarse rung's
     exactly, so its equivalent resolution is the coarse grid; and on KS a finer plain solver
     stays correlated with the fine one at least as long as the coarse one."""
-    from ml4dynamics import figures
+    from ml4dynamics.reporting import figures
 
     system = KuramotoSivashinsky(SMALL)
     kwargs = dict(trajectories=4, horizon=30.0, warmup=40, steps=5, repeats=1, resamples=200)
@@ -95,7 +101,7 @@ def test_a_zero_closure_lands_on_the_coarse_rung_and_finer_solvers_last_longer(t
 
 def test_the_results_page_lists_the_ladder_from_coarse_to_fine():
     """JSON sorts names ('solver 112' before 'solver 64'): the page orders rungs by grid."""
-    from ml4dynamics.report import speedup_section
+    from ml4dynamics.reporting.report import speedup_section
 
     def rung(n, t):
         acc = {"mean": t, "interval": [t, t], "censored": 0}
@@ -141,9 +147,9 @@ def store(tmp_path, monkeypatch):
 
 def test_speedup_of_a_registered_closure_writes_json_figure_and_logs_to_its_run(store, capsys):
     from ml4dynamics import registry
+    from ml4dynamics.core.tracking import Run
     from ml4dynamics.models import UNetConfig, build_closure
     from ml4dynamics.models.io import export_model
-    from ml4dynamics.tracking import Run
 
     system = KuramotoSivashinsky(SMALL)
     config = UNetConfig("unet", 2, 1, "float32")
@@ -178,11 +184,11 @@ def test_speedup_of_a_registered_closure_writes_json_figure_and_logs_to_its_run(
 def test_speedup_refuses_a_closure_of_exact_physics_in_one_line(store, capsys, generated):
     """rd's closure replaces an exact reaction term: there is no cheaper solver to compare."""
     from ml4dynamics import registry
+    from ml4dynamics.core.tracking import Run
     from ml4dynamics.datasets import open_dataset
     from ml4dynamics.datasets.pairs import system_of
     from ml4dynamics.models import LocalClosureConfig, build_closure
     from ml4dynamics.models.io import export_model
-    from ml4dynamics.tracking import Run
 
     system = system_of(open_dataset(generated / "rd" / "test.zarr"))
     config = LocalClosureConfig("local", 4, 1, 1)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from ml4dynamics import step_cost
 from ml4dynamics.cli import main as cli
+from ml4dynamics.studies import step_cost
 from tests.conftest import small_params, write_params
 
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from ml4dynamics import sweep
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.sweep import compare, merge, render, run
-from ml4dynamics.trial_tables import choose_lam, choose_trial, stability_table, table
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.studies import sweep
+from ml4dynamics.studies.sweep import compare, merge, render, run
+from ml4dynamics.studies.trial_tables import choose_lam, choose_trial, stability_table, table
 from tests.conftest import run_cli, small_params, write_params
 
 

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.datasets import open_dataset
-from ml4dynamics.errors import ConfigError
 from ml4dynamics.systems import SYSTEMS
 from tests.conftest import REPO, run_cli, small_params, write_params
 from tests.toy_systems.heat import Heat, HeatConfig

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from ml4dynamics.tracking import Run
+from ml4dynamics.core.tracking import Run
 from tests.conftest import mlflow_client
 
 
@@ -50,7 +50,7 @@ def test_a_process_identity_outlives_pid_reuse():
     import subprocess
     import sys
 
-    from ml4dynamics.mlflow_store import alive, this_process
+    from ml4dynamics.core.mlflow_store import alive, this_process
 
     me = this_process()
     assert alive(me)
@@ -58,7 +58,7 @@ def test_a_process_identity_outlives_pid_reuse():
         [
             sys.executable,
             "-c",
-            "from ml4dynamics.mlflow_store import this_process as p; print(p())",
+            "from ml4dynamics.core.mlflow_store import this_process as p; print(p())",
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.estimators import parse_estimator
+from ml4dynamics.learning.closure_training import frozen, train_closure
+from ml4dynamics.learning.estimators import parse_estimator
+from ml4dynamics.learning.training import OptimConfig, convergence, convergence_warning
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import load_model
-from ml4dynamics.training import OptimConfig, convergence, convergence_warning
 from tests.conftest import BIN, mlflow_client, run_cli, small_params, write_params
 
 EPOCHS = 10  # long enough that a signal after the first checkpoint lands mid-run
@@ -219,7 +219,7 @@ def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, kin
 
 def test_estimator_configs_are_validated():
     """Each kind validates only its own keys, and names the section each key was read from."""
-    from ml4dynamics.errors import ConfigError
+    from ml4dynamics.core.errors import ConfigError
 
     reg = {"reg": {"lam": -1.0, "eps": 1e-8}}
     with pytest.raises(ConfigError, match="^reg.lam: must be >= 0"):
@@ -260,7 +260,7 @@ def test_an_unreadable_checkpoint_falls_back_to_an_older_one(straight, tmp_path)
 def test_a_second_training_of_the_same_model_stops_at_once(base_project, tmp_path):
     """One writer per model: while a training holds the lock, another stops with one line and
     touches nothing."""
-    from ml4dynamics.outputs import exclusive
+    from ml4dynamics.core.outputs import exclusive
 
     root, env = copy_project(base_project, tmp_path / "p")
     lock = root / "models" / "rd" / "checkpoints" / ".ols.lock"

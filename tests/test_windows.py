@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from ml4dynamics.core.errors import DatasetError
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, as_windows, steps_per_frame, system_of
-from ml4dynamics.errors import DatasetError
-from ml4dynamics.rollout import rollout
+from ml4dynamics.systems.rollout import rollout
 
 SYSTEMS = ["linear", "rd"]
 

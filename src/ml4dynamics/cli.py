@@ -15,14 +15,14 @@ import dataclasses
 import errno
 import importlib
 import inspect
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.pipeline import estimator_argument, params_argument, system_argument
 
 EXIT_USER_ERROR = 2
 EXIT_SYSTEM_ERROR = 1
@@ -92,32 +92,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
-# -- arguments shared by the commands ----------------------------------------------------------
-def system_argument(parser: argparse.ArgumentParser, what: str = "system", **kwargs: Any) -> None:
-    """The positional SYSTEM, its help listing the registered systems."""
-    from ml4dynamics.systems import SYSTEMS
-
-    parser.add_argument("system", help=f"{what}: one of {', '.join(SYSTEMS)}", **kwargs)
-
-
-def params_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--params", default="params.yaml", help="parameter file (default: %(default)s)"
-    )
-
-
-def estimator_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--estimator",
-        required=True,
-        help="estimator name under `estimators` in params.yaml, e.g. ols or tr-projector",
-    )
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
-
-
 def build_parser(configure: str | None = None) -> argparse.ArgumentParser:
     """The parser with every subcommand; ``configure`` names the one whose arguments are added
     (importing its module), the others parse nothing until chosen."""
@@ -185,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def os_error(err: OSError) -> str:
     """An operating-system failure as one line with what to do about it. Outputs are written
-    beside their target and swapped in (``ml4dynamics.atomic``), so the old ones are intact."""
+    beside their target and swapped in (``ml4dynamics.core.atomic``), so the old ones are intact."""
     where = f" ({err.filename})" if err.filename else ""
     what = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
     hints = {

@@ -34,9 +34,9 @@ from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
-from ml4dynamics.errors import ConfigError, ML4DError
+from ml4dynamics.core.errors import ConfigError, ML4DError
+from ml4dynamics.core.validation import coerce, parse, require, require_non_negative
 from ml4dynamics.systems import SYSTEMS, SystemConfig
-from ml4dynamics.validation import coerce, parse, require, require_non_negative
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
     mean over the batch of Σ_i h_δ(y_i − φ_θ(u)_i),  h_δ(r) = r²/2 for |r| ≤ δ, δ(|r| − δ/2) else,
 
 robust to outlying labels. ``tests/test_extending.py`` drops this file, unchanged, into a copy of
-``ml4dynamics/estimators`` to show that a new kind is one module plus its params.yaml entry.
+``ml4dynamics/learning/estimators`` to show that a new kind is one module plus its params.yaml entry.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import ClassVar, Literal
 import jax
 import jax.numpy as jnp
 
-from ml4dynamics.estimators.base import Estimator
-from ml4dynamics.validation import require_positive
+from ml4dynamics.core.validation import require_positive
+from ml4dynamics.learning.estimators.base import Estimator
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,26 +18,19 @@ import numpy as np
 import xarray as xr
 
 from ml4dynamics.config import SystemSetup, jsonable
+from ml4dynamics.core.errors import DatasetError
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.errors import DatasetError
 from ml4dynamics.systems import System, make_system
 
 #: the code that computes a generated dataset: the deps of the DVC stage ``generate`` without the
-#: command's glue (CLI table, layout, stage module; tests/test_dvc_dependencies.py checks the two
+#: command's glue (CLI table, stage module; tests/test_dvc_dependencies.py checks the two
 #: agree); its git revision goes into the attributes
 GENERATION_CODE = (
     "src/ml4dynamics/__init__.py",
-    "src/ml4dynamics/atomic.py",
-    "src/ml4dynamics/faults.py",
-    "src/ml4dynamics/errors.py",
-    "src/ml4dynamics/validation.py",
-    "src/ml4dynamics/discovery.py",
-    "src/ml4dynamics/fields.py",
-    "src/ml4dynamics/rollout.py",
     "src/ml4dynamics/config.py",
-    "src/ml4dynamics/provenance.py",
-    "src/ml4dynamics/systems",
+    "src/ml4dynamics/core",
     "src/ml4dynamics/datasets",
+    "src/ml4dynamics/systems",
 )
 
 # independent random streams under one split seed

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from ml4dynamics.errors import DatasetError
+from ml4dynamics.core.errors import DatasetError
+from ml4dynamics.core.validation import coerce
 from ml4dynamics.systems import System, system_class
-from ml4dynamics.validation import coerce
 
 
 def _varied(ds: xr.Dataset, cls) -> list[str]:

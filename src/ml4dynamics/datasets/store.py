@@ -18,8 +18,8 @@ import xarray as xr
 import zarr
 from zarr.core import sync as zarr_sync
 
-from ml4dynamics.atomic import replacing
-from ml4dynamics.errors import DatasetError
+from ml4dynamics.core.atomic import replacing
+from ml4dynamics.core.errors import DatasetError
 
 REQUIRED_VARIABLES = ("u", "y")
 REQUIRED_ATTRS = ("system", "split", "seed", "scheme", "ml4dynamics_version", "git_revision")
@@ -72,8 +72,8 @@ def write_datasets(datasets: Mapping[str, xr.Dataset], out_dir: str | Path) -> l
     """Write ``{split: Dataset}`` as ``out_dir/<split>.zarr``, all or nothing.
 
     Everything goes to a temporary sibling directory first and is swapped in only when every
-    split has been written and re-validated (``ml4dynamics.atomic``): a failure or a kill at any
-    instant leaves the old stores or the new ones, never a mixture.
+    split has been written and re-validated (``ml4dynamics.core.atomic``): a failure or a kill
+    at any instant leaves the old stores or the new ones, never a mixture.
     """
     out_dir = Path(out_dir)
     with replacing(out_dir) as tmp, _settled_on_failure():

@@ -16,12 +16,12 @@ from typing import Literal
 import jax
 from flax import nnx
 
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.fields import FieldSpec
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.fields import FieldSpec
+from ml4dynamics.core.validation import require
 from ml4dynamics.models.autoencoders import ConvAutoencoder, LinearAutoencoder, PCAManifold
 from ml4dynamics.models.closures import LinearClosure, LocalClosure, UNet
 from ml4dynamics.models.layers import DTYPES
-from ml4dynamics.validation import require
 
 #: what a grid network computes in; fields enter and leave as float64 either way
 Dtype = Literal["float32", "float64"]

@@ -20,11 +20,11 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ml4dynamics.checkpoints import load_params, save_params
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.fields import FieldSpec
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.fields import FieldSpec
+from ml4dynamics.core.validation import parse_tagged
 from ml4dynamics.models import CLOSURE_KINDS, MANIFOLD_KINDS, build_closure, build_manifold
-from ml4dynamics.validation import parse_tagged
+from ml4dynamics.models.checkpoints import load_params, save_params
 
 # the fields each role's network is built from
 _ROLE_FIELDS = {"closure": ("state", "closure"), "manifold": ("state",)}

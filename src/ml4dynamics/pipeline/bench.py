@@ -1,11 +1,11 @@
 """``ml4d bench SYSTEM``: time one optimisation step of each estimator on data/SYSTEM side by
-side, with the closure network in float32 and in float64 (``ml4dynamics.step_cost``), and write
-the medians, their ratios to OLS and the float64 ÷ float32 ratios as JSON. Needs the generate
+side, with the closure network in float32 and in float64 (``ml4dynamics.studies.step_cost``), and
+write the medians, their ratios to OLS and the float64 ÷ float32 ratios as JSON. Needs the generate
 and fit_manifold outputs (`dvc repro fit_manifold@SYSTEM`).
 
 ``ml4d bench solvers``: our solver steps against the peers (exponax; jax-cfd in 2D) and the FFT
-floor, single trajectory and batched, in one run (``ml4dynamics.solver_bench``; needs the bench
-extra), to bench/solvers.json.
+floor, single trajectory and batched, in one run (``ml4dynamics.studies.solver_bench``; needs the
+bench extra), to bench/solvers.json.
 
 Not DVC stages (timings are not reproducible bytes); the report stage tabulates bench/.
 """
@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ml4dynamics.cli import print_json, system_argument
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.layout import Layout
-from ml4dynamics.step_cost import time_steps
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.pipeline import print_json, system_argument
+from ml4dynamics.studies.step_cost import time_steps
 
 ARGUMENTS = ("params",)
 
@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.system == "solvers":
-        from ml4dynamics.solver_bench import run
+        from ml4dynamics.studies.solver_bench import run
 
         out = Path(args.out or "bench/solvers.json")
         report = run(

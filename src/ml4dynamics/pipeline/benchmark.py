@@ -33,10 +33,15 @@ import yaml
 
 from ml4dynamics import registry
 from ml4dynamics.config import SCORED_SPLITS, SPLITS, SystemSetup, load_params
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import write_json
+from ml4dynamics.core.provenance import provenance
+from ml4dynamics.core.tracking import Run
+from ml4dynamics.core.validation import parse
 from ml4dynamics.datasets import generate_split, open_splits, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import system_of
-from ml4dynamics.errors import ML4DError
 from ml4dynamics.evaluation import (
     EvaluateConfig,
     evaluate_config,
@@ -44,11 +49,6 @@ from ml4dynamics.evaluation import (
     numeric_metrics,
     split_score,
 )
-from ml4dynamics.layout import Layout
-from ml4dynamics.outputs import write_json
-from ml4dynamics.provenance import provenance
-from ml4dynamics.tracking import Run
-from ml4dynamics.validation import parse
 
 BENCHMARK_SPLITS = SCORED_SPLITS
 SEED_OFFSET = 1000  # benchmark seeds: the pipeline's seeds + 1000 (distinct trajectories)

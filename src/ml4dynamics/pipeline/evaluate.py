@@ -19,27 +19,28 @@ import argparse
 
 import numpy as np
 
-from ml4dynamics import estimators, figures
-from ml4dynamics.cli import print_json
-from ml4dynamics.closure_training import frozen
 from ml4dynamics.config import ROLLED_OUT_SPLITS, SCORED_SPLITS, load_params
+from ml4dynamics.core.faults import kill_point
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import fingerprint, write_csv, write_json
+from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import system_of
 from ml4dynamics.evaluation import (
     curve_rows,
     evaluate_config,
     evaluate_splits,
-    frame_stride,
     headline,
     numeric_metrics,
     score_key,
     split_score,
 )
-from ml4dynamics.faults import kill_point
-from ml4dynamics.layout import Layout
+from ml4dynamics.learning import estimators
+from ml4dynamics.learning.closure_training import frozen
 from ml4dynamics.models.io import load_model, model_identity
-from ml4dynamics.outputs import fingerprint, write_csv, write_json
-from ml4dynamics.tracking import Run
+from ml4dynamics.pipeline import print_json
+from ml4dynamics.reporting import figures
+from ml4dynamics.simulation.hybrid import frame_stride
 
 ARGUMENTS = ("system", "estimator", "params")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ml4dynamics.experiments import shown, table
+from ml4dynamics.reporting.experiments import shown, table
 
 ARGUMENTS: tuple[str, ...] = ()
 

@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 
 from ml4dynamics.config import SPLITS, load_params
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.provenance import provenance
 from ml4dynamics.datasets import generate_split, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
-from ml4dynamics.layout import Layout
-from ml4dynamics.provenance import provenance
 
 ARGUMENTS = ("system", "params")
 

@@ -6,7 +6,7 @@ import argparse
 
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.spectrum import band_shares
+from ml4dynamics.evaluation.spectrum import band_shares
 from ml4dynamics.systems import system_class
 
 

@@ -18,15 +18,15 @@ import argparse
 
 import numpy as np
 
-from ml4dynamics import linear_theory as lt
-from ml4dynamics.cli import print_json
 from ml4dynamics.config import load_params
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import write_csv, write_json
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.figures import terminal_error_vs_lambda
-from ml4dynamics.layout import Layout
-from ml4dynamics.outputs import write_csv, write_json
+from ml4dynamics.pipeline import print_json
+from ml4dynamics.reporting.figures import terminal_error_vs_lambda
+from ml4dynamics.studies import linear_theory as lt
 from ml4dynamics.systems.linear import Linear
 
 TRAINED_CHECK_LAMS = (4.0,)  # plain gradient descent converges in a few hundred steps here

@@ -12,19 +12,19 @@ import dataclasses
 
 import numpy as np
 
-from ml4dynamics.atomic import replacing
-from ml4dynamics.cli import print_json
-from ml4dynamics.closure_training import frozen
 from ml4dynamics.config import SPLITS, load_params
+from ml4dynamics.core.atomic import replacing
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import write_json
+from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.layout import Layout
-from ml4dynamics.manifold_fitting import fit_manifold, mean_log10_f
-from ml4dynamics.manifold_quality import projector_floor
+from ml4dynamics.learning.closure_training import frozen
+from ml4dynamics.learning.manifold_fitting import fit_manifold, mean_log10_f
+from ml4dynamics.learning.manifold_quality import projector_floor
+from ml4dynamics.learning.network_config import network_stage
 from ml4dynamics.models.io import export_model
-from ml4dynamics.network_config import network_stage
-from ml4dynamics.outputs import write_json
-from ml4dynamics.tracking import Run
+from ml4dynamics.pipeline import print_json
 
 ARGUMENTS = ("system", "params")
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ml4dynamics import estimators, gates, linear_theory
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.evaluation import evaluate_config
-from ml4dynamics.network_config import all_network_stages
+from ml4dynamics.learning import estimators
+from ml4dynamics.learning.network_config import all_network_stages
+from ml4dynamics.registry import gates
+from ml4dynamics.studies import linear_theory
 
 ARGUMENTS = ("params",)
 

@@ -5,16 +5,16 @@ champion never moves: candidates are registered and their gates recorded. Writes
 metrics/SYSTEM/promotion.json; gate results become version tags.
 
 ``ml4d promote`` (stage ``promote``): submit every evaluated closure of a system to the registry.
-
-For each ``metrics/<system>/evaluate/<estimator>.json`` (sorted by name): register the closure as
-a version of ``<system>-closure`` logged into the closure's own MLflow run, unless a version with
-the same identity (``model_identity``: weights and description, not file bytes) exists; run every
-registered gate (``ml4dynamics.gates``). On the workspace the version gets alias ``candidate`` and
-``champion`` moves to it only when all gates pass. In a DVC experiment (``$DVC_EXP_NAME``) no alias
-moves: the experiment's gate results are recorded, and the champion moves when the pipeline runs
-on the workspace (``dvc exp apply`` then ``dvc repro``: the stage always runs, as the registry
-lives outside DVC). Gate results and the reason for a refusal become version tags and
-``metrics/<system>/promotion.json``; a summary run of the stage is logged to MLflow.
+For each ``metrics/<system>/evaluate/<estimator>.json`` (sorted by name): register the closure as a
+version of ``<system>-closure`` logged into the closure's own MLflow run, unless a version with the
+same identity (``model_identity``: weights and description, not file bytes) exists; run every
+registered gate (``ml4dynamics.registry.gates``). On the workspace the version gets alias
+``candidate`` and ``champion`` moves to it only when all gates pass. In a DVC experiment
+(``$DVC_EXP_NAME``) no alias moves: the experiment's gate results are recorded, and the champion
+moves when the pipeline runs on the workspace (``dvc exp apply`` then ``dvc repro``: the stage
+always runs, as the registry lives outside DVC). Gate results and the reason for a refusal become
+version tags and ``metrics/<system>/promotion.json``; a summary run of the stage is logged to
+MLflow.
 """
 
 from __future__ import annotations
@@ -25,18 +25,19 @@ import json
 import os
 from typing import Any
 
-from ml4dynamics import gates, registry
+from ml4dynamics import registry
 from ml4dynamics.config import load_params
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.faults import kill_point
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import write_json
+from ml4dynamics.core.tracking import Run
 from ml4dynamics.evaluation import evaluate_config
-from ml4dynamics.faults import kill_point
-from ml4dynamics.gates import Champion
-from ml4dynamics.layout import Layout
 from ml4dynamics.models.io import model_identity
-from ml4dynamics.outputs import write_json
-from ml4dynamics.promotion import champion_score
+from ml4dynamics.registry import gates
+from ml4dynamics.registry.gates import Champion
 from ml4dynamics.registry.packaging import load_closure_dir
-from ml4dynamics.tracking import Run
+from ml4dynamics.registry.promotion import champion_score
 
 ARGUMENTS = ("system", "params")
 

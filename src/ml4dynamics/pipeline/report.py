@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from ml4dynamics import report
-from ml4dynamics.layout import Layout, trial_curves
-from ml4dynamics.outputs import atomic_file
+from ml4dynamics.core.layout import Layout, trial_curves
+from ml4dynamics.core.outputs import atomic_file
+from ml4dynamics.reporting import report
 
 ARGUMENTS = ()
 

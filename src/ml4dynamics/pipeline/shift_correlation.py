@@ -4,7 +4,7 @@ metrics/SYSTEM/evaluate; blown-up units are counted, not ranked.
 
 ``ml4d shift-correlation`` (stage ``shift_correlation``): does distribution shift go with
 rollout error? Reads every evaluation of the given systems, ranks them with
-``ml4dynamics.shift_correlation`` and writes the result.
+``ml4dynamics.evaluation.shift_correlation`` and writes the result.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 import json
 from typing import Any
 
-from ml4dynamics.cli import print_json, system_argument
-from ml4dynamics.layout import Layout
-from ml4dynamics.outputs import write_json
-from ml4dynamics.shift_correlation import correlate, units
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import write_json
+from ml4dynamics.evaluation.shift_correlation import correlate, units
+from ml4dynamics.pipeline import print_json, system_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -11,11 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ml4dynamics import figures, registry
-from ml4dynamics.cli import print_json
+from ml4dynamics import registry
+from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.datasets.store import write_store
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.simulation import hybrid_simulation, initial_state
+from ml4dynamics.pipeline import print_json
+from ml4dynamics.reporting import figures
+from ml4dynamics.simulation.downstream import hybrid_simulation, initial_state
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Place registered closures on their plain solver's accuracy–cost curve: the equivalent
 resolution and the speed-up at matched accuracy, with bootstrap intervals
-(``ml4dynamics.speedup``). Writes bench/SYSTEM_speedup.json and a PNG beside it, and logs both
-(and the speed-ups as metrics) to each model's MLflow run.
+(``ml4dynamics.studies.speedup``). Writes bench/SYSTEM_speedup.json and a PNG beside it, and logs
+both (and the speed-ups as metrics) to each model's MLflow run.
 
 ``ml4d speedup MODEL_URI [MODEL_URI ...]``: e.g. ``ml4d speedup models:/ks-closure@champion``,
 or several versions side by side (``models:/ks-closure/1 models:/ks-closure/2``). Not a DVC
@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ml4dynamics import figures, registry
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.outputs import write_json
-from ml4dynamics.speedup import default_ladder, speedup, summary_lines
-from ml4dynamics.tracking import Run
+from ml4dynamics import registry
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.outputs import write_json
+from ml4dynamics.core.tracking import Run
+from ml4dynamics.reporting import figures
+from ml4dynamics.studies.speedup import default_ladder, speedup, summary_lines
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

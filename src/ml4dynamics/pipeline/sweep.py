@@ -1,5 +1,5 @@
-"""``ml4d sweep`` (a command, not a DVC stage): the trial of ``ml4dynamics.sweep`` — for each
-value of one system parameter (e.g. rd's γ_u), or once at params.yaml's settings, generate the
+"""``ml4d sweep`` (a command, not a DVC stage): the trial of ``ml4dynamics.studies.sweep`` — for
+each value of one system parameter (e.g. rd's γ_u), or once at params.yaml's settings, generate the
 system's data, fit the manifold model, train every estimator with every seed (TR at every λ of
 the grid), roll each closure out on validation and test, choose λ on validation. Writes every
 run, the λ choice and the tables (JSON and Markdown).
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ml4dynamics.errors import ML4DError
-from ml4dynamics.layout import Layout
-from ml4dynamics.sweep import compare, merge, render, run
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.studies.sweep import compare, merge, render, run
 
 ARGUMENTS = ("params",)
 

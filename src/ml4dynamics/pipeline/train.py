@@ -16,24 +16,24 @@ import argparse
 import dataclasses
 import json
 
-from ml4dynamics import aggregation, estimators
-from ml4dynamics.atomic import replacing
-from ml4dynamics.checkpoints import RunCheckpoints
-from ml4dynamics.cli import print_json
-from ml4dynamics.closure_training import frozen, train_closure
 from ml4dynamics.config import load_params
+from ml4dynamics.core.atomic import replacing
+from ml4dynamics.core.errors import warn
+from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import exclusive, fingerprint, write_csv, write_json
+from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
-from ml4dynamics.errors import warn
-from ml4dynamics.figures import loss_curves
-from ml4dynamics.layout import Layout
-from ml4dynamics.manifold_quality import assess, warnings
+from ml4dynamics.learning import aggregation, estimators
+from ml4dynamics.learning.closure_training import frozen, train_closure
+from ml4dynamics.learning.manifold_quality import assess, warnings
+from ml4dynamics.learning.network_config import network_stage
+from ml4dynamics.learning.training import Interrupted, convergence, convergence_warning
 from ml4dynamics.models import build_closure
+from ml4dynamics.models.checkpoints import RunCheckpoints
 from ml4dynamics.models.io import export_model, load_model
-from ml4dynamics.network_config import network_stage
-from ml4dynamics.outputs import exclusive, fingerprint, write_csv, write_json
-from ml4dynamics.tracking import Run
-from ml4dynamics.training import Interrupted, convergence, convergence_warning
+from ml4dynamics.pipeline import print_json
+from ml4dynamics.reporting.figures import loss_curves
 
 ARGUMENTS = ("system", "estimator", "params")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.registry.packaging import load_closure_dir
 from ml4dynamics.systems import System
 
@@ -38,7 +38,7 @@ def registered_name(system: str) -> str:
 def client():
     from mlflow import MlflowClient
 
-    from ml4dynamics.tracking import configured_uri
+    from ml4dynamics.core.tracking import configured_uri
 
     uri = configured_uri()
     # the registry too: MLflow's default registry URI is a process-wide setting that another
@@ -51,8 +51,8 @@ def exclusive() -> Iterator[None]:
     """Hold the store's registry lock (waiting for it): two promotions side by side (queued
     experiments) would otherwise race for version numbers and aliases. A tracking server
     serialises its own writes; a local sqlite store gets ``mlruns/.registry.lock``."""
-    from ml4dynamics.mlflow_store import store_dir
-    from ml4dynamics.tracking import configured_uri
+    from ml4dynamics.core.mlflow_store import store_dir
+    from ml4dynamics.core.tracking import configured_uri
 
     folder = store_dir(configured_uri())
     if folder is None:
@@ -102,7 +102,7 @@ def version_by_alias(name: str, alias: str):
 def log_closure(closure_dir: Path, system: System, name: str) -> str:
     """Log ``closure_dir`` as a pyfunc into the active MLflow run and register it under
     ``name``; returns the new version number."""
-    from ml4dynamics.tracking import configured_uri, use_store
+    from ml4dynamics.core.tracking import configured_uri, use_store
 
     mlflow = use_store(configured_uri())  # the workspace's registry, not a stale global
     with warnings.catch_warnings():
@@ -160,7 +160,7 @@ def load_registered(model_uri: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from ml4dynamics.tracking import configured_uri, use_store
+    from ml4dynamics.core.tracking import configured_uri, use_store
 
     if not model_uri.startswith("models:/"):
         raise ML4DError(
@@ -236,7 +236,7 @@ def _no_alias(model_uri: str) -> ML4DError | None:
         return None
     from mlflow.exceptions import MlflowException
 
-    from ml4dynamics.tracking import configured_uri
+    from ml4dynamics.core.tracking import configured_uri
 
     try:
         versions = client().search_model_versions(f"name = '{name}'")

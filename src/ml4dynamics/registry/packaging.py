@@ -7,10 +7,10 @@ from typing import Any
 
 from flax import nnx
 
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.validation import parse
 from ml4dynamics.models.io import load_model, read_meta
 from ml4dynamics.systems import System, system_class
-from ml4dynamics.validation import parse
 
 
 def system_from_meta(meta: dict[str, Any], where: str) -> System:

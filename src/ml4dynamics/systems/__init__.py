@@ -6,8 +6,8 @@ package, by its ``name``: a new system is one new file here (plus its params.yam
 
 from __future__ import annotations
 
-from ml4dynamics.discovery import concrete_subclasses
-from ml4dynamics.errors import ML4DError
+from ml4dynamics.core.discovery import concrete_subclasses
+from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.systems.base import System, SystemConfig
 from ml4dynamics.systems.linear import Linear, LinearConfig
 from ml4dynamics.systems.ns_channel import ChannelFlow, ChannelFlowConfig

@@ -18,7 +18,7 @@ Conventions (float64 throughout; see ``ml4dynamics/__init__.py``):
   array of shape ``closure_shape`` with axes ``closure_dims`` (they may differ: a pressure closure
   lives on cell centres while velocities live on faces);
 - every method acts on a single sample; batches are ``jax.vmap`` and rollouts ``jax.lax.scan``
-  (see ``ml4dynamics.rollout``);
+  (see ``ml4dynamics.systems.rollout``);
 - ``t`` is the time at the start of the step, so that non-autonomous systems (an oscillating
   inflow) fit; autonomous systems ignore it;
 - *sample parameters* (``sample_params``) are per-trajectory numbers the step reads as traced
@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ml4dynamics.fields import FieldSpec
-from ml4dynamics.rollout import rollout
+from ml4dynamics.core.fields import FieldSpec
+from ml4dynamics.systems.rollout import rollout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ml4dynamics.validation import require
+from ml4dynamics.core.validation import require
 
 CLOSURE_KINDS = ("correction", "filter")
 

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml4dynamics.core.validation import require, require_non_negative, require_positive
 from ml4dynamics.systems.base import System, SystemConfig
 from ml4dynamics.systems.coarse_grid import FineReference, FineRun, check_grids, mean_free
 from ml4dynamics.systems.spectral import (
@@ -67,7 +68,6 @@ from ml4dynamics.systems.spectral import (
     restrict2_hat,
     wavenumbers2,
 )
-from ml4dynamics.validation import require, require_non_negative, require_positive
 
 LENGTH = 2 * np.pi
 

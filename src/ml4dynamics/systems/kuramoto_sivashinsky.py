@@ -40,10 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml4dynamics.core.validation import require, require_positive
 from ml4dynamics.systems.base import System, SystemConfig
 from ml4dynamics.systems.coarse_grid import FineReference, FineRun, check_grids, mean_free
 from ml4dynamics.systems.spectral import ETDRK4, dealias_mask, prolong, restrict, wavenumbers
-from ml4dynamics.validation import require, require_positive
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml4dynamics.core.validation import require, require_non_negative, require_positive
 from ml4dynamics.systems.base import System, SystemConfig
-from ml4dynamics.validation import require, require_non_negative, require_positive
 
 
 @dataclasses.dataclass(frozen=True)

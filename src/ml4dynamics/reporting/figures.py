@@ -1,0 +1,447 @@
+"""PNG figures: rollout snapshots (truth / hybrid / difference), per-frame curves, training
+curves, the linear experiment and the speed-up at matched accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+from ml4dynamics.core.outputs import atomic_file  # noqa: E402
+
+#: one colour per estimator in every figure that compares estimators (the linear experiment,
+#: the speed-up); a name not listed (a new estimator) gets a grey
+ESTIMATOR_COLOURS = {
+    "ols": "#1f77b4",
+    "mols": "#ff7f0e",
+    "aols": "#8c564b",
+    "field-ols": "#9467bd",
+    "ols-field": "#e377c2",
+    "tr-gradient": "#d62728",
+    "tr-projector": "#2ca02c",
+}
+
+
+def estimator_colour(name: str) -> str:
+    """The colour of estimator ``name`` (``"ols"``, ``"tr-projector"``, …) in every figure."""
+    return ESTIMATOR_COLOURS.get(name, "0.5")
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Save atomically: the old figure or the new one, never half a PNG."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+
+
+def spatial_axes(ds) -> dict[str, np.ndarray]:
+    """The spatial axes of a dataset's frames in storage order, ``{name: cell positions}``
+    (``x1`` along the first coordinate direction: along the channel, left to right)."""
+    names = [d for d in ds.u.dims[2:] if d != "field"]
+    return {d: np.asarray(ds.coords[d].values, dtype=float) for d in names if d in ds.coords}
+
+
+def _image(frame: np.ndarray, axes: Mapping[str, np.ndarray]):
+    """``frame`` arranged for ``imshow`` (rows x2, bottom to top; columns x1, left to right)
+    and its extent in physical units (cells drawn around their positions)."""
+    names = list(axes)
+    if len(names) != 2 or set(names) != {"x1", "x2"}:  # no coordinates: index units
+        return frame.T, None
+    image = frame.T if names == ["x1", "x2"] else frame
+    bounds = []
+    for name in ("x1", "x2"):
+        x = axes[name]
+        h = float(x[1] - x[0]) if len(x) > 1 else 1.0
+        bounds += [float(x[0]) - h / 2, float(x[-1]) + h / 2]
+    return image, tuple(bounds)
+
+
+def _space_time(frames: np.ndarray, times: Sequence[float], axes: Mapping[str, np.ndarray]):
+    """Frames ``(T, field, x1)`` as a space-time image of the first field for ``imshow`` with
+    ``origin="lower"`` (rows are times, upwards; columns x1, left to right) and its extent."""
+    x = axes.get("x1", np.arange(frames.shape[-1], dtype=float))
+    h = float(x[1] - x[0]) if len(x) > 1 else 1.0
+    dt = float(times[1] - times[0]) if len(times) > 1 else 1.0
+    extent = (x[0] - h / 2, x[-1] + h / 2, times[0] - dt / 2, times[-1] + dt / 2)
+    return frames[:, 0], tuple(float(e) for e in extent)
+
+
+def colour_limits(rows: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """(vmin, vmax) per row of a snapshot figure, all from the truth's first field (the row
+    ``truth``, else the first row): its range for the states, ± a quarter of it for
+    ``difference`` (an error that large is plainly visible; larger ones saturate)."""
+    reference = rows.get("truth", next(iter(rows.values())))[:, 0]
+    finite = reference[np.isfinite(reference)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    span = (high - low) / 4
+    return {k: (-span, span) if k == "difference" else (low, high) for k in rows}
+
+
+def snapshots(
+    path: Path,
+    times: Sequence[float],
+    rows: Mapping[str, np.ndarray],
+    title: str,
+    field_names: Sequence[str] = (),
+    axes: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """One row per entry of ``rows`` (frames ``(T, *state)`` at ``times``), first field only.
+
+    Field states ``(field, *grid)`` are drawn as images at four times, in physical units
+    (``axes``: the grid's coordinates in storage order, ``spatial_axes``) with x1 to the right,
+    x2 up and the domain's aspect ratio. Colour limits come from the truth (the row ``truth``,
+    else the first row): a blown-up hybrid saturates the scale instead of flattening the
+    truth's (``colour_limits``). States on a 1D grid (``(field, x1)``) are drawn as space-time
+    diagrams, one panel per row: x1 to the right, time up. States without space
+    (``(components,)``) are drawn as lines against time.
+    """
+    first = next(iter(rows.values()))
+    if first.ndim == 3:  # (T, field, x1): space-time diagrams side by side
+        name = field_names[0] if field_names else "field 0"
+        limits = colour_limits(rows)
+        fig, grid = plt.subplots(
+            1, len(rows), figsize=(3.2 * len(rows) + 0.6, 4.2), squeeze=False, layout="constrained"
+        )
+        for c, (label, frames) in enumerate(rows.items()):
+            ax = grid[0, c]
+            vmin, vmax = limits[label]
+            image, extent = _space_time(frames, times, axes or {})
+            shown = ax.imshow(
+                image,
+                origin="lower",
+                aspect="auto",
+                cmap="RdBu_r" if label == "difference" else "viridis",
+                vmin=vmin,
+                vmax=vmax,
+                extent=extent,
+            )
+            ax.set_title(f"{label} ({name})", fontsize=9)
+            ax.set_xlabel("x1", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if c == 0:
+                ax.set_ylabel("time since the rollout's start", fontsize=8)
+            fig.colorbar(shown, ax=ax, shrink=0.8, extend="both")
+        fig.suptitle(title)
+    elif first.ndim == 2:  # (T, components): a line per component
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, frames in rows.items():
+            style = "--" if label != "truth" else "-"
+            for c in range(frames.shape[1]):
+                ax.plot(times, frames[:, c], style, label=f"{label} u{c + 1}")
+        ax.set_xlabel("time since the rollout's start")
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.legend(fontsize=7)
+        ax.set_title(title)
+    else:
+        picks = np.unique(np.linspace(0, len(times) - 1, 4).round().astype(int))
+        name = field_names[0] if field_names else "field 0"
+        limits = colour_limits(rows)
+        _, extent = _image(first[0, 0], axes or {})
+        aspect = (extent[3] - extent[2]) / (extent[1] - extent[0]) if extent else 1.0
+        width = 2.8
+        fig, grid = plt.subplots(
+            len(rows),
+            len(picks),
+            figsize=(width * len(picks) + 1.2, (width * aspect + 0.6) * len(rows) + 0.5),
+            squeeze=False,
+            layout="constrained",
+        )
+        for r, (label, frames) in enumerate(rows.items()):
+            cmap = "RdBu_r" if label == "difference" else "viridis"
+            vmin, vmax = limits[label]
+            for c, k in enumerate(picks):
+                ax = grid[r, c]
+                image, extent = _image(frames[k, 0], axes or {})
+                shown = ax.imshow(
+                    image, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=extent
+                )
+                ax.set_aspect("equal")
+                ax.tick_params(labelsize=7)
+                if r == 0:
+                    ax.set_title(f"t = {times[k]:g}", fontsize=9)
+                if r == len(rows) - 1:
+                    ax.set_xlabel("x1" if extent else "index 1", fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(f"{label} ({name})\nx2" if extent else label, fontsize=8)
+            fig.colorbar(shown, ax=grid[r].tolist(), shrink=0.8, extend="both")
+        fig.suptitle(title)
+    _save(fig, path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def curves(
+    path: Path,
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    ylabel: str,
+    title: str,
+    log: bool = True,
+    stable: Mapping[str, tuple[np.ndarray, np.ndarray, Sequence[float | None]]] | None = None,
+) -> Path:
+    """Curves ``{label: (time, values)}`` on one axis (non-finite points are gaps). With
+    ``stable`` (``{label: (time, fraction still stable, blow-up time per trajectory)}``) a lower
+    panel shows how many trajectories each curve still describes, with every blow-up marked
+    (an ×), so no curve can look better than it is because the worst runs left it."""
+    if stable:
+        fig, (ax, below) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True, height_ratios=(3, 1.2))
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    colours: dict[str, str] = {}
+    for i, (label, (t, values)) in enumerate(series.items()):
+        style = ":" if "truth" in label else "-"
+        (line,) = ax.plot(t, values, style, label=label, color=f"C{i}")
+        colours[label] = line.get_color()
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    if stable:
+        for i, (label, (t, fraction, blowups)) in enumerate(stable.items()):
+            colour = colours.get(label, f"C{i}")
+            below.step(t, fraction, where="post", color=colour, label=label)
+            times = [b for b in blowups if b is not None]
+            if times:
+                at = np.interp(times, t, fraction)
+                below.plot(times, at, "x", color=colour, ms=7, mew=2)
+        below.set_ylim(-0.05, 1.05)
+        below.set_ylabel("still stable")
+        below.set_xlabel("time since the rollout's start (× blow-up)")
+        ax.text(
+            0.01,
+            0.01,
+            "median over all trajectories; a blown-up one counts as infinite",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.3",
+        )
+    else:
+        ax.set_xlabel("time since the rollout's start")
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def loss_curves(epochs: Sequence[Mapping[str, float]], path: Path, title: str) -> Path:
+    """Per-epoch training curves (train loss, validation loss, validation tangent penalty)."""
+    x = [h["epoch"] for h in epochs]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss", "val_tr_penalty"):
+        if key in epochs[0]:
+            ax.semilogy(x, [h[key] for h in epochs], label=key)
+    return _finish(fig, ax, path, "epoch", "loss (per sample)", title)
+
+
+def terminal_error_vs_lambda(rows: Sequence[Mapping[str, float]], path: Path, horizon: int) -> Path:
+    """The linear experiment: mean terminal error of the OLS, mOLS and TR hybrids against λ."""
+    lams = [r["lam"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label, estimator in (
+        ("ols", "OLS", "ols"),
+        ("mols", "mOLS (wd = λ)", "mols"),
+        ("tr", "TR (projector, P_V)", "tr-projector"),
+    ):
+        colour = estimator_colour(estimator)
+        ax.loglog(lams, [r[key] for r in rows], marker="o", color=colour, label=label)
+        if f"{key}_centred" in rows[0]:
+            centred = [r[f"{key}_centred"] for r in rows]
+            ax.loglog(
+                lams, centred, "--", marker=".", color=colour, label=f"{label}, zero-mean noise"
+            )
+    if "no_closure" in rows[0]:
+        ax.axhline(rows[0]["no_closure"], color="grey", lw=1, label="no closure (y = 0)")
+    ax.loglog(lams, [rows[0]["tr"] * lams[0] / lam for lam in lams], "k:", label="∝ 1/λ")
+    ylabel = f"mean ‖u_T − û_T‖, T = {horizon}"
+    return _finish(fig, ax, path, "λ", ylabel, "linear toy: terminal error of the hybrid")
+
+
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def speedup(path: Path, result: Mapping[str, Any]) -> Path:
+    """The hybrids on the plain solver's accuracy–cost curve (``ml4dynamics.studies.speedup``): one
+    panel per correlation threshold, cost per simulated time unit (log) to the right, mean time
+    until the correlation drops below the threshold up, with bootstrap intervals over the
+    trajectories; each rung labelled with its resolution; the horizon (where times are
+    censored) dashed."""
+    solvers = {k: v for k, v in result["solvers"].items() if "accuracy" in v}
+    levels = list(next(iter(solvers.values()))["accuracy"])
+    horizon = result["settings"]["horizon"]
+    fig, axes = plt.subplots(1, len(levels), figsize=(5.2 * len(levels), 4.2), squeeze=False)
+    for ax, level in zip(axes[0], levels, strict=True):
+
+        def point(entry, level=level):
+            acc = entry["accuracy"][level]
+            lo, hi = acc["interval"]
+            return entry["cost_ms_per_time_unit"], acc["mean"], acc["mean"] - lo, hi - acc["mean"]
+
+        rungs = [point(e) for e in solvers.values()]
+        x, y, lo, hi = (np.asarray(v) for v in zip(*rungs, strict=True))
+        ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color="0.35", label="plain solver", capsize=2)
+        for (name, _), xi, yi in zip(solvers.items(), x, y, strict=True):
+            ax.annotate(
+                name.split()[-1],
+                (xi, yi),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color="0.35",
+            )
+        for name, entry in result["hybrids"].items():  # "ESTIMATOR vN"
+            xi, yi, loi, hii = point(entry)
+            eq = entry["equivalent"][level]
+            ax.errorbar(
+                [xi],
+                [yi],
+                yerr=[[loi], [hii]],
+                fmt="s",
+                color=estimator_colour(name.split()[0]),
+                capsize=3,
+                label=f"{name}: {eq['speedup']:.2f}x ({eq['where']})",
+            )
+        ax.axhline(horizon, ls="--", color="0.6", lw=1, label="horizon (censored)")
+        for name, entry in result["solvers"].items():
+            if "accuracy" not in entry:  # the reference: its cost only
+                ax.axvline(entry["cost_ms_per_time_unit"], ls=":", color="0.3", lw=1, label=name)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("wall time per simulated time unit, batch (ms)")
+        ax.set_ylabel(f"mean time until correlation < {level}")
+        ax.set_title(f"{result['system']}: correlation >= {level}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _curve(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def trial_curves(
+    path: Path,
+    settings: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    title: str,
+) -> Path:
+    """The test rollouts of a multi-seed trial (``ml4d sweep``): one row of panels per setting
+    (``{setting: {estimator: {"label": its legend, "runs": [curves of each seed]}}}``, curves
+    as ``sweep.kept_curves`` keeps them). Left: the relative error, one line per seed (the
+    median over the trajectories, a blown-up one counting as infinite, so a line ends when half
+    have blown up), with the ablation of the first estimator dashed and the coarse solver alone
+    dotted (on a coarse grid); middle: the shift, median
+    log10 F of the hybrid minus the truth's (0: as close to the manifold as the truth); right:
+    the fraction of all rollouts (seeds × trajectories) still stable."""
+    rows = list(settings.items())
+    with_shift = any(
+        "shift" in c for _, groups in rows for group in groups.values() for c in group["runs"]
+    )
+    ncols = 3 if with_shift else 2
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(4.2 * ncols, 3.4 * len(rows)), squeeze=False, sharex=True
+    )
+    for (setting, groups), (err_ax, *others) in zip(rows, axes, strict=True):
+        shift_ax = others[0] if with_shift else None
+        stable_ax = others[-1]
+        for i, (name, group) in enumerate(groups.items()):
+            label, runs = group["label"], group["runs"]
+            colour = estimator_colour(name)
+            for k, c in enumerate(runs):
+                t = _curve(c["time"])
+                seed_label = label if k == 0 else None
+                err_ax.plot(t, _curve(c["rel_error"]), color=colour, lw=1, label=seed_label)
+                if i == 0 and "ablation_rel_error" in c:
+                    ablation_label = f"ablation of {name}" if k == 0 else None
+                    err_ax.plot(
+                        t,
+                        _curve(c["ablation_rel_error"]),
+                        "--",
+                        color="0.4",
+                        lw=1,
+                        label=ablation_label,
+                    )
+                if i == 0 and k == 0 and "coarse_alone_rel_error" in c:
+                    err_ax.plot(
+                        t,
+                        _curve(c["coarse_alone_rel_error"]),
+                        ":",
+                        color="k",
+                        lw=1.2,
+                        label="coarse solver alone",
+                    )
+                if shift_ax is not None and "shift" in c:
+                    shift_ax.plot(t, _curve(c["shift"]), color=colour, lw=1)
+            fraction = np.mean([_curve(c["stable_fraction"]) for c in runs], axis=0)
+            stable_ax.step(
+                _curve(runs[0]["time"]),
+                fraction,
+                where="post",
+                color=colour,
+                lw=max(1.0, 3.5 - 1.2 * i),  # wider first, so equal fractions stay visible
+                label=label,
+            )
+        err_ax.set_yscale("log")
+        err_ax.set_ylabel("relative L2 error (median)")
+        err_ax.set_title(f"{setting}: error, one line per seed", fontsize=9)
+        err_ax.legend(fontsize=7)
+        if shift_ax is not None:
+            shift_ax.axhline(0.0, color="0.6", lw=0.8)
+            shift_ax.set_ylabel("log10 F(hybrid) − log10 F(truth)")
+            shift_ax.set_title("distribution shift (median)", fontsize=9)
+        stable_ax.set_ylim(-0.05, 1.05)
+        stable_ax.legend(fontsize=7, loc="lower left")
+        stable_ax.set_ylabel("fraction still stable")
+        stable_ax.set_title("of all seeds × trajectories", fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("time since the rollout's start")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def budget_curves(
+    path: Path, trials: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], title: str
+) -> Path:
+    """The validation loss over the epochs of recorded trials side by side (``ml4d sweep
+    --compare``): one panel per estimator, one colour per trial (``{trial: {estimator: [the
+    curve of each seed]}}``), one line per seed, log scale — whether a budget reached a
+    plateau, and how the next budget continued it."""
+    names = list(dict.fromkeys(name for curves in trials.values() for name in curves))
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(5.0 * len(names), 3.6), squeeze=False, sharey=True
+    )
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(trials), 1)))
+    for ax, name in zip(axes[0], names, strict=True):
+        for colour, (trial, curves) in zip(colours, trials.items(), strict=True):
+            for k, curve in enumerate(curves.get(name, [])):
+                epochs = np.arange(1, len(curve) + 1)
+                ax.plot(epochs, _curve(curve), color=colour, lw=1, label=trial if k == 0 else None)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: one line per seed", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("validation loss")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)
+    plt.close(fig)
+    return path

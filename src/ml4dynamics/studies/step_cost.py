@@ -1,0 +1,103 @@
+"""The cost of one training step of each estimator, measured side by side in one process.
+
+Every estimator of ``params.yaml`` is timed on the same data and the same network (the closure of
+``params.yaml`` with its ``dtype`` replaced, in float32 and in float64), so the ratios (to OLS,
+float64 ÷ float32) are comparable even on a noisy shared machine; absolute times are for
+orientation only. ``ml4d bench`` writes the result to ``bench/<system>_train_step.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import optax
+from flax import nnx
+
+from ml4dynamics.config import load_params
+from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.outputs import write_json
+from ml4dynamics.datasets import open_dataset
+from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.learning import estimators
+from ml4dynamics.learning.closure_training import frozen, objective
+from ml4dynamics.learning.network_config import network_stage
+from ml4dynamics.learning.training import make_step
+from ml4dynamics.models import build_closure
+from ml4dynamics.models.io import load_model
+
+
+def time_steps(
+    system_name: str,
+    params_path: str,
+    data_dir: Path,
+    manifold_dir: Path,
+    out: Path,
+    repeats: int = 5,
+    steps: int = 20,
+    dtypes: tuple[str, ...] = ("float32", "float64"),
+) -> dict:
+    params = load_params(params_path)
+    stage = network_stage(params, "train", system_name)
+    configured = estimators.configured(params, system_name)
+    if "ols" not in configured:
+        raise ML4DError("`ml4d bench` reports ratios to OLS: add `ols: {kind: ols}` to estimators")
+    ds = open_dataset(data_dir / "train.zarr")
+    system = system_of(ds)
+    reconstruct = frozen(load_model(manifold_dir, "manifold", system.state_field)[0])
+    data = as_pairs(ds)
+    batch = stage.optim.batch_size or data["u"].shape[0]
+    if not hasattr(stage.model, "dtype"):
+        dtypes = ("float64",)  # the linear closure computes in float64 only
+    idx = jax.numpy.arange(batch)
+    key = jax.random.key(0)
+    cases = {}  # (dtype, label) -> a compiled step with its model, optimiser and data
+    for label, estimator in configured.items():  # every estimator of params.yaml
+        loss, regulariser = objective(estimator, system, reconstruct)
+        local = estimator.prepare(data, reconstruct)
+        for dtype in dtypes:
+            config = stage.model
+            if len(dtypes) > 1:  # a grid network: the same one in each precision
+                config = dataclasses.replace(config, dtype=dtype)
+            model = build_closure(config, system.state_field, system.closure_field, seed=0)
+            opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+            step = make_step(loss, regulariser)
+            jax.block_until_ready(step(model, opt, local, idx, key))  # compile
+            cases[dtype, label] = (step, model, opt, local)
+    # round-robin: every repeat times each case once, so a drift of the machine's speed (a
+    # shared host) reaches every estimator alike instead of whichever ran during it
+    samples: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
+    for _ in range(repeats):
+        for case, (step, model, opt, local) in cases.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                out_ = step(model, opt, local, idx, key)
+            jax.block_until_ready(out_)
+            samples[case].append((time.perf_counter() - start) / steps * 1e3)
+    results: dict[str, dict[str, float]] = {dtype: {} for dtype in dtypes}
+    for (dtype, label), times in samples.items():
+        results[dtype][label] = statistics.median(times)
+    report = {
+        "what": f"one optimisation step of the {system_name} closure, batch {batch}",
+        "model": dataclasses.asdict(stage.model),
+        "ms_per_step_median": results,
+        "ratio_to_ols": {
+            dtype: {k: v / times["ols"] for k, v in times.items()}
+            for dtype, times in results.items()
+        },
+        "float64_over_float32": (
+            {k: results["float64"][k] / results["float32"][k] for k in configured}
+            if {"float32", "float64"} <= set(results)
+            else None
+        ),
+        "repeats": repeats,
+        "steps_per_repeat": steps,
+        "machine": f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)",
+        "jax": jax.__version__,
+    }
+    write_json(out, report)
+    return report
