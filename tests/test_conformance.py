@@ -1,4 +1,4 @@
-"""Conformance of every registered system to the System protocol (DESIGN §2–4).
+"""Conformance of every registered system to the System protocol (docs/design.md §1–3).
 
 Parametrised over ``SYSTEMS``, which discovery fills, so a new system file is held to all of this
 without being listed here. Each system's small config comes from ``tests.conftest.small_params()``,

@@ -1,4 +1,4 @@
-"""The package's single dtype decision: float64 everywhere (DESIGN §7)."""
+"""The package's single dtype decision: float64 everywhere (docs/design.md §6)."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Estimators against closed forms and known manifolds (DESIGN §2)."""
+"""Estimators against closed forms and known manifolds (docs/design.md §1)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def linear_data(generated):
 
 
 def design_closed_forms(system, u: np.ndarray, y: np.ndarray, lam: float, wd: float):
-    """DESIGN §2 written out independently of the library: Σ on V, Ĉ_OLS = Γ Σ⁺, etc."""
+    """docs/design.md §1 written out independently of the library: Σ on V, Ĉ_OLS = Γ Σ⁺, etc."""
     a, b = np.asarray(system.A), np.asarray(system.B)
     sigma = u.T @ u / len(u)
     c_ols = (y.T @ u / len(u)) @ np.linalg.pinv(sigma)

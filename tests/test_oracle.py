@@ -1,6 +1,6 @@
 """Oracle rollouts: the hybrid rollout path with the exact closure reproduces the generated data.
 
-This is the first test of every system (DESIGN §2): the reference code's rollout was not its
+This is the first test of every system (docs/design.md §1): the reference code's rollout was not its
 generator's scheme, and part of its published gap was that artefact. The closure is wrapped in a
 new function, as a trained network would be, so the generic hybrid path is what is exercised.
 """

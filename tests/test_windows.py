@@ -85,7 +85,7 @@ def test_single_frame_windows_are_the_pairs(generated, name):
 
 def test_frames_of_a_window_are_linked_by_the_solver(generated):
     """Rolling the exact system ``steps_per_frame`` steps from frame 0 of each window gives
-    frame 1. The data were made by this same S (DESIGN §2) from the same stored float64 states,
+    frame 1. The data were made by this same S (docs/design.md §1) from the same stored float64 states,
     so only round-off separates the two: at most a few ulp per step, far below 1e-12 relative
     (the oracle test's bound over whole trajectories)."""
     ds = open_dataset(generated / "rd" / "train.zarr")

@@ -1,4 +1,4 @@
-"""Trajectories of a system under its exact closure, as xarray Datasets (DESIGN §4).
+"""Trajectories of a system under its exact closure, as xarray Datasets (docs/design.md §3).
 
 For each trajectory: a random initial state from the split's seed, ``warmup_steps`` steps that
 are not stored, then ``steps`` steps of which every ``store_every``-th state is stored with its

@@ -1,6 +1,6 @@
 """Zarr (v3) storage of datasets, written atomically and read back only when valid.
 
-Schema (DESIGN §4): variables ``u`` (sample, time, *state dims) and ``y`` (sample, time,
+Schema (docs/design.md §3): variables ``u`` (sample, time, *state dims) and ``y`` (sample, time,
 *closure dims), both float64 and finite; coordinate ``time``; attribute ``system`` naming the
 system plus every parameter as ``system.<name>``. ``open_dataset`` refuses anything else and says
 what is wrong, so a half-written or hand-edited store never reaches training.

@@ -1,6 +1,6 @@
 """A-posteriori evaluation: un-nudged hybrid rollouts scored against the true trajectories.
 
-Definitions (DESIGN §6), all on the stored frames k = 1 … K of a trajectory (the initial
+Definitions (docs/design.md §5), all on the stored frames k = 1 … K of a trajectory (the initial
 condition k = 0 is given, never scored):
 
 - relative L2 error e_k = ‖û_k − u_k‖ / ‖u_k‖ over the whole state (every field and grid point),

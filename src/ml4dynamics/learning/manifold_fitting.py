@@ -1,6 +1,6 @@
 """Fitting the manifold model: the autoencoder (E, D) whose reconstruction error
-F(u) = ‖u − D(E(u))‖² measures the distance to the training data's manifold (DESIGN §2). Frozen
-afterwards; the TR estimators and the shift metric use it."""
+F(u) = ‖u − D(E(u))‖² measures the distance to the training data's manifold
+(docs/design.md §1). Frozen afterwards; the TR estimators and the shift metric use it."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def mean_f(model: nnx.Module, u: jax.Array) -> float:
 
 
 def mean_log10_f(model: nnx.Module, u: jax.Array) -> float:
-    """Mean over samples of log10 F(u), the distribution-shift measure of DESIGN §2."""
+    """Mean over samples of log10 F(u), the distribution-shift measure of docs/design.md §1."""
     return float(jnp.mean(jnp.log10(f_values(model, u) + 1e-300)))
 
 

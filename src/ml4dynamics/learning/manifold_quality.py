@@ -9,7 +9,7 @@ where it is well above the floor; with
 
 near 1 the manifold model cannot tell φ's errors from its own, and TR trains on autoencoder
 artefacts. A TR run whose training penalty ends *below* the training floor has fitted those
-artefacts (it is flagged). Both are reported for every trained closure (DESIGN §2).
+artefacts (it is flagged). Both are reported for every trained closure (docs/design.md §1).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 to the data manifold.
 
 They have a bottleneck and **no skip connections**: a skip-connected network can learn the
-identity, and then F is zero everywhere and means nothing (DESIGN §2).
+identity, and then F is zero everywhere and means nothing (docs/design.md §1).
 """
 
 from __future__ import annotations

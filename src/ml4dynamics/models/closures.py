@@ -31,7 +31,7 @@ class LinearClosure(nnx.Module):
     """y = Ĉ u for vector states, Ĉ initialised to zero.
 
     Zero start matters: gradient descent then never moves the part of Ĉ that the data cannot
-    see (the minimum-norm solution of DESIGN §2), which is what the closed forms describe.
+    see (the minimum-norm solution of docs/design.md §1), which is what the closed forms describe.
     """
 
     def __init__(self, d_state: int, d_closure: int, *, rngs: nnx.Rngs):

@@ -1,4 +1,5 @@
-"""Promotion gates as a registry: named, parameterised checks on evaluation results (DESIGN §5).
+"""Promotion gates as a registry: named, parameterised checks on evaluation results
+(docs/design.md §4).
 
 A gate is one entry here: its name, the thresholds it reads from the params.yaml section
 ``promote`` (with their meaning), and a check over the evaluation result of one closure (the JSON

@@ -1,4 +1,5 @@
-"""Comparing a candidate closure with the registry's champion on the same data (DESIGN §5)."""
+"""Comparing a candidate closure with the registry's champion on the same data
+(docs/design.md §4)."""
 
 from __future__ import annotations
 

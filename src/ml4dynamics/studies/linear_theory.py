@@ -7,7 +7,7 @@ averaged over the data (Σ = E[uuᵀ], Γ = E[yuᵀ], P⊥ = I − P_V, V_Ĉ(u) 
 - mOLS: Ĉ = Γ (Σ + wd I)⁻¹                          (= Ĉ_OLS Σ(Σ + wd I)⁻¹ on data in V)
 - TR (projector form with D∘E = P_V): (I + λ' BᵀP⊥B) Ĉ Σ = Γ − λ' BᵀP⊥(A − I)Σ, λ' = λ/Δt²,
   so Ĉ = (I + λ' BᵀP⊥B)⁻¹ (Γ − λ' BᵀP⊥(A − I)Σ) Σ⁺; with Δt = 1 and P⊥Σ = 0 this is
-  DESIGN §2's (I + λBᵀP⊥B)⁻¹(Ĉ_OLS − λBᵀP⊥A P_V).
+  docs/design.md §1's (I + λBᵀP⊥B)⁻¹(Ĉ_OLS − λBᵀP⊥A P_V).
 
 These are what gradient descent from a zero start converges to with our loss functions
 (tests/test_estimators_linear.py checks it to 1e-6).

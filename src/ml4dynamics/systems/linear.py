@@ -1,4 +1,4 @@
-"""The linear toy of the paper's theory (DESIGN §2).
+"""The linear toy of the paper's theory (docs/design.md §1).
 
     u_{k+1} = A u_k + B y_k,    y_k = C u_k   (exact closure)
 

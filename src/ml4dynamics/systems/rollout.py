@@ -24,8 +24,8 @@ Params = dict[str, jax.Array]  # a trajectory's sample parameters (see systems.b
 def displacement(
     system: System, u: jax.Array, y: jax.Array, t: jax.Array, q: Params | None = None
 ) -> jax.Array:
-    """The discrete vector field V(u) = (S(u, y) − u) / Δt of the hybrid (DESIGN §2), with the
-    trajectory's sample parameters ``q`` (if the system has any)."""
+    """The discrete vector field V(u) = (S(u, y) − u) / Δt of the hybrid (docs/design.md §1),
+    with the trajectory's sample parameters ``q`` (if the system has any)."""
     return (system.bind(q).step(u, y, t) - u) / system.dt
 
 

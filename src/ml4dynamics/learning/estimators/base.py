@@ -1,4 +1,4 @@
-"""The estimator protocol and the quantities every estimator shares (DESIGN §2).
+"""The estimator protocol and the quantities every estimator shares (docs/design.md §1).
 
 An estimator kind is one class: its frozen config (``kind`` and only the keys it uses), its loss
 per batch, and any preparation of the training data it needs. Per sample, averaged over the batch
@@ -155,7 +155,8 @@ class Estimator(abc.ABC):
 
     def floor(self, system, batch: Batch, reconstruct: Reconstruct) -> jax.Array:
         """The penalty of the exact closure (the labels ``y``) on ``batch``: the manifold model's
-        own error, below which no closure's penalty carries a tangency signal (DESIGN §2)."""
+        own error, below which no closure's penalty carries a tangency signal
+        (docs/design.md §1)."""
         return self.penalty(system, lambda _u: batch["y"], batch, reconstruct)
 
     def validation(

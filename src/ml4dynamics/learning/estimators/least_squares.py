@@ -1,4 +1,5 @@
-"""Least-squares estimators of the closure (DESIGN §2), per sample and averaged over the batch:
+"""Least-squares estimators of the closure (docs/design.md §1), per sample and averaged over the
+batch:
 
 - ``ols``:  ‖y − φ_θ(u)‖²
 - ``mols``: OLS + wd ‖θ‖²  (weight decay)

@@ -1,4 +1,4 @@
-"""The tangent-space regularised estimator (TR, DESIGN §2):
+"""The tangent-space regularised estimator (TR, docs/design.md §1):
 
     ‖y − φ_θ(u)‖² + λ · P(u),   V_θ(u) = (S(u, φ_θ(u)) − u)/Δt
 
