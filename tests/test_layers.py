@@ -188,9 +188,7 @@ def test_the_guide_names_every_package():
     start = guide.index("## Layout")
     section = guide[start : guide.index("\n## ", start + 1)]
     missing = [
-        name
-        for name in LAYERS
-        if (SRC / PACKAGE / name).is_dir() and f"{name}/" not in section
+        name for name in LAYERS if (SRC / PACKAGE / name).is_dir() and f"{name}/" not in section
     ]
     assert not missing, f"docs/guide.md's Layout section does not name: {missing}"
 
