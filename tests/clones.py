@@ -11,7 +11,14 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from tests.conftest import BIN, REPO, mlflow_client, small_params, write_params
+from tests.conftest import (
+    BIN,
+    REPO,
+    mlflow_client,
+    promote_thresholds,
+    small_params,
+    write_params,
+)
 
 MLFLOW_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # the clone's own store, not these
 
@@ -33,7 +40,7 @@ TEST_MODELS = {
 
 def pipeline_params() -> dict:
     params = small_params()
-    params["promote"] = {"max_error": 5.0, "max_shift": 20.0}
+    params["promote"] = promote_thresholds(scale=10)
     return params
 
 

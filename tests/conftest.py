@@ -261,7 +261,7 @@ SMALL_PARAMS = {
     },
     # kolmogorov's splits end at t = 0.8: it is scored at its own report time
     "evaluate": {"bound": 10.0, "report_time": 2.0, "report_times": {"kolmogorov": 0.4}},
-    "promote": {"max_error": 0.5, "max_shift": 2.0},
+    # "promote": params.yaml's, added by small_params (promote_thresholds)
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
 }
 
@@ -275,13 +275,50 @@ def mlflow_client(root: Path):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def promote_thresholds(scale: float = 1.0) -> dict[str, float]:
+    """The promotion thresholds of params.yaml ``promote``: one per threshold the registered gates
+    read (``gates.GATES``; ``parse_thresholds`` refuses any other set), each times ``scale``
+    (10: loose enough for the closures of a tiny training to pass and become champion)."""
+    from ml4dynamics.registry import gates
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())["promote"]
+    return {name: scale * value for name, value in gates.parse_thresholds(raw).items()}
+
+
+@pytest.fixture
+def thresholds() -> dict[str, float]:
+    """params.yaml's promotion thresholds (``promote_thresholds``), as the promote stage reads
+    them."""
+    return promote_thresholds()
+
+
 def small_params() -> dict:
-    return copy.deepcopy(SMALL_PARAMS)
+    return copy.deepcopy(SMALL_PARAMS) | {"promote": promote_thresholds()}
 
 
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+#: the stage sections of params.yaml holding one entry per system
+PER_SYSTEM_SECTIONS = ("manifold", "train", "reg")
+
+
+def own_sections(name: str) -> dict:
+    """Every params.yaml section of system ``name``: ``name`` (its ``system`` and ``data``) and
+    its entries under ``manifold``, ``train`` and ``reg`` — from ``SMALL_PARAMS`` where it has
+    the system, else from the repository's params.yaml, so that a new system is tested at its
+    own settings (the tests shrink its data) without a test file naming it. Sections the source
+    lacks are left out."""
+    small = small_params()
+    source = small if name in small else yaml.safe_load((REPO / "params.yaml").read_text())
+    out = {name: source[name]} if name in source else {}
+    for section in PER_SYSTEM_SECTIONS:
+        entries = source.get(section) or {}
+        if name in entries:
+            out[section] = {name: entries[name]}
+    return copy.deepcopy(out)
 
 
 def run_cli(

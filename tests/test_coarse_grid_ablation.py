@@ -1,4 +1,4 @@
-"""The paper's ablation on a coarse grid closed by a fine solver (ks, kolmogorov): the exact
+"""The paper's ablation on a coarse grid closed by a fine solver (ks, kolmogorov, ...): the exact
 correction plus noise needs the fine state, so the reference run is repeated with the noise added
 to its coarse modes. Checked: the prolongation that carries the noise is exact, a zero noise
 gives the stored data to round-off, one step of noise moves the coarse state by exactly the
@@ -17,14 +17,19 @@ from ml4dynamics.core.errors import DatasetError
 from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import noisy_references
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.evaluation import ablation, evaluate_splits
+from ml4dynamics.evaluation.baselines import ablation
+from ml4dynamics.evaluation.result import UNMEASURED
+from ml4dynamics.evaluation.rollouts import evaluate_splits
+from ml4dynamics.systems import SYSTEMS as REGISTRY
+from ml4dynamics.systems import CoarseGridClosure, ExactClosure, make_system
 from ml4dynamics.systems.coarse_grid import coarse_kick, mean_free
 from ml4dynamics.systems.kolmogorov import Kolmogorov, KolmogorovConfig
 from ml4dynamics.systems.kuramoto_sivashinsky import KuramotoSivashinsky, KuramotoSivashinskyConfig
 from ml4dynamics.systems.spectral import prolong, prolong2_hat, restrict, restrict2_hat
-from tests.conftest import small_params
+from tests.conftest import own_sections, small_params
 
 PROVENANCE = {"ml4dynamics_version": "t", "git_revision": "t"}
+COARSE = sorted(n for n, cls in REGISTRY.items() if issubclass(cls, CoarseGridClosure))
 SYSTEMS = {  # small fine grids: 256 -> 64 points, 64^2 -> 16^2
     "ks": lambda **kw: KuramotoSivashinsky(KuramotoSivashinskyConfig(n_fine=256, **kw)),
     "kolmogorov": lambda **kw: Kolmogorov(KolmogorovConfig(n_fine=64, coarsening=4, **kw)),
@@ -59,12 +64,13 @@ def test_prolongation_inverts_restriction_and_interpolates_band_limited_fields_e
         prolong(u, 8)
 
 
-@pytest.mark.parametrize("name", ["ks", "kolmogorov"])
+@pytest.mark.parametrize("name", COARSE)
 def test_the_noisy_reference_is_the_stored_run_plus_the_hybrids_noise(name):
     """σ = 0 repeats the reference run to round-off; after one step of noise the coarse state
     is the truth plus Δt · mean_free(σ ξ_0), the noise the hybrid ablation adds (less its coarse
-    Nyquist modes, which no restricted state holds); the fine solver carries it on from there."""
-    system = SYSTEMS[name]()
+    Nyquist modes, which no restricted state holds); the fine solver carries it on from there.
+    Every registered coarse grid, at its small settings (``tests.conftest.own_sections``)."""
+    system = make_system(parse_params({name: own_sections(name)[name]}).setup(name).system)
     key = jax.random.key(7)
     states, _ = jax.jit(lambda k: system.reference_trajectory(k, {}, 20, 6, 1))(key)
 
@@ -87,10 +93,10 @@ def test_the_noisy_reference_is_the_stored_run_plus_the_hybrids_noise(name):
 
 def test_the_filter_closure_has_no_noisy_reference():
     system = SYSTEMS["kolmogorov"](closure_kind="filter")
-    assert not system.has_reference_with_noise and not system.has_exact_closure
+    assert not system.noisy_reference and not isinstance(system, ExactClosure)
     with pytest.raises(NotImplementedError, match="filter closure does not reproduce"):
         system.reference_with_noise(jax.random.key(0), {}, 0, 2, 1, (0.1, 0))
-    assert SYSTEMS["ks"]().has_reference_with_noise
+    assert SYSTEMS["ks"]().noisy_reference
 
 
 def test_a_coarse_grid_split_gets_its_ablation_from_its_reference_run():
@@ -105,7 +111,7 @@ def test_a_coarse_grid_split_gets_its_ablation_from_its_reference_run():
     with pytest.raises(DatasetError, match="regenerate it"):
         noisy_references(ds.assign_attrs(seed=ds.attrs["seed"] + 1), 0.0)
     zero, _ = ablation(ds, 0.0, bound=10.0, report_time=2.0, spatial=1)
-    assert zero["error_horizon"] < 1e-13
+    assert zero.error_horizon < 1e-13
 
     def coarse_alone(u):  # a closure network that predicts nothing: its misfit is the labels'
         return jnp.zeros_like(u)
@@ -113,16 +119,16 @@ def test_a_coarse_grid_split_gets_its_ablation_from_its_reference_run():
     summaries, curves, _ = evaluate_splits({"test": ds}, coarse_alone, report_time=2.0)
     test = summaries["test"]
     sigma = float(np.sqrt(np.mean(ds.y.values**2)))
-    assert test["ablation"]["misfit_std"] == pytest.approx(sigma, rel=1e-12)
-    assert 0 < test["ablation"]["error_horizon"] < test["error_horizon"]
-    assert test["error_vs_ablation"] == pytest.approx(
-        test["error_horizon"] / test["ablation"]["error_horizon"], rel=1e-12
+    assert test.ablation.misfit_std == pytest.approx(sigma, rel=1e-12)
+    assert 0 < test.ablation.error_horizon < test.error_horizon
+    assert test.error_vs_ablation == pytest.approx(
+        test.error_horizon / test.ablation.error_horizon, rel=1e-12
     )
     assert curves["test"]["ablation_rel_error"].shape == (ds.sizes["time"] - 1,)
-    assert "coarse_alone" in test
+    assert test.coarse_alone is not UNMEASURED
 
     params_f = {**params, "system": {**params["system"], "closure_kind": "filter"}}
     filtered = generate_split(parse_params({"ks": params_f}).setup("ks"), "test", PROVENANCE)
-    assert not system_groups(filtered)[0][0].has_reference_with_noise
+    assert not system_groups(filtered)[0][0].noisy_reference
     summaries, curves, _ = evaluate_splits({"test": filtered}, coarse_alone, report_time=2.0)
-    assert summaries["test"]["ablation"] is None and "ablation_rel_error" not in curves["test"]
+    assert summaries["test"].ablation is None and "ablation_rel_error" not in curves["test"]

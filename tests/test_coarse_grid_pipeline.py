@@ -1,7 +1,13 @@
-"""The coarse grids closed by a fine solver (ks, kolmogorov) through every stage a user runs, at a
-tiny size, in one process (the commands' own ``main``): generate → fit-manifold → train (OLS and
-TR) → evaluate (beside the coarse solver alone, scored at the report time: both are chaotic) →
-promote (registered as ``<system>-closure``) → simulate and speedup from the registry."""
+"""Every registered coarse grid closed by a fine solver (``CoarseGridClosure``, found in the
+registry, e.g. ks and kolmogorov) through every stage a user runs, at a tiny size, in one
+process (the commands' own ``main``): generate → fit-manifold → train (OLS and TR) → evaluate
+(beside the coarse solver alone; a chaotic system scored at its report time) → promote
+(registered as ``<system>-closure``) → simulate and speedup from the registry.
+
+Each system runs at its own settings (``tests.conftest.own_sections``: ``SMALL_PARAMS``, else
+the repository's params.yaml), shrunk by ``tiny``: one trajectory per split, at most
+``FRAMES`` stored frames, at most ``EPOCHS`` epochs, networks no larger than ``NETWORK_CAPS``.
+A new system needs no edit here."""
 
 from __future__ import annotations
 
@@ -10,8 +16,36 @@ import json
 import pytest
 
 from ml4dynamics.cli import main as cli
+from ml4dynamics.config import SPLITS, parse_params
 from ml4dynamics.datasets import open_dataset
-from tests.conftest import small_params, write_params
+from ml4dynamics.systems import SYSTEMS, CoarseGridClosure, make_system
+from tests.conftest import own_sections, small_params, write_params
+
+COARSE = sorted(n for n, cls in SYSTEMS.items() if issubclass(cls, CoarseGridClosure))
+FRAMES = 8  # stored frames per split after the first: enough for a correlation time
+EPOCHS = 2  # a pipeline check, not a training: the closures need not be good
+#: the largest value of each model key that sizes a network (of whichever kind has it)
+NETWORK_CAPS = {"width": 2, "levels": 1, "hidden": 8, "rank": 12, "shifts": 2}
+
+
+def tiny(name: str) -> dict:
+    """params.yaml for ``name``: its own sections, shrunk, with the small estimators and the
+    small evaluation and promotion settings."""
+    own = own_sections(name)
+    data = own[name]["data"]
+    every = data["store_every"]
+    for split in SPLITS:
+        entry = data[split]
+        entry.update(trajectories=1, steps=every * min(entry["steps"] // every, FRAMES))
+    data["warmup_steps"] = min(data["warmup_steps"], FRAMES * every)
+    for section in ("manifold", "train"):
+        model = own[section][name]["model"]
+        model.update({k: min(v, model[k]) for k, v in NETWORK_CAPS.items() if k in model})
+        optim = own[section][name]["optim"]
+        optim.update(epochs=min(optim["epochs"], EPOCHS), checkpoint_every=1)
+        optim["batch_size"] = min(optim["batch_size"], 8) or optim["batch_size"]
+    small = small_params()
+    return {**own, **{k: small[k] for k in ("estimators", "evaluate", "promote")}}
 
 
 @pytest.fixture
@@ -19,7 +53,6 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path / "params.yaml", small_params())
     return tmp_path
 
 
@@ -30,44 +63,61 @@ def run(args: list[str], capsys) -> str:
     return out
 
 
-@pytest.mark.parametrize("system", ["ks", "kolmogorov"])
-def test_a_coarse_grid_closure_goes_through_the_pipeline(system, workdir, capsys):
-    run(["generate", system], capsys)
-    inspected = run(["inspect", str(workdir / "data" / system / "train.zarr")], capsys)
-    assert "closure label energy by wavenumber band" in inspected  # where the correction works
-    run(["fit-manifold", system], capsys)
-    for estimator in ("ols", "tr-projector"):
-        run(["train", system, "--estimator", estimator], capsys)
-        run(["evaluate", system, "--estimator", estimator], capsys)
-        result = json.loads((workdir / f"metrics/{system}/evaluate/{estimator}.json").read_text())
-        # scored at the report time (kolmogorov at its own: its splits end at t = 0.8)
-        report_time = {"ks": 2.0, "kolmogorov": 0.4}[system]
-        assert result["chaotic"] and result["score_metric"] == f"error_t{report_time:g}"
-        for split in ("val", "test", "ood"):
-            # the ablation from the reference run with noise (the correction closure), and the
-            # coarse solver alone beside the closure
-            noisy, own = result[split]["ablation"], result[split]["error_horizon"]
+def check_evaluation(result: dict, system, report_time: float, reaches_report_time: bool) -> None:
+    """Scored at the report time if chaotic (at the horizon otherwise), beside the coarse solver
+    alone and, for the correction closure, the ablation from the reference run with noise."""
+    score = f"error_t{report_time:g}" if system.chaotic else "error_horizon"
+    assert result["chaotic"] == system.chaotic and result["score_metric"] == score
+    spectrum = system.spectrum_weight is not None and reaches_report_time
+    for split in ("val", "test", "ood"):
+        noisy, own = result[split]["ablation"], result[split]["error_horizon"]
+        if system.noisy_reference:
             assert noisy["misfit_std"] > 0 and noisy["error_horizon"] > 0
             ratio = None if own is None else pytest.approx(own / noisy["error_horizon"])
             assert result[split]["error_vs_ablation"] == ratio
-            base = result[split]["coarse_alone"]
-            assert base["stable_fraction"] == 1.0 and base["error_horizon"] > 0
-            # the statistics a decorrelated hybrid can keep, from the report time on (none
-            # for a blow-up)
+        else:
+            assert noisy is None
+        base = result[split]["coarse_alone"]
+        assert base["stable_fraction"] == 1.0 and base["error_horizon"] > 0
+        if spectrum:  # the statistics a decorrelated hybrid can keep, from the report time on
             assert base["spectrum_error"] > 0
             stable = result[split]["stable_fraction"] == 1.0
             assert (result[split]["spectrum_error"] is not None) == stable
-    printed = run(["promote", system], capsys)
-    promotion = json.loads((workdir / f"metrics/{system}/promotion.json").read_text())
-    assert promotion["registered_model"] == f"{system}-closure"
+
+
+@pytest.mark.parametrize("name", COARSE)
+def test_a_coarse_grid_closure_goes_through_the_pipeline(name, workdir, capsys):
+    params = tiny(name)
+    write_params(workdir / "params.yaml", params)
+    system = make_system(parse_params(params).setup(name).system)
+    evaluate = params["evaluate"]
+    report_time = evaluate.get("report_times", {}).get(name, evaluate["report_time"])
+
+    run(["generate", name], capsys)
+    train = workdir / "data" / name / "train.zarr"
+    assert "closure label energy by wavenumber band" in run(["inspect", str(train)], capsys)
+    elapsed = open_dataset(train).time.values
+    run(["fit-manifold", name], capsys)
+    for estimator in ("ols", "tr-projector"):
+        run(["train", name, "--estimator", estimator], capsys)
+        run(["evaluate", name, "--estimator", estimator], capsys)
+        result = json.loads((workdir / f"metrics/{name}/evaluate/{estimator}.json").read_text())
+        check_evaluation(result, system, report_time, elapsed[-1] - elapsed[0] >= report_time)
+
+    printed = run(["promote", name], capsys)
+    promotion = json.loads((workdir / f"metrics/{name}/promotion.json").read_text())
+    assert promotion["registered_model"] == f"{name}-closure"
     assert set(promotion["candidates"]) == {"ols", "tr-projector"}
     for entry in promotion["candidates"].values():
         assert "beats_coarse_solver" in entry["gates"] and entry["decision"] in printed
-    uri = f"models:/{system}-closure/{promotion['candidates']['ols']['version']}"
+    uri = f"models:/{name}-closure/{promotion['candidates']['ols']['version']}"
     out = workdir / "run.zarr"
     run(["simulate", "--model", uri, "--steps", "4", "--out", str(out), "--warmup", "4"], capsys)
     assert open_dataset(out).sizes["time"] == 5
-    spacing = "0.5" if system == "ks" else "0.08"  # (frames: multiples of the time step)
-    args = ["speedup", uri, "--ladder", "16,24", "--trajectories", "2", "--horizon", "2"]
-    printed = run([*args, "--spacing", spacing, "--steps", "2", "--repeats", "1"], capsys)
-    assert "speed-up" in printed and (workdir / f"bench/{system}_speedup.json").is_file()
+    coarse, fine = system.config.n_coarse, system.config.n_fine
+    ladder = f"{coarse},{min(coarse + 8, fine)}"
+    spacing = 2 * system.dt  # frames: multiples of the time step
+    args = ["speedup", uri, "--ladder", ladder, "--trajectories", "2", "--horizon", "2"]
+    args += ["--spacing", f"{spacing:g}", "--steps", "2", "--repeats", "1"]
+    assert "speed-up" in run(args, capsys)
+    assert (workdir / f"bench/{name}_speedup.json").is_file()

@@ -8,6 +8,7 @@ import pytest
 from ml4dynamics.cli import main
 from ml4dynamics.config import parse_params
 from ml4dynamics.learning import estimators
+from ml4dynamics.systems import SYSTEMS
 from tests.conftest import REPO, run_cli, small_params, write_params
 
 
@@ -45,8 +46,8 @@ BAD = [
     (
         "heat",
         {"system": {}, "data": {}},
-        "heat: unknown section; use one of: kolmogorov, ks, linear, ns_channel, rd, manifold, train, "
-        "estimators, reg,",
+        f"heat: unknown section; use one of: {', '.join(SYSTEMS)}, manifold, train, estimators, "
+        "reg,",
     ),
 ]
 
@@ -113,6 +114,33 @@ def test_the_stage_that_reads_a_section_checks_it(tmp_path, capsys):
     )
 
 
+def test_a_system_without_its_sections_is_told_every_one_it_lacks(tmp_path, capsys):
+    """A registered system missing from params.yaml: every command that needs it names, in one
+    line, each of its four sections to add; ``ml4d params`` accepts a file that leaves the
+    system out altogether, and refuses one that configures it only in part."""
+    params = small_params()
+    del params["ks"]
+    for section in ("manifold", "train", "reg"):
+        del params[section]["ks"]
+    path = write_params(tmp_path / "params.yaml", params)
+    every = "'ks' (with 'system' and 'data'), 'manifold.ks', 'train.ks', 'reg.ks'; add them"
+    for args in (["generate", "ks"], ["fit-manifold", "ks"], ["train", "ks", "--estimator", "ols"]):
+        assert main([*args, "--params", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"ml4d: error: {path} lacks the sections of system 'ks': {every}" + (
+            " as the other systems have theirs (see the repository's params.yaml)\n"
+        ), err
+    assert main(["params", "--params", str(path)]) == 0  # ks is simply not configured
+    capsys.readouterr()
+    params["ks"] = small_params()["ks"]  # its system and data, nothing else
+    write_params(path, params)
+    assert main(["params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "lacks the sections of system 'ks': 'manifold.ks', 'train.ks', 'reg.ks'; add" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
 def test_missing_key_names_it_and_the_default(tmp_path, capsys):
     params = small_params()
     del params["rd"]["system"]["alpha"]
@@ -130,8 +158,7 @@ def test_unknown_system_on_the_command_line(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr
-        == "ml4d: error: unknown system 'heat'; known systems: kolmogorov, ks, linear, ns_channel, "
-        "rd\n"
+        == f"ml4d: error: unknown system 'heat'; known systems: {', '.join(SYSTEMS)}\n"
     )
     assert not (tmp_path / "data").exists()
 

@@ -1,10 +1,12 @@
 """Conformance of every registered system to the System protocol (docs/design.md §1–3).
 
 Parametrised over ``SYSTEMS``, which discovery fills, so a new system file is held to all of this
-without being listed here. Each system's small config comes from ``tests.conftest.small_params()``,
-or from the YAML file named by ``$ML4D_CONFORMANCE_PARAMS`` when that is set (a system under
-development brings its own section that way, see ``tests/test_toy_system.py``). A registered system
-with no section fails: a silent skip would let a new system ship untested.
+without being listed here; what a system can do beyond the protocol is asked with ``isinstance``
+(``ExactClosure``). Each system's config comes from ``tests.conftest.own_sections``
+(``SMALL_PARAMS``, else the repository's params.yaml), or from the YAML file named by
+``$ML4D_CONFORMANCE_PARAMS`` when that is set (a system under development brings its own section
+that way, see ``tests/test_toy_system.py``). A registered system with no section fails: a silent
+skip would let a new system ship untested.
 
 Data are generated through the library (``generate_split``) with the data config shrunk to a few
 stored steps, every step stored and no label noise, so the checks see exactly the numbers the
@@ -30,8 +32,8 @@ from ml4dynamics.config import SystemSetup, parse_params
 from ml4dynamics.datasets import generate_split
 from ml4dynamics.datasets.generation import frame_times
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.systems import SYSTEMS, System, make_system
-from tests.conftest import run_cli, small_params, write_params
+from ml4dynamics.systems import SYSTEMS, ExactClosure, System, make_system
+from tests.conftest import own_sections, run_cli, write_params
 
 PARAMS_ENV = "ML4D_CONFORMANCE_PARAMS"
 NAMES = sorted(SYSTEMS)
@@ -61,13 +63,13 @@ def system_section(name: str) -> dict:
     path = os.environ.get(PARAMS_ENV)
     if path:
         raw = yaml.safe_load(Path(path).read_text()) or {}
-        source = f"{PARAMS_ENV}={path}"
+        source = f"{PARAMS_ENV}={path} has"
     else:
-        raw = small_params()
-        source = "tests/conftest.py SMALL_PARAMS"
+        raw = own_sections(name)
+        source = "tests/conftest.py SMALL_PARAMS and params.yaml have"
     if name not in raw:
         pytest.fail(
-            f"system {name!r} is registered but {source} has no section {name!r}; add one "
+            f"system {name!r} is registered but {source} no section {name!r}; add one "
             "with 'system' (every config field) and 'data' keys, as in params.yaml",
             pytrace=False,
         )
@@ -159,7 +161,7 @@ def test_float64_policy(name):
     assert u0.dtype == jnp.float64 and u0.shape == system.state_shape
     u1 = step(u0, jnp.asarray(ds.y.values[0, 0]), jnp.asarray(ds.time.values[0]), q)
     assert u1.dtype == jnp.float64 and u1.shape == system.state_shape
-    if system.has_exact_closure:
+    if isinstance(system, ExactClosure):
         y0 = jax.jit(lambda u, t, q: system.bind(q).closure(u, t))(u0, jnp.asarray(0.0), q)
         assert y0.dtype == jnp.float64 and y0.shape == system.closure_shape
 

@@ -6,17 +6,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from flax import nnx
 
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.learning.closure_training import train_closure
-from ml4dynamics.learning.estimators import Estimator, parse_estimator
+from ml4dynamics.learning.estimators import ESTIMATORS, Estimator, parse_estimator
 from ml4dynamics.learning.estimators.base import projector_penalty
 from ml4dynamics.learning.estimators.tangent_space import gradient_penalty, unit_normal
 from ml4dynamics.learning.training import OptimConfig
 from ml4dynamics.models import LinearAutoencoder, LinearClosure
 from ml4dynamics.studies import linear_theory as lt
+from tests.conftest import REPO
+
+#: params.yaml's estimators (name → entry): the tests that hold for every estimator run each of
+#: them, so a new kind is covered by its entry there (``test_params_configure_every_kind``)
+CONFIGURED = yaml.safe_load((REPO / "params.yaml").read_text())["estimators"]
+
+
+def test_params_configure_every_kind():
+    """Every registered kind has an entry under ``estimators`` in params.yaml, so the lists of
+    estimators taken from there (here and in test_training) miss none."""
+    assert {entry["kind"] for entry in CONFIGURED.values()} == set(ESTIMATORS)
 
 
 def reg(kind: str, lam: float = 0.0, wd: float = 0.0, normal: str = "projector") -> Estimator:
@@ -337,9 +349,9 @@ def test_in_chunks_gives_one_call_s_values_in_calls_of_at_most_the_chunk(n):
         in_chunks(closure, u, 0)
 
 
-@pytest.mark.parametrize("kind", ["ols", "tr", "field-ols", "ols-field"])
+@pytest.mark.parametrize("name", CONFIGURED)
 def test_validation_runs_the_network_once_in_chunks_with_one_call_s_metrics(
-    linear_data, kind, monkeypatch
+    linear_data, name, monkeypatch
 ):
     """Validation evaluates the network on the held-out states once, VALIDATION_CHUNK states
     per call (field-OLS's own field misfit reuses that evaluation), and its metrics are those
@@ -354,6 +366,10 @@ def test_validation_runs_the_network_once_in_chunks_with_one_call_s_metrics(
 
     n = 45
     batch = {"u": jnp.asarray(data["u"][:n]), "y": jnp.asarray(data["y"][:n]), "t": jnp.zeros(n)}
+    estimator = parse_estimator(
+        CONFIGURED[name], f"estimators.{name}", {"reg": {"lam": 1.0, "eps": 1e-12}}
+    )
+    batch = estimator.prepare(batch, recon)  # (TR's gradient form: the normals)
     c = jnp.array([[0.3, -0.1], [0.7, -0.2]])
     sizes = []
 
@@ -363,12 +379,12 @@ def test_validation_runs_the_network_once_in_chunks_with_one_call_s_metrics(
 
     monkeypatch.setattr(base, "VALIDATION_CHUNK", 8)
     monkeypatch.setattr(least_squares, "VALIDATION_CHUNK", 8)
-    chunked = reg(kind, lam=1.0).validation(system, closure, batch, recon)
+    chunked = estimator.validation(system, closure, batch, recon)
     assert sizes == [8, 5]  # one traced call per chunk of the 40, one for the remaining 5
     sizes.clear()
     monkeypatch.setattr(base, "VALIDATION_CHUNK", n)
     monkeypatch.setattr(least_squares, "VALIDATION_CHUNK", n)
-    whole = reg(kind, lam=1.0).validation(system, closure, batch, recon)
+    whole = estimator.validation(system, closure, batch, recon)
     assert sizes == [n]
     assert chunked.keys() == whole.keys() and "val_tr_penalty" in whole
     for k in whole:

@@ -16,6 +16,7 @@ from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.learning.estimators import ESTIMATORS
 from ml4dynamics.registry import gates
 from tests.conftest import REPO, run_cli, small_params, write_params
+from tests.results import result, summary
 
 TOY = Path(__file__).parent / "toy_estimators" / "huber.py"
 
@@ -27,7 +28,9 @@ def test_an_estimator_kind_is_one_module_plus_its_params_entry(tmp_path):
         package / "ml4dynamics",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    shutil.copy(TOY, package / "ml4dynamics" / "estimators" / "huber.py")  # nothing else edited
+    shutil.copy(
+        TOY, package / "ml4dynamics" / "learning" / "estimators" / "huber.py"
+    )  # no other edit
     params = small_params()
     params["estimators"]["huber"] = {"kind": "huber", "delta": 0.1}
     project = tmp_path / "project"
@@ -60,31 +63,26 @@ def test_an_estimator_kind_is_one_module_plus_its_params_entry(tmp_path):
 
 
 @pytest.fixture
-def extra_gate():
-    """A gate registered for one test: a minimum stable time on every split."""
+def extra_gate(thresholds):
+    """A gate registered for one test: a minimum stable time on every split (after params.yaml's
+    thresholds were read for the gates registered before it)."""
 
     @gates.gate("stable_for", min_stable_time="time every trajectory stays bounded, e.g. 5")
     def stable_for(result, limits, champion, splits):
-        worst = min(result[s]["stability_horizon"] for s in splits)
+        worst = min(result.splits[s].stability_horizon for s in splits)
         return worst >= limits["min_stable_time"], f"stable to t = {worst:g}"
 
     yield
     del gates.GATES["stable_for"]
 
 
-def test_a_gate_is_one_entry_plus_its_thresholds(extra_gate):
+def test_a_gate_is_one_entry_plus_its_thresholds(thresholds, extra_gate):
     with pytest.raises(ConfigError, match="exactly the gate thresholds"):
-        gates.parse_thresholds({"max_error": 0.5, "max_shift": 2.0})  # its threshold is missing
-    limits = gates.parse_thresholds({"max_error": 0.5, "max_shift": 2.0, "min_stable_time": 5.0})
-    summary = {
-        "trajectories": 2,
-        "stable_fraction": 1.0,
-        "stability_horizon": 3.0,
-        "error_horizon": 0.1,
-        "excess_shift": 0.5,
-    }
-    result = {"test": summary, "ood": summary, "score": 0.1}
-    outcome = {g.name: g for g in gates.check(result, limits)}
+        gates.parse_thresholds(thresholds)  # its threshold is missing
+    limits = gates.parse_thresholds({**thresholds, "min_stable_time": 5.0})
+    split = summary(stability_horizon=3.0, error_horizon=0.1 * thresholds["max_error"])
+    evaluated = result({"test": split, "ood": split})
+    outcome = {g.name: g for g in gates.check(evaluated, limits)}
     assert list(outcome) == [*gates.GATES]  # every registered gate runs, in order
     assert not outcome["stable_for"].passed and outcome["stable_for"].detail == "stable to t = 3"
     assert gates.refusal(list(outcome.values())) == "stable_for: stable to t = 3"

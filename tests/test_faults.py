@@ -23,7 +23,7 @@ import pytest
 
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.registry.packaging import load_closure_dir
-from tests.conftest import BIN, mlflow_client, small_params, write_params
+from tests.conftest import BIN, mlflow_client, promote_thresholds, small_params, write_params
 
 SPLITS = ("train", "val", "test", "ood")
 
@@ -31,7 +31,7 @@ SPLITS = ("train", "val", "test", "ood")
 def params() -> dict:
     """The small parameters, with gates loose enough that the tiny closure becomes champion."""
     p = small_params()
-    p["promote"] = {"max_error": 5.0, "max_shift": 20.0}
+    p["promote"] = promote_thresholds(scale=10)
     return p
 
 

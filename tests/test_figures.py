@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ml4dynamics.evaluation import score_split
-from ml4dynamics.reporting import figures
+from ml4dynamics.evaluation.scoring import score_split
+from ml4dynamics.reporting import figures, snapshot_panels
 
 
 def dataset(truth: np.ndarray, dims: tuple[str, str], lengths: tuple[float, float]) -> xr.Dataset:
@@ -39,7 +39,7 @@ def test_curves_count_blown_up_trajectories_instead_of_dropping_them(rollout):
     ds, pred = rollout
     summary, curves = score_split(ds, pred, bound=10.0, report_time=1.0, spatial_axes=2)
     np.testing.assert_allclose(curves["stable_fraction"], [1, 1, 0.75, 0.75, 0.5, 0.5, 0.5])
-    assert summary["blowup_times"] == [3.0, 5.0, None, None]
+    assert summary.blowup_times == (3.0, 5.0, None, None)
     error = curves["rel_error"]
     # the median of (0, 0.1, 0.1, 0.1) then of (inf, 0.1, 0.1, 0.1): it never drops when the
     # exact trajectory leaves, and it ends once half of them have blown up
@@ -61,7 +61,7 @@ def test_the_error_figure_with_blow_ups_renders(rollout, tmp_path):
         {"test": (curves["time"], curves["rel_error"])},
         "relative L2 error",
         "blow-ups",
-        stable={"test": (curves["time"], curves["stable_fraction"], summary["blowup_times"])},
+        stable={"test": (curves["time"], curves["stable_fraction"], summary.blowup_times)},
     )
     image = matplotlib.image.imread(path)
     assert image.shape[0] > image.shape[1] * 0.8  # the stable-fraction panel below the curves
@@ -71,16 +71,16 @@ def test_snapshot_colours_come_from_the_truth_and_the_channel_lies_horizontal(ro
     ds, pred = rollout
     truth, hybrid = ds.u.values[0], pred[0]
     rows = {"truth": truth, "hybrid": hybrid, "difference": hybrid - truth}
-    limits = figures.colour_limits(rows)
+    limits = snapshot_panels.colour_limits(rows)
     low, high = float(truth[:, 0].min()), float(truth[:, 0].max())
     assert limits["truth"] == limits["hybrid"] == (low, high)  # not (…, 1e57)
     assert limits["difference"] == (-(high - low) / 4, (high - low) / 4)
     axes = figures.spatial_axes(ds)
     assert list(axes) == ["x2", "x1"]
-    image, extent = figures._image(truth[0, 0], axes)
+    image, extent = snapshot_panels._image(truth[0, 0], axes)
     assert image.shape == (8, 32) and extent == pytest.approx((0.0, 4.0, 0.0, 1.0))
     # stored the other way round (x1, x2), the same field is drawn the same way
-    swapped = figures._image(truth[0, 0].T, {"x1": axes["x1"], "x2": axes["x2"]})
+    swapped = snapshot_panels._image(truth[0, 0].T, {"x1": axes["x1"], "x2": axes["x2"]})
     np.testing.assert_array_equal(swapped[0], image)
     times = ds.time.values
     path = figures.snapshots(tmp_path / "snap.png", times, rows, "channel", ["u"], axes)
@@ -96,11 +96,13 @@ def test_a_1d_field_is_drawn_as_space_time_with_time_up(tmp_path):
     truth = np.sin(x[None, None] / 5 + times[:, None, None])  # (6, 1, 16)
     hybrid = truth.copy()
     hybrid[4:] = 1e57  # blown up: must not set the colour scale
-    image, extent = figures._space_time(truth, times, {"x1": x})
+    image, extent = snapshot_panels._space_time(truth, times, {"x1": x})
     np.testing.assert_array_equal(image[2], truth[2, 0])  # row k is time k (origin lower: up)
     assert extent == pytest.approx((-1.0, 31.0, -0.25, 2.75))
     rows = {"truth": truth, "hybrid": hybrid, "difference": hybrid - truth}
-    assert figures.colour_limits(rows)["hybrid"] == pytest.approx((truth.min(), truth.max()))
+    assert snapshot_panels.colour_limits(rows)["hybrid"] == pytest.approx(
+        (truth.min(), truth.max())
+    )
     path = figures.snapshots(tmp_path / "ks.png", times, rows, "ks", ["u"], {"x1": x})
     height, width = matplotlib.image.imread(path).shape[:2]
     assert width > 2 * height  # three panels side by side

@@ -14,14 +14,14 @@ import pytest
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import sample_params, system_groups, system_of
 from ml4dynamics.systems.rollout import rollout
-from tests.conftest import run_cli, small_params, write_params
+from tests.conftest import promote_thresholds, run_cli, small_params, write_params
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ns")
     params = small_params()
-    params["promote"] = {"max_error": 5.0, "max_shift": 20.0}  # tiny training: loose gates
+    params["promote"] = promote_thresholds(scale=10)  # tiny training: loose gates
     write_params(root / "params.yaml", params)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     result = run_cli(["generate", "ns_channel"], cwd=root, env=env)

@@ -12,12 +12,22 @@ from ml4dynamics import registry
 from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_dataset, open_splits
 from ml4dynamics.datasets.pairs import system_of
-from ml4dynamics.evaluation import EvaluateConfig, evaluate_splits, split_score
+from ml4dynamics.evaluation.config import EvaluateConfig
+from ml4dynamics.evaluation.result import split_score
+from ml4dynamics.evaluation.rollouts import evaluate_splits
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import export_model
+from ml4dynamics.registry.gates import GATES
 from ml4dynamics.registry.promotion import champion_score
+from tests.results import result, summary
 
 EVALUATE = EvaluateConfig(bound=10.0, report_time=2.0)
+
+
+def candidate(data_fingerprint: str):
+    """A candidate's evaluation on the data ``data_fingerprint`` names (its numbers do not
+    matter: only the champion is scored here)."""
+    return result({"test": summary(), "ood": summary()}, data_fingerprint=data_fingerprint)
 
 
 @pytest.fixture
@@ -31,18 +41,19 @@ def register(tmp_path, system, seed: int, data_fingerprint: str, champion: bool 
     """A (randomly initialised) closure exported, registered and (by default) made champion."""
     config = LocalClosureConfig("local", 4, 1, 1)
     model = build_closure(config, system.state_field, system.closure_field, seed=seed)
-    meta = {"system": "rd", "system_config": dataclasses.asdict(system.config), "estimator": "ols"}
+    name = system.name
+    meta = {"system": name, "system_config": dataclasses.asdict(system.config), "estimator": "ols"}
     fields = {"state": system.state_field, "closure": system.closure_field}
     closure_dir = export_model(tmp_path / f"closure{seed}", "closure", model, config, meta, fields)
-    run = Run("rd", "train", "rd-ols", {})
-    version = registry.log_closure(closure_dir, system, "rd-closure")
+    run = Run(name, "train", f"{name}-ols", {})
+    version = registry.log_closure(closure_dir, system, f"{name}-closure")
     run.end()
     tags = {"data_fingerprint": data_fingerprint, "score": 9.9, "estimator": "ols"}
-    registry.set_tags("rd-closure", version, tags)
+    registry.set_tags(f"{name}-closure", version, tags)
     if not champion:
         return model, version
-    registry.set_alias("rd-closure", version, registry.CHAMPION)
-    return model, registry.version_by_alias("rd-closure", registry.CHAMPION)
+    registry.set_alias(f"{name}-closure", version, registry.CHAMPION)
+    return model, registry.version_by_alias(f"{name}-closure", registry.CHAMPION)
 
 
 def test_champion_is_scored_on_the_candidates_data(store, generated):
@@ -52,21 +63,20 @@ def test_champion_is_scored_on_the_candidates_data(store, generated):
     assert loaded_system == system and meta["estimator"] == "ols"
 
     # same data as the candidate: the score recorded on the version is used
-    same = champion_score(champion, {"data_fingerprint": "older-data"}, None, EVALUATE, system)
+    same = champion_score(champion, candidate("older-data"), None, EVALUATE, system)
     assert (same.score, same.label) == (9.9, f"v{champion.version} (ols)")
     # other data: the champion is rolled out again on the candidate's data
     score, label = dataclasses.astuple(
-        champion_score(
-            champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, system
-        )
+        champion_score(champion, candidate("current"), generated / "rd", EVALUATE, system)
     )
     splits = open_splits(generated / "rd", ("test", "ood"))
     summaries, *_ = evaluate_splits(splits, model, None, 10.0, 2.0, with_ablation=False)
-    assert score == split_score(list(summaries.values())) and "re-evaluated" in label
+    assert score == split_score(list(summaries.values()), chaotic=False)
+    assert "re-evaluated" in label
     # another grid: not comparable (the gate then passes on the candidate's own merits)
     other = type(system)(dataclasses.replace(system.config, n=16))
     score, label = dataclasses.astuple(
-        champion_score(champion, {"data_fingerprint": "current"}, generated / "rd", EVALUATE, other)
+        champion_score(champion, candidate("current"), generated / "rd", EVALUATE, other)
     )
     assert score is None and "not comparable" in label
 
@@ -84,20 +94,21 @@ def test_no_champion_says_which_gates_refused_each_version(store, generated):
     from ml4dynamics.core.errors import ML4DError
 
     system = system_of(open_dataset(generated / "rd" / "test.zarr"))
-    for seed, failed in ((1, ["finite_and_bounded"]), (2, ["max_error", "max_shift"])):
+    first, *others = GATES  # v1 fails the first registered gate, v2 all the others
+    for seed, failed in ((1, [first]), (2, others)):
         _, version = register(store, system, seed, "data", champion=False)
-        gates = {f"gate.{g}": "failed" for g in failed} | {"gate.not_worse": "passed"}
-        registry.set_tags("rd-closure", version, {"gates": "failed", **gates})
+        outcome = {f"gate.{g}": "failed" if g in failed else "passed" for g in GATES}
+        registry.set_tags("rd-closure", version, {"gates": "failed", **outcome})
     with pytest.raises(ML4DError) as refused:
         registry.load_registered("models:/rd-closure@champion")
     assert str(refused.value) == (
-        "rd-closure has no champion: all 2 versions failed their gates (v1 (ols): "
-        "finite_and_bounded; v2 (ols): max_error, max_shift); to run one anyway, name its "
+        f"rd-closure has no champion: all 2 versions failed their gates (v1 (ols): "
+        f"{first}; v2 (ols): {', '.join(sorted(others))}); to run one anyway, name its "
         "version, e.g. models:/rd-closure/2"
     )
     _, _, meta = registry.load_registered("models:/rd-closure/2")
     assert meta["registry"]["version"] == 2 and meta["registry"]["gates"] == "failed"
-    assert meta["registry"]["failed_gates"] == ["max_error", "max_shift"]
+    assert meta["registry"]["failed_gates"] == sorted(others)
 
 
 def test_a_run_in_a_dvc_experiment_is_named_after_it(store, monkeypatch):
@@ -136,3 +147,35 @@ def test_registering_a_closure_gives_no_advice_about_a_missing_signature(store, 
         registry.load_registered("models:/rd-closure@champion")
     said = [str(w.message) for w in caught]
     assert not [m for m in said if "type hints" in m or "input example" in m], said
+
+
+def test_the_benchmark_scores_a_chaotic_system_as_promotion_does(store, tmp_path):
+    """ks is chaotic: promotion scores its closures at the report time (every hybrid has
+    decorrelated from the truth by the horizon). The golden benchmark scores the same closure on
+    the same data by that same score — not by the error at the horizon, which it once used."""
+    from ml4dynamics.config import parse_params
+    from ml4dynamics.datasets import generate_split, write_datasets
+    from ml4dynamics.pipeline.benchmark import RECIPE, score
+    from tests.conftest import small_params
+
+    setup = parse_params({"ks": small_params()["ks"]}).setup("ks")
+    provenance = {"ml4dynamics_version": "t", "git_revision": "t"}
+    root = tmp_path / "benchmark"
+    write_datasets({s: generate_split(setup, s, provenance) for s in ("test", "ood")}, root / "ks")
+    (root / RECIPE).write_text(f"evaluate: {EVALUATE.as_dict()}\n")
+    system = system_of(open_dataset(root / "ks" / "test.zarr"))
+    assert system.chaotic
+    _, champion = register(store, system, seed=6, data_fingerprint="older-data")
+
+    scores = score(["models:/ks-closure@champion"], root, tmp_path / "scores.json")
+    benchmarked = scores["models"]["models:/ks-closure@champion"]
+    promoted = champion_score(champion, candidate("current"), root / "ks", EVALUATE, system)
+    assert "re-evaluated" in promoted.label  # (other data: rolled out again, as the benchmark)
+    assert benchmarked["score_metric"] == "error_t2"  # ks's report time in SMALL_PARAMS
+    assert promoted.score is not None and benchmarked["score"] == promoted.score
+    at_report = [benchmarked[s]["error_t2"] for s in ("test", "ood")]
+    assert benchmarked["score"] == pytest.approx(sum(at_report) / 2, rel=1e-15)
+    # what the benchmark once scored: the error at the horizon (None: blown up by then)
+    horizon = [benchmarked[s]["error_horizon"] for s in ("test", "ood")]
+    once = None if None in horizon else sum(horizon) / 2
+    assert once is None or once != pytest.approx(benchmarked["score"])

@@ -4,31 +4,31 @@ from __future__ import annotations
 
 import json
 
+from ml4dynamics.evaluation.result import EvaluationResult
+from ml4dynamics.reporting.benches import bench_section
 from ml4dynamics.reporting.report import (
     README_END,
     README_START,
-    bench_section,
     fill_readme,
     generated_text,
     linear_section,
-    number,
     sweep_settings,
     system_section,
 )
+from ml4dynamics.reporting.tables import number
 from tests.conftest import run_cli
+from tests.results import coarse_alone, result, summary
 
 
-def evaluation(error_horizon, stable=1.0):
-    split = {
-        "horizon": 30.0,
-        "error_t10": 0.1,
-        "error_t10_sq": 0.01,
-        "error_horizon": error_horizon,
-        "stable_fraction": stable,
-        "excess_shift": 0.5,
-        "error_vs_ablation": 12.0,
-    }
-    return {"val": dict(split), "test": dict(split), "ood": dict(split)}
+def evaluation(error_horizon, stable=1.0, chaotic=False, **splits) -> EvaluationResult:
+    """Every split at t = 30 with ``error_horizon``, 0.1 at the report time t = 10, the shift
+    0.5 and 12 times the ablation's error; ``splits`` replaces a split's own numbers."""
+    plain = {"error_horizon": error_horizon, "stable_fraction": stable, "error_vs_ablation": 12.0}
+    return result(
+        {s: summary(**(plain | splits.get(s, {}))) for s in ("val", "test", "ood")},
+        chaotic,
+        "ks" if chaotic else "rd",
+    )
 
 
 PROMOTION = {
@@ -67,13 +67,17 @@ def test_a_system_table_says_which_gates_refused_and_marks_blow_ups():
 
 
 def test_a_system_with_an_energy_spectrum_shows_its_error_beside_the_coarse_solver_alone():
-    chaotic = evaluation(1.4)
-    chaotic["score_metric"] = "error_t10"  # scored (and λ chosen) at the report time
-    chaotic["val"]["error_t10"] = 0.07
-    chaotic["ood"]["error_t10"] = 0.3
-    chaotic["test"].update(spectrum_error=0.05, coarse_alone={"spectrum_error": 0.21})
-    blown = evaluation(None, stable=0.5)
-    blown["test"].update(spectrum_error=None, coarse_alone={"spectrum_error": 0.21})
+    base = coarse_alone(spectrum_error=0.21)
+    chaotic = evaluation(  # scored (and λ chosen) at the report time
+        1.4,
+        chaotic=True,
+        val={"error_report": 0.07},
+        test={"spectrum_error": 0.05, "coarse_alone": base},
+        ood={"error_report": 0.3},
+    )
+    assert chaotic.score_metric == "error_t10"
+    test = {"spectrum_error": None, "coarse_alone": base}
+    blown = evaluation(None, stable=0.5, chaotic=True, test=test)
     text = system_section("ks", {"ols": chaotic, "tr": blown}, {}, None, None)
     assert "| test spectrum error (coarse solver alone) |" in text
     assert "| estimator | val error (t = 10) |" in text and "| ols | 0.07 |" in text
@@ -116,7 +120,7 @@ def test_the_linear_table_has_both_noises():
 def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
     ev = tmp_path / "metrics" / "rd" / "evaluate"
     ev.mkdir(parents=True)
-    (ev / "ols.json").write_text(json.dumps(evaluation(0.2)))
+    (ev / "ols.json").write_text(json.dumps(evaluation(0.2).to_json()))
     sweeps = tmp_path / "sweep"
     sweeps.mkdir()
     for name in ("rd", "ks"):  # every committed sweep gets its section
@@ -127,7 +131,8 @@ def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
     # an opt-in system's pipeline run once, its metrics folder committed under bench/
     snapshot = tmp_path / "bench" / "ns_channel_pipeline"
     (snapshot / "evaluate").mkdir(parents=True)
-    (snapshot / "evaluate" / "tr.json").write_text(json.dumps(evaluation(None, stable=0.8)))
+    blown = evaluation(None, stable=0.8).to_json()
+    (snapshot / "evaluate" / "tr.json").write_text(json.dumps(blown))
     refusal = {"passed": False, "reason": "finite_and_bounded: test: 1 of 5 blow up"}
     promotion = {"candidates": {"tr": refusal | {"gates": {}}}}
     (snapshot / "promotion.json").write_text(json.dumps(promotion))
@@ -208,7 +213,7 @@ def test_a_committed_sweep_says_which_closure_it_was_run_with():
 
 
 def test_the_solver_table_shows_each_ratio_of_one_run():
-    from ml4dynamics.reporting.report import solver_bench_section
+    from ml4dynamics.reporting.benches import solver_bench_section
 
     record = {
         "repeats": 5,
@@ -241,7 +246,7 @@ def test_ml4d_report_rewrites_the_readmes_generated_tables_and_nothing_else(tmp_
     leaves README.md and the results page as they were."""
     ev = tmp_path / "metrics" / "rd" / "evaluate"
     ev.mkdir(parents=True)
-    (ev / "ols.json").write_text(json.dumps(evaluation(0.2)))
+    (ev / "ols.json").write_text(json.dumps(evaluation(0.2).to_json()))
     sweeps = tmp_path / "sweep"
     sweeps.mkdir()
     (sweeps / "rd_table.md").write_text("| setting | ols |\n|---|---|\n| params.yaml | 0.5 |\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.evaluation.shift_correlation import correlate, ranks, spearman, units
 from tests.conftest import run_cli
+from tests.results import result as evaluated
+from tests.results import summary
 
 
 def test_ranks_average_ties():
@@ -26,37 +29,32 @@ def test_spearman_known_values():
         spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
 
 
-def _summary(error, shift, stable=1.0):
-    return {
-        "error_horizon": error,
-        "excess_shift": shift,
-        "stable_fraction": stable,
-        "stability_horizon": 4.0,
-    }
+def _summary(error, shift, stable=1.0, **values):
+    return summary(
+        error_horizon=error,
+        excess_shift=shift,
+        stable_fraction=stable,
+        stability_horizon=4.0,
+        **values,
+    )
 
 
 def test_units_use_swept_groups_and_skip_blow_ups(tmp_path):
-    metrics = {
-        "system": "ns_channel",
-        "estimator": "ols",
-        "test": {
-            **_summary(None, None, 0.5),
-            "by_re": {"100": _summary(0.1, 0.5), "500": _summary(None, None, 0.0)},
-        },
-        "ood": _summary(0.4, 1.5),
-    }
+    by_re = {"100": _summary(0.1, 0.5), "500": _summary(None, None, 0.0)}
+    test = _summary(None, None, 0.5, by={"re": by_re})
+    metrics = evaluated({"test": test, "ood": _summary(0.4, 1.5)}, system="ns_channel")
     rows = units(metrics, "x.json")
     assert [r["unit"] for r in rows] == ["test re=100", "test re=500", "ood"]
-    other = {"system": "rd", "estimator": "ols", "test": _summary(0.2, 1.0), "ood": None}
+    other = evaluated({"test": _summary(0.2, 1.0)})  # (no ood: nothing ranked of it)
     # the stage's own files: metrics/<system>/evaluate/<estimator>.json
     for system, name, m in (
         ("ns_channel", "ols", metrics),
-        ("ns_channel", "tr", {**metrics, "estimator": "tr"}),
+        ("ns_channel", "tr", dataclasses.replace(metrics, estimator="tr")),
         ("rd", "ols", other),
     ):
         folder = tmp_path / "metrics" / system / "evaluate"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.json").write_text(json.dumps(m))
+        (folder / f"{name}.json").write_text(json.dumps(m.to_json()))
     done = run_cli(["shift-correlation", "ns_channel", "rd"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     written = json.loads((tmp_path / "metrics" / "shift_correlation.json").read_text())

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ml4dynamics.evaluation import score_split
+from ml4dynamics.evaluation.result import UNMEASURED
+from ml4dynamics.evaluation.scoring import score_split
 from ml4dynamics.evaluation.spectrum import BANDS, band_shares, energy_spectrum, spectrum_error
 
 
@@ -60,15 +61,16 @@ def test_evaluation_averages_the_spectrum_over_the_frames_from_the_report_time()
     early = u.copy()
     early[:, 1:4] *= 3.0  # off before the report time (t = 4) only: not in the window
     summary, _ = score_split(ds, early, 100.0, 4.0, spatial_axes=1, spectrum_weight=0)
-    assert summary["spectrum_error"] == pytest.approx(0.0, abs=1e-12)
+    assert summary.spectrum_error == pytest.approx(0.0, abs=1e-12)
     late = u.copy()
     late[:, 4:] *= 3.0  # off from the report time on: every window frame's energy x 9
     summary, _ = score_split(ds, late, 100.0, 4.0, spatial_axes=1, spectrum_weight=0)
-    assert summary["spectrum_error"] == pytest.approx(math.log10(9), rel=1e-12)
+    assert summary.spectrum_error == pytest.approx(math.log10(9), rel=1e-12)
     # no spectrum for a system without one, and none when the window is empty
-    assert "spectrum_error" not in score_split(ds, late, 100.0, 4.0, spatial_axes=1)[0]
+    plain, _ = score_split(ds, late, 100.0, 4.0, spatial_axes=1)
+    assert plain.spectrum_error is UNMEASURED
     beyond, _ = score_split(ds, late, 100.0, 20.0, spatial_axes=1, spectrum_weight=0)
-    assert beyond["spectrum_error"] is None
+    assert beyond.spectrum_error is None
 
 
 def test_band_shares_split_the_energy_at_the_two_thirds_cut_off_and_the_nyquist_wavenumber():

@@ -101,7 +101,7 @@ def test_a_zero_closure_lands_on_the_coarse_rung_and_finer_solvers_last_longer(t
 
 def test_the_results_page_lists_the_ladder_from_coarse_to_fine():
     """JSON sorts names ('solver 112' before 'solver 64'): the page orders rungs by grid."""
-    from ml4dynamics.reporting.report import speedup_section
+    from ml4dynamics.reporting.benches import speedup_section
 
     def rung(n, t):
         acc = {"mean": t, "interval": [t, t], "censored": 0}

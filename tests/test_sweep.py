@@ -8,8 +8,10 @@ import math
 import pytest
 
 from ml4dynamics.core.errors import ML4DError
-from ml4dynamics.studies import sweep
-from ml4dynamics.studies.sweep import compare, merge, render, run
+from ml4dynamics.studies import trial_compare
+from ml4dynamics.studies.sweep import run
+from ml4dynamics.studies.trial_compare import compare
+from ml4dynamics.studies.trial_records import merge, render
 from ml4dynamics.studies.trial_tables import choose_lam, choose_trial, stability_table, table
 from tests.conftest import run_cli, small_params, write_params
 
@@ -240,9 +242,9 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     paths[1].write_text(json.dumps(_trial(120, optim, runs)))
     out = tmp_path / "cmp.md"
     drawn = {}
-    draw = sweep.figures.budget_curves
+    draw = trial_compare.figures.budget_curves
     monkeypatch.setattr(
-        sweep.figures, "budget_curves", lambda p, c, t: drawn.update(c) or draw(p, c, t)
+        trial_compare.figures, "budget_curves", lambda p, c, t: drawn.update(c) or draw(p, c, t)
     )
     text = compare(paths, out, "ml4d sweep --compare …")
     assert (tmp_path / "cmp.png").is_file()

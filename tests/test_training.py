@@ -16,16 +16,18 @@ import jax
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from flax import nnx
 
 from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.learning.aggregation import for_estimator
 from ml4dynamics.learning.closure_training import frozen, train_closure
 from ml4dynamics.learning.estimators import parse_estimator
 from ml4dynamics.learning.training import OptimConfig, convergence, convergence_warning
 from ml4dynamics.models import LocalClosureConfig, build_closure
 from ml4dynamics.models.io import load_model
-from tests.conftest import BIN, mlflow_client, run_cli, small_params, write_params
+from tests.conftest import BIN, REPO, mlflow_client, run_cli, small_params, write_params
 
 EPOCHS = 10  # long enough that a signal after the first checkpoint lands mid-run
 
@@ -165,26 +167,21 @@ def test_a_changed_config_does_not_resume_anothers_checkpoint(straight, tmp_path
     assert len(store(root).get_metric_history(runs[0].info.run_id, "train_loss")) == EPOCHS
 
 
-ESTIMATORS = [
-    ("ols", "projector"),
-    ("mols", "projector"),
-    ("aols", "projector"),
-    ("tr", "gradient"),
-    ("tr", "projector"),
-]
+#: params.yaml's estimators (name → entry): every kind the pipeline trains, a new one included
+#: with its entry there
+ESTIMATORS = yaml.safe_load((REPO / "params.yaml").read_text())["estimators"]
 
 
-@pytest.mark.parametrize(("kind", "normal"), ESTIMATORS)
-def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, kind, normal):
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, name):
     ds = open_dataset(base_project / "data" / "rd" / "train.zarr")
     system = system_of(ds)
     manifold, _ = load_model(
         base_project / "models" / "rd" / "manifold", "manifold", system.state_field
     )
     recon = frozen(manifold)
-    own = {"ols": {}, "mols": {"wd": 1e-4}, "aols": {"sigma": 0.01}, "tr": {"normal": normal}}
     reg = parse_estimator(
-        {"kind": kind, **own[kind]}, f"estimators.{kind}", {"reg": {"lam": 1.0, "eps": 1e-8}}
+        ESTIMATORS[name], f"estimators.{name}", {"reg": {"lam": 1.0, "eps": 1e-8}}
     )
     data = as_pairs(ds)
     scored = reg.prepare(data, recon)
@@ -208,12 +205,13 @@ def test_short_rd_training_lowers_the_loss_for_every_estimator(base_project, kin
         data,
         reconstruct=recon,
         progress=False,
+        grow=for_estimator(reg, ds, seed=0),  # the hybrid's own states (dagger), else None
     )
     after = loss_now()
     assert after < 0.8 * before, (before, after)
     losses = [h["train_loss"] for h in history.epochs]
     assert losses[-1] < losses[0]
-    if kind == "tr":
+    if reg.kind == "tr":
         assert "train_tr_penalty" in history.epochs[0]
 
 

@@ -141,6 +141,9 @@ def split_variants(
     return out
 
 
+#: the stage sections that hold one entry per system: with its own section, what a system needs
+SYSTEM_STAGE_SECTIONS = ("manifold", "train", "reg")
+
 #: top-level sections that belong to a stage, not a system; each is parsed by the module that
 #: owns it (``training.network_stage``, ``estimators.estimator_config``, ``gates.configured``,
 #: ``evaluation.evaluate_config``, ``linear_theory.theory_config``) when its stage runs, so a
@@ -168,10 +171,21 @@ class Params:
     def setup(self, name: str) -> SystemSetup:
         known_system(name)
         if name not in self.systems:
-            raise ML4DError(
-                f"params.yaml has no section {name!r}; add one with 'system' and 'data' keys"
-            )
+            raise self.missing_sections(name)
         return self.systems[name]
+
+    def missing_sections(self, name: str) -> ML4DError:
+        """One line naming every section of system ``name`` the file lacks (its own, with
+        ``system`` and ``data``, and its entries under ``SYSTEM_STAGE_SECTIONS``)."""
+        missing = [] if name in self.systems else [f"'{name}' (with 'system' and 'data')"]
+        for section in SYSTEM_STAGE_SECTIONS:
+            entries = self.raw.get(section)
+            if not (isinstance(entries, Mapping) and name in entries):
+                missing.append(f"'{section}.{name}'")
+        return ML4DError(
+            f"{self.path} lacks the sections of system {name!r}: {', '.join(missing)}; add them "
+            "as the other systems have theirs (see the repository's params.yaml)"
+        )
 
     def has(self, section: str) -> bool:
         return section in self.raw

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
-from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.base import ExactClosure, SystemConfig
 
 LAPLACIANS = ("fd2", "spectral")
 
@@ -87,7 +87,7 @@ def second_derivative_symbol(n: int, length: float, kind: str) -> np.ndarray:
     return -(4 / h**2) * np.sin(k * h / 2) ** 2 if kind == "fd2" else -(k**2)
 
 
-class Heat(System):
+class Heat(ExactClosure):
     name: ClassVar[str] = "heat"
     config_class: ClassVar[type[SystemConfig]] = HeatConfig
     config: HeatConfig

@@ -20,7 +20,7 @@ import xarray as xr
 from ml4dynamics.config import SystemSetup, jsonable
 from ml4dynamics.core.errors import DatasetError
 from ml4dynamics.datasets.pairs import system_groups
-from ml4dynamics.systems import System, make_system
+from ml4dynamics.systems import CoarseGridClosure, System, make_system
 
 #: the code that computes a generated dataset: the deps of the DVC stage ``generate`` without the
 #: command's glue (CLI table, stage module; tests/test_dvc_dependencies.py checks the two
@@ -75,12 +75,12 @@ def _noisy_trajectories(system, keys, q, warmup_steps, steps, store_every, sigma
 
 def noisy_references(ds: xr.Dataset, sigma: float, seed: int = 0) -> np.ndarray:
     """Every trajectory of the generated split ``ds`` run again from its own random start with
-    the ablation's noise ``(σ, seed)`` (``System.reference_with_noise``): states shaped like
-    ``ds.u``, equal to them for σ = 0. For systems whose exact closure needs more than the
-    stored state (a coarse grid closed by a fine solver)."""
+    the ablation's noise ``(σ, seed)`` (``CoarseGridClosure.reference_with_noise``): states
+    shaped like ``ds.u``, equal to them for σ = 0. For systems whose exact closure needs more
+    than the stored state (a coarse grid closed by a fine solver)."""
     out = np.empty_like(ds.u.values)
     for system, idx, q in system_groups(ds):
-        if not system.has_reference_with_noise:
+        if not (isinstance(system, CoarseGridClosure) and system.noisy_reference):
             raise ValueError(f"{system.name} has no reference run with the ablation's noise")
         keys = initial_keys(int(ds.attrs["seed"]), jnp.asarray(idx))
         q = {name: jnp.asarray(v) for name, v in q.items()}

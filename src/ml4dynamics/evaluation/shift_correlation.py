@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.evaluation.result import EvaluationResult, or_none
 
 SPLITS = ("test", "ood")
 
@@ -41,32 +42,28 @@ def spearman(x: Iterable[float], y: Iterable[float]) -> float:
     return float(np.sum(rx * ry) / denom)
 
 
-def units(metrics: dict[str, Any], source: str) -> list[dict[str, Any]]:
-    """The scored groups of one evaluation file (see the module docstring)."""
+def units(result: EvaluationResult, source: str) -> list[dict[str, Any]]:
+    """The scored groups of one evaluation (see the module docstring)."""
     out = []
     for split in SPLITS:
-        summary = metrics.get(split)
+        summary = result.splits.get(split)
         if summary is None:
             continue
-        groups = {k: v for k, v in summary.items() if k.startswith("by_")}
-        if groups:
-            members = [
-                (f"{split} {key[3:]}={value}", s)
-                for key, by in groups.items()
-                for value, s in by.items()
-            ]
-        else:
-            members = [(split, summary)]
+        members = [
+            (f"{split} {name}={value}", s)
+            for name, groups in summary.by.items()
+            for value, s in groups.items()
+        ] or [(split, summary)]
         for label, s in members:
             out.append(
                 {
-                    "system": metrics["system"],
-                    "estimator": metrics["estimator"],
+                    "system": result.system,
+                    "estimator": result.estimator,
                     "unit": label,
-                    "error_horizon": s["error_horizon"],
-                    "excess_shift": s.get("excess_shift"),
-                    "stable_fraction": s["stable_fraction"],
-                    "stability_horizon": s["stability_horizon"],
+                    "error_horizon": s.error_horizon,
+                    "excess_shift": or_none(s.excess_shift),
+                    "stable_fraction": s.stable_fraction,
+                    "stability_horizon": s.stability_horizon,
                     "source": source,
                 }
             )

@@ -6,7 +6,7 @@ instead adds those states to the training set: before each round r >= 1 the curr
 rolled out from the first frame of every training trajectory over its whole length, exactly as
 the a-posteriori evaluation does (``simulation.hybrid.hybrid_rollouts``), and every stored frame
 that has not blown up is labelled with the system's *exact* closure at that state and time. It needs
-a system whose closure can be computed for any state (``System.has_exact_closure``: rd's
+a system whose closure can be computed for any state (an ``ExactClosure``: rd's
 reaction, ns_channel's pressure Poisson solve), not one whose labels come from a finer solver.
 
 Each round adds a fixed number of samples (drawn from the valid frames, with replacement when
@@ -26,6 +26,7 @@ from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.datasets.pairs import system_groups
 from ml4dynamics.learning.training import Grow
 from ml4dynamics.simulation.hybrid import blown_up, hybrid_rollouts, network_closure
+from ml4dynamics.systems import SYSTEMS, ExactClosure
 
 
 def hybrid_states(ds: xr.Dataset, model, bound: float) -> dict[str, Any]:
@@ -97,9 +98,10 @@ def grower(ds: xr.Dataset, bound: float, size: int, seed: int) -> Grow:
 
 def _require_exact_closure(ds: xr.Dataset) -> None:
     system = system_groups(ds)[0][0]
-    if not system.has_exact_closure:
+    if not isinstance(system, ExactClosure):
+        exact = ", ".join(n for n, cls in SYSTEMS.items() if issubclass(cls, ExactClosure))
         raise ML4DError(
             f"{system.name} has no exact closure of an arbitrary state (its labels come from a "
             "finer solver), so the hybrid's states cannot be labelled: use dagger on a system "
-            "with one (rd, ns_channel, linear)"
+            f"with one ({exact})"
         )

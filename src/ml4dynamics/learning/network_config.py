@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ml4dynamics.config import known_system
-from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.validation import parse, parse_tagged, require
 from ml4dynamics.learning.training import OptimConfig
 from ml4dynamics.models import CLOSURE_KINDS, MANIFOLD_KINDS, ClosureConfig, ManifoldConfig
@@ -42,15 +41,13 @@ def network_stage(params, section: str, system: str) -> NetworkStage:
     """``section.system`` of params.yaml (section ``manifold`` or ``train``), validated."""
     known_system(system)
     if not params.has(section) or system not in (params.raw[section] or {}):
-        raise ML4DError(
-            f"params.yaml has no section '{section}.{system}'; add one with 'model' and "
-            "'optim' keys"
-        )
+        raise params.missing_sections(system)
     return params.parse(lambda raw, key: parse_network_stage(raw, key, section), section, system)
 
 
 def all_network_stages(params, section: str) -> dict[str, NetworkStage]:
-    """Every system's entry of ``section`` (for ``ml4d params``)."""
+    """Every system's entry of ``section`` (for ``ml4d params``); a system configured in the
+    file without one is refused, naming every section it lacks."""
     raw = params.raw.get(section) or {}
     require(
         isinstance(raw, Mapping),
@@ -65,4 +62,7 @@ def all_network_stages(params, section: str) -> dict[str, NetworkStage]:
             "not a known system",
             f"use one of: {', '.join(SYSTEMS)}",
         )
+    for name in params.systems:
+        if name not in raw:
+            raise params.missing_sections(name)
     return {name: network_stage(params, section, name) for name in raw}

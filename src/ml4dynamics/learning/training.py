@@ -7,7 +7,8 @@ step (or between two rounds), save a checkpoint at that position and raise ``Int
 
 Rounds (DAgger): the training set may grow between rounds of ``epochs`` epochs each; epochs are
 counted globally across rounds, and the samples added so far are saved with every checkpoint, so a
-resumed run never asks for a round's samples twice.
+resumed run never asks for a round's samples twice (``rounds``: what a round adds, the set it
+trains on, a checkpoint's position).
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ from tqdm import tqdm
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.faults import kill_point
 from ml4dynamics.core.validation import require, require_positive
+from ml4dynamics.learning.rounds import (
+    Batch,
+    Grow,
+    RoundData,
+    Schedule,
+    check_rounds,
+    grown_leaves,
+    round_data,
+)
 from ml4dynamics.models.checkpoints import RunCheckpoints
 
-Batch = dict[str, jax.Array]
-#: ``grow(model, r)``: the samples added to the training set before round r >= 1
-Grow = Callable[[nnx.Module, int], Batch]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -153,10 +160,6 @@ def convergence_warning(converged: dict[str, Any], who: str, lr: str, epochs: st
     return None
 
 
-def _batches(n: int, batch_size: int) -> int:
-    return 1 if batch_size in (0, n) or batch_size > n else n // batch_size
-
-
 def make_step(loss_fn: LossFn, regulariser: Callable[[nnx.Module], jax.Array] | None = None):
     """The compiled optimisation step ``step(model, optimizer, data, idx, key)``: gathers the
     batch ``data[idx]``, adds ``regulariser(model)`` to the loss, updates in place, and returns
@@ -178,32 +181,6 @@ def make_step(loss_fn: LossFn, regulariser: Callable[[nnx.Module], jax.Array] | 
     return step
 
 
-def _grown_leaves(new: Batch, train: Batch, r: int, size: int | None = None) -> list[jax.Array]:
-    """The arrays of ``grow``'s batch for round ``r``, checked against the training set."""
-    where = f"grow(model, {r})"
-    if jax.tree.structure(new) != jax.tree.structure(train):
-        raise ML4DError(
-            f"{where} returned {jax.tree.structure(new)}; it must have the keys of the training "
-            f"set, {jax.tree.structure(train)}"
-        )
-    leaves = [jnp.asarray(a) for a in jax.tree.leaves(new)]
-    for a, b in zip(jax.tree.leaves(train), leaves, strict=True):
-        if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
-            raise ML4DError(
-                f"{where} returned an array of shape {b.shape} ({b.dtype}) for one of shape "
-                f"(N, {', '.join(map(str, a.shape[1:]))}) ({a.dtype}); return samples like the "
-                "training set's"
-            )
-    if len({b.shape[0] for b in leaves}) > 1:
-        raise ML4DError(f"{where} returned arrays with different numbers of samples")
-    if size is not None and leaves[0].shape[0] != size:
-        raise ML4DError(
-            f"{where} returned {leaves[0].shape[0]} samples, but the schedule was laid out for "
-            f"grow_size={size}; return exactly that many"
-        )
-    return leaves
-
-
 def _accumulate(running: dict[str, float], pending: list[dict[str, jax.Array]]) -> None:
     """Add the steps' values in ``pending`` to ``running`` in order (as Python floats, so the
     sum is the same as adding each as it came) and empty ``pending``."""
@@ -213,13 +190,120 @@ def _accumulate(running: dict[str, float], pending: list[dict[str, jax.Array]]) 
     pending.clear()
 
 
-def _concatenate(train: Batch, grown: list[list[jax.Array]]) -> Batch:
-    """The training set of the round after ``grown``: ``train`` with every grown batch appended."""
-    if not grown:
-        return train
-    leaves = jax.tree.leaves(train)
-    joined = [jnp.concatenate([a, *(g[i] for g in grown)]) for i, a in enumerate(leaves)]
-    return jax.tree.unflatten(jax.tree.structure(train), joined)
+@dataclasses.dataclass
+class _Progress:
+    """What a checkpoint keeps besides the model and the optimiser: the history, the position
+    to resume at (``epoch``, ``step``), the running sums of that epoch's steps, and the arrays
+    each round r >= 1 added, in order."""
+
+    history: History = dataclasses.field(default_factory=History)
+    epoch: int = 0
+    step: int = 0
+    running: dict[str, float] = dataclasses.field(default_factory=dict)
+    grown: list[list[jax.Array]] = dataclasses.field(default_factory=list)
+
+
+def _restore(
+    checkpoints: RunCheckpoints | None, model: nnx.Module, optimizer: nnx.Optimizer
+) -> _Progress:
+    """The progress of the latest checkpoint, whose model and optimiser state it restores in
+    place; a fresh start without one."""
+    meta = None if checkpoints is None else checkpoints.restore_latest(model, optimizer)
+    if meta is None:
+        return _Progress()
+    grown = meta.get("grown", [])
+    return _Progress(History(meta["history"]), meta["epoch"], meta["step"], meta["running"], grown)
+
+
+def _epoch_metrics(
+    running: dict[str, float], per_epoch: int, validation: dict[str, float]
+) -> dict[str, float]:
+    """An epoch's metrics: each running sum over its steps as a mean per step, ``train_``
+    prefixed, then the ``validation`` metrics."""
+    metrics = {f"train_{k}": v / per_epoch for k, v in running.items()}
+    metrics.update(validation)
+    return metrics
+
+
+@dataclasses.dataclass
+class _Run:
+    """One call of ``fit`` under way: the model, its optimiser and compiled ``step``, where the
+    run stands (``state``: what ``save`` checkpoints), its progress bar and the signal flag
+    checked between steps. The bar is closed before the run stops with an error."""
+
+    model: nnx.Module
+    optimizer: nnx.Optimizer
+    step: Callable
+    checkpoints: RunCheckpoints | None
+    schedule: Schedule
+    state: _Progress
+    bar: Any
+    flag: _SignalFlag
+
+    def save(self, epoch: int, step_in_epoch: int) -> None:
+        """Checkpoint the model, the optimiser and ``state`` at (``epoch``, ``step_in_epoch``)."""
+        if self.checkpoints is not None:
+            meta = {
+                "epoch": epoch,
+                "step": step_in_epoch,
+                "history": self.state.history.epochs,
+                "running": self.state.running,
+            }
+            position = self.schedule.position(epoch, step_in_epoch, self.state.grown)
+            self.checkpoints.save(position, self.model, self.optimizer, meta, self.state.grown)
+
+    def stop_if_signalled(self, epoch: int, step_in_epoch: int) -> None:
+        """After a signal, raise ``Interrupted`` at the position just saved."""
+        if self.flag.signum is not None:
+            self.bar.close()
+            raise Interrupted(self.flag.signum, epoch, step_in_epoch)
+
+    def enter_round(
+        self, epoch: int, r: int, train: Batch, grow: Grow | None, grow_size: int | None
+    ) -> RoundData:
+        """Round ``r``'s training set; first its new samples, drawn and saved before any
+        training on them, unless a resumed run already has them."""
+        grown = self.state.grown
+        if len(grown) < r:
+            grown.append(grown_leaves(grow(self.model, r), train, r, grow_size))
+            self.save(epoch, 0)
+            self.stop_if_signalled(epoch, 0)
+        return round_data(train, grown[:r], self.schedule.batch_size)
+
+    def train_epoch(
+        self, epoch: int, first: int, current: RoundData, roots: tuple[jax.Array, jax.Array]
+    ) -> None:
+        """Steps ``first`` to the last of epoch ``epoch``, their values added to the running
+        sums (reset at step 0); after a signal, save after the step under way and stop."""
+        shuffle_root, noise_root = roots
+        # the epoch's order on the host: slicing it per step dispatches nothing
+        order = np.asarray(
+            jax.random.permutation(jax.random.fold_in(shuffle_root, epoch), current.n)
+        )
+        epoch_key = jax.random.fold_in(noise_root, epoch)
+        if first == 0:
+            self.state.running = {}
+        pending: list[dict[str, jax.Array]] = []
+        for s in range(first, current.per_epoch):
+            idx = order[s * current.size : (s + 1) * current.size]
+            key = jax.random.fold_in(epoch_key, s)
+            loss, parts = self.step(self.model, self.optimizer, current.data, idx, key)
+            # kept on the device until the epoch ends: reading a value each step would wait
+            # for it, and the next step could not be dispatched while this one runs
+            pending.append({"loss": loss, **parts})
+            if self.flag.signum is not None:
+                _accumulate(self.state.running, pending)
+                self.save(epoch, s + 1)
+                self.stop_if_signalled(epoch, s + 1)
+        _accumulate(self.state.running, pending)
+
+    def require_finite(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One clear error when training diverged: an epoch's metric is not finite."""
+        if not all(jnp.isfinite(v) for v in metrics.values()):
+            self.bar.close()
+            raise ML4DError(
+                f"training diverged at epoch {epoch}: {metrics}; lower the learning rate"
+            )
 
 
 def fit(
@@ -252,107 +336,35 @@ def fit(
     advance: give ``grow_size``, the samples every round adds (``grow`` must return exactly
     that many); otherwise rounds need ``schedule: constant``.
     """
-    if rounds < 1:
-        raise ML4DError(f"rounds must be >= 1, got {rounds}")
-    if rounds > 1 and grow is None:
-        raise ML4DError(f"rounds={rounds} needs a grow function: round r >= 1 adds grow(model, r)")
-    if rounds > 1 and config.schedule != "constant" and grow_size is None:
-        raise ML4DError(
-            f"schedule {config.schedule!r} decays over a known number of steps, but rounds grow "
-            "the data (more steps per epoch each round): use schedule: constant with rounds, "
-            "or a grow of a fixed size (grow_size)"
-        )
+    check_rounds(rounds, grow, config.schedule, grow_size)
     epochs, total = config.epochs, rounds * config.epochs
-    n0 = jax.tree.leaves(train)[0].shape[0]
-    added = grow_size or 0
-    steps = sum(epochs * _batches(n0 + r * added, config.batch_size) for r in range(rounds))
-    optimizer = nnx.Optimizer(model, config.transform(steps), wrt=nnx.Param)
+    schedule = Schedule(jax.tree.leaves(train)[0].shape[0], epochs, rounds, config.batch_size)
+    optimizer = nnx.Optimizer(
+        model, config.transform(schedule.planned_steps(grow_size)), wrt=nnx.Param
+    )
     root = jax.random.key(config.seed)
-    shuffle_root, noise_root = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
-
+    roots = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)  # shuffling, noise
     step = make_step(loss_fn, regulariser)
-    history, start_epoch, start_step, running = History(), 0, 0, {}
-    grown: list[list[jax.Array]] = []  # the arrays each round r >= 1 added, in order
-    if checkpoints is not None:
-        meta = checkpoints.restore_latest(model, optimizer)
-        if meta is not None:
-            history.epochs = meta["history"]
-            start_epoch, start_step, running = meta["epoch"], meta["step"], meta["running"]
-            grown = meta.get("grown", [])
-
-    def per_epoch_of(r: int) -> int:
-        return _batches(n0 + sum(g[0].shape[0] for g in grown[:r]), config.batch_size)
-
-    def position(epoch: int, step_in_epoch: int) -> int:
-        """The checkpoint's number: optimisation steps so far plus rounds grown (increasing,
-        and ``epoch * per_epoch + step`` for a single round)."""
-        r = min(epoch // epochs, rounds)
-        done = sum(epochs * per_epoch_of(i) for i in range(r))
-        if epoch > r * epochs or step_in_epoch:
-            done += (epoch - r * epochs) * per_epoch_of(r) + step_in_epoch
-        return done + len(grown)
-
-    def save(epoch: int, step_in_epoch: int) -> None:
-        if checkpoints is not None:
-            meta = {
-                "epoch": epoch,
-                "step": step_in_epoch,
-                "history": history.epochs,
-                "running": running,
-            }
-            checkpoints.save(position(epoch, step_in_epoch), model, optimizer, meta, grown)
-
+    state = _restore(checkpoints, model, optimizer)
     bar = tqdm(
         total=total,
-        initial=start_epoch,
+        initial=state.epoch,
         desc=description,
         disable=not progress,
         unit="epoch",
         leave=False,
     )
-    data, n, per_epoch, size = train, n0, 0, 0  # of the current round, set on entering it
     with _SignalFlag() as flag:
-        for epoch in range(start_epoch, total):
+        run = _Run(model, optimizer, step, checkpoints, schedule, state, bar, flag)
+        for epoch in range(state.epoch, total):
             r = epoch // epochs
-            if epoch == start_epoch or epoch == r * epochs:  # entering (or resuming) round r
-                if len(grown) < r:
-                    grown.append(_grown_leaves(grow(model, r), train, r, grow_size))
-                    save(epoch, 0)  # the new samples are kept before any training on them
-                    if flag.signum is not None:
-                        bar.close()
-                        raise Interrupted(flag.signum, epoch, 0)
-                data = _concatenate(train, grown[:r])
-                n = jax.tree.leaves(data)[0].shape[0]
-                per_epoch = _batches(n, config.batch_size)
-                size = n if per_epoch == 1 else config.batch_size
-            # the epoch's order on the host: slicing it per step dispatches nothing
-            order = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_root, epoch), n))
-            epoch_key = jax.random.fold_in(noise_root, epoch)
-            first = start_step if epoch == start_epoch else 0
-            if first == 0:
-                running = {}
-            pending: list[dict[str, jax.Array]] = []
-            for s in range(first, per_epoch):
-                idx = order[s * size : (s + 1) * size]
-                loss, parts = step(model, optimizer, data, idx, jax.random.fold_in(epoch_key, s))
-                # kept on the device until the epoch ends: reading a value each step would wait
-                # for it, and the next step could not be dispatched while this one runs
-                pending.append({"loss": loss, **parts})
-                if flag.signum is not None:
-                    _accumulate(running, pending)
-                    save(epoch, s + 1)
-                    bar.close()
-                    raise Interrupted(flag.signum, epoch, s + 1)
-            _accumulate(running, pending)
-            metrics = {f"train_{k}": v / per_epoch for k, v in running.items()}
-            if evaluate is not None:
-                metrics.update(evaluate(model))
-            if not all(jnp.isfinite(v) for v in metrics.values()):
-                bar.close()
-                raise ML4DError(
-                    f"training diverged at epoch {epoch}: {metrics}; lower the learning rate"
-                )
-            history.epochs.append(
+            if epoch == state.epoch or epoch == r * epochs:  # entering (or resuming) round r
+                current = run.enter_round(epoch, r, train, grow, grow_size)
+            run.train_epoch(epoch, state.step if epoch == state.epoch else 0, current, roots)
+            validation = evaluate(model) if evaluate is not None else {}
+            metrics = _epoch_metrics(state.running, current.per_epoch, validation)
+            run.require_finite(epoch, metrics)
+            state.history.epochs.append(
                 {"epoch": epoch, **({"round": r} if rounds > 1 else {}), **metrics}
             )
             if on_epoch is not None:
@@ -361,10 +373,9 @@ def fit(
             bar.update(1)
             end_of_round = (epoch + 1) % epochs == 0
             if (epoch + 1) % config.checkpoint_every == 0 or end_of_round:
-                save(epoch + 1, 0)
+                run.save(epoch + 1, 0)
             kill_point("epoch")  # fault-injection tests: a kill after an epoch's checkpoint
-            if end_of_round and epoch + 1 < total and flag.signum is not None:
-                bar.close()  # stopped between rounds: the next round's samples are not drawn
-                raise Interrupted(flag.signum, epoch + 1, 0)
+            if end_of_round and epoch + 1 < total:
+                run.stop_if_signalled(epoch + 1, 0)  # between rounds: before the next grow
     bar.close()
-    return history
+    return state.history

@@ -13,9 +13,11 @@ the command). It then tracks the directory with DVC as ``data.dvc``; from then o
 changes only if someone rebuilds it on purpose, and its DVC hash says which one a score used.
 
 ``score`` rolls registered closures out on it with the settings of the recipe (not of the
-current params.yaml, which may have moved on) and logs the results to MLflow, so versions
-registered months apart compare on the same trajectories. The shift metric needs an autoencoder
-and is not part of the benchmark: the manifold is retrained with the data, the benchmark is not.
+current params.yaml, which may have moved on), scores them as ``ml4d evaluate`` and promotion do
+(one ``EvaluationResult`` each: a chaotic system at the report time) and logs the results to
+MLflow, so versions registered months apart compare on the same trajectories. The shift metric
+needs an autoencoder and is not part of the benchmark: the manifold is retrained with the data,
+the benchmark is not.
 """
 
 from __future__ import annotations
@@ -42,13 +44,10 @@ from ml4dynamics.core.validation import parse
 from ml4dynamics.datasets import generate_split, open_splits, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
 from ml4dynamics.datasets.pairs import system_of
-from ml4dynamics.evaluation import (
-    EvaluateConfig,
-    evaluate_config,
-    evaluate_splits,
-    numeric_metrics,
-    split_score,
-)
+from ml4dynamics.evaluation.config import EvaluateConfig, evaluate_config
+from ml4dynamics.evaluation.result import EvaluationResult
+from ml4dynamics.evaluation.rollouts import evaluate_closure
+from ml4dynamics.models.io import model_identity
 
 BENCHMARK_SPLITS = SCORED_SPLITS
 SEED_OFFSET = 1000  # benchmark seeds: the pipeline's seeds + 1000 (distinct trajectories)
@@ -165,41 +164,48 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
     md5 = benchmark_hash()
     report: dict[str, Any] = {"benchmark": str(root), "benchmark_md5": md5, "models": {}}
     for uri in model_uris:
-        model, system, meta = registry.load_registered(uri)
-        data_dir = root / system.name
-        if not data_dir.is_dir():
-            raise ML4DError(f"the benchmark has no {system.name} data; rebuild it with that system")
-        datasets = open_splits(data_dir, BENCHMARK_SPLITS)
-        reference = system_of(datasets["test"])
-        if reference.state_shape != system.state_shape:
-            raise ML4DError(
-                f"{uri} closes {system.name} states of shape {system.state_shape}; the "
-                f"benchmark's are {reference.state_shape}"
-            )
-        scoring = evaluate.for_system(system.name)
-        summaries, *_ = evaluate_splits(datasets, model, None, scoring.bound, scoring.report_time)
-        result = {
-            "system": system.name,
-            "estimator": meta.get("estimator"),
-            "score": split_score([summaries[s] for s in BENCHMARK_SPLITS]),
-            **summaries,
-        }
-        report["models"][uri] = result
+        result = score_model(uri, root, evaluate)
+        report["models"][uri] = result.to_json()
         tracker = Run(
-            system.name,
+            result.system,
             "benchmark",
             f"benchmark {uri}",
             {"model_uri": uri, "benchmark_md5": md5, "evaluate": recipe["evaluate"]},
             tags={"role": "benchmark", "model_uri": uri, "benchmark_md5": md5},
         )
         tracker.log_metrics(
-            numeric_metrics(summaries, "bench")
-            | ({"bench.score": result["score"]} if result["score"] is not None else {})
+            result.metrics("bench")
+            | ({"bench.score": result.score} if result.score is not None else {})
         )
         tracker.end()
-        print(f"{uri} ({meta.get('estimator')}): score {result['score']}")
+        print(f"{uri} ({result.estimator}): score {result.score}")
     write_json(out, report)
     return report
+
+
+def score_model(uri: str, root: Path, evaluate: EvaluateConfig) -> EvaluationResult:
+    """The registered closure ``uri`` rolled out on the benchmark's data of its system under
+    ``root`` and scored as every evaluation is (``evaluate_closure``: a chaotic system at the
+    report time), with the recipe's settings ``evaluate``."""
+    model, system, meta = registry.load_registered(uri)
+    data_dir = root / system.name
+    if not data_dir.is_dir():
+        raise ML4DError(f"the benchmark has no {system.name} data; rebuild it with that system")
+    datasets = open_splits(data_dir, BENCHMARK_SPLITS)
+    reference = system_of(datasets["test"])
+    if reference.state_shape != system.state_shape:
+        raise ML4DError(
+            f"{uri} closes {system.name} states of shape {system.state_shape}; the "
+            f"benchmark's are {reference.state_shape}"
+        )
+    result, *_ = evaluate_closure(
+        datasets,
+        model,
+        evaluate,
+        estimator=meta.get("estimator"),
+        closure_fingerprint=model_identity(model, meta),
+    )
+    return result
 
 
 ARGUMENTS = ("params",)

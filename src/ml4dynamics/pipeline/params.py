@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 
 from ml4dynamics.config import SPLITS, load_params
-from ml4dynamics.evaluation import evaluate_config
+from ml4dynamics.evaluation.config import evaluate_config
 from ml4dynamics.learning import estimators
 from ml4dynamics.learning.network_config import all_network_stages
 from ml4dynamics.registry import gates

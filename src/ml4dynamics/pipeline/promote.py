@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ml4dynamics import registry
@@ -32,7 +33,8 @@ from ml4dynamics.core.faults import kill_point
 from ml4dynamics.core.layout import Layout
 from ml4dynamics.core.outputs import write_json
 from ml4dynamics.core.tracking import Run
-from ml4dynamics.evaluation import evaluate_config
+from ml4dynamics.evaluation.config import evaluate_config
+from ml4dynamics.evaluation.result import EvaluationResult
 from ml4dynamics.models.io import model_identity
 from ml4dynamics.registry import gates
 from ml4dynamics.registry.gates import Champion
@@ -73,40 +75,13 @@ def _promote(args: argparse.Namespace) -> int:
         return gates.check(submission.result, thresholds, scores[key])
 
     if experiment is None:  # decide: the workspace's pipeline moves the aliases
-        for submission in submitted.values():
-            registry.set_alias(name, submission.version, registry.CANDIDATE)
-            champion = registry.version_by_alias(name, registry.CHAMPION)
-            if champion is not None and int(champion.version) == submission.version:
-                continue
-            checks = gate(submission, champion)
-            if all(g.passed for g in checks):
-                # the report that made it champion stays with it (promotion.json repeats it)
-                entry = _entry(submission, checks, "champion")
-                tags = _gate_tags(submission, entry, checks, "workspace")
-                registry.set_tags(
-                    name, submission.version, tags | {"champion.report": json.dumps(entry)}
-                )
-                registry.set_alias(name, submission.version, registry.CHAMPION)
+        _move_champion(name, submitted.values(), gate)
     # report every candidate against the champion as it now stands: the same state gives the
     # same report, so a repeated run leaves promotion.json (and dvc.lock) unchanged
     champion = registry.version_by_alias(name, registry.CHAMPION)
     report: dict[str, Any] = {"registered_model": name, "candidates": {}, "experiment": experiment}
     for estimator, submission in submitted.items():
-        if champion is not None and int(champion.version) == submission.version:
-            recorded = champion.tags.get("champion.report")
-            entry = json.loads(recorded) if recorded else _entry(submission, [], "champion")
-        else:
-            checks = gate(submission, champion)
-            passed = all(g.passed for g in checks)
-            if not passed:
-                decision = "refused"
-            elif experiment is None:
-                decision = "passed; the champion was chosen earlier in this run"
-            else:  # an experiment never moves the champion; applying it and `dvc repro` does
-                decision = f"passed (experiment {experiment}: champion not moved)"
-            entry = _entry(submission, checks, decision)
-            tags = _gate_tags(submission, entry, checks, experiment or "workspace")
-            registry.set_tags(name, submission.version, tags)
+        entry = _candidate(name, submission, champion, gate, experiment)
         report["candidates"][estimator] = entry
         line = f"{name} v{submission.version} ({estimator}): {entry['decision']} {entry['reason']}"
         print(line.rstrip())
@@ -119,6 +94,57 @@ def _promote(args: argparse.Namespace) -> int:
     # one word per model for `dvc exp show` (champion, passed, refused): the detail is above
     outcomes = {e: entry["decision"].split(" ")[0] for e, entry in report["candidates"].items()}
     write_json(layout.gates(system_name), {e: o.rstrip(";") for e, o in outcomes.items()})
+    _log_summary(system_name, thresholds, report, metrics_path)
+    print(json.dumps(report["champion"]))
+    return 0
+
+
+#: the gates of a submission against a champion (the champion's score computed once per run)
+Gating = Callable[["Submission", Any], list[gates.Gate]]
+
+
+def _move_champion(name: str, submitted: Iterable[Submission], gate: Gating) -> None:
+    """On the workspace: every submission becomes ``candidate``, and ``champion`` moves to each
+    in turn that passes every gate against the champion of the moment."""
+    for submission in submitted:
+        registry.set_alias(name, submission.version, registry.CANDIDATE)
+        champion = registry.version_by_alias(name, registry.CHAMPION)
+        if champion is not None and int(champion.version) == submission.version:
+            continue
+        checks = gate(submission, champion)
+        if all(g.passed for g in checks):
+            # the report that made it champion stays with it (promotion.json repeats it)
+            entry = _entry(submission, checks, "champion")
+            tags = _gate_tags(submission, entry, checks, "workspace")
+            registry.set_tags(
+                name, submission.version, tags | {"champion.report": json.dumps(entry)}
+            )
+            registry.set_alias(name, submission.version, registry.CHAMPION)
+
+
+def _candidate(
+    name: str, submission: Submission, champion, gate: Gating, experiment: str | None
+) -> dict[str, Any]:
+    """One candidate's entry of promotion.json against ``champion`` (the champion's own: the
+    report that made it champion); the gate results become its version's tags."""
+    if champion is not None and int(champion.version) == submission.version:
+        recorded = champion.tags.get("champion.report")
+        return json.loads(recorded) if recorded else _entry(submission, [], "champion")
+    checks = gate(submission, champion)
+    if not all(g.passed for g in checks):
+        decision = "refused"
+    elif experiment is None:
+        decision = "passed; the champion was chosen earlier in this run"
+    else:  # an experiment never moves the champion; applying it and `dvc repro` does
+        decision = f"passed (experiment {experiment}: champion not moved)"
+    entry = _entry(submission, checks, decision)
+    tags = _gate_tags(submission, entry, checks, experiment or "workspace")
+    registry.set_tags(name, submission.version, tags)
+    return entry
+
+
+def _log_summary(system_name: str, thresholds, report: dict[str, Any], metrics_path) -> None:
+    """The stage's summary run: which candidates passed, the champion's version."""
     summary = Run(
         system_name,
         "promote",
@@ -132,14 +158,12 @@ def _promote(args: argparse.Namespace) -> int:
     )
     summary.log_artifact(metrics_path, "promotion")
     summary.end()
-    print(json.dumps(report["champion"]))
-    return 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Submission:
     version: int
-    result: dict[str, Any]
+    result: EvaluationResult
     system: Any
 
 
@@ -147,7 +171,7 @@ def _entry(submission: Submission, checks: list[gates.Gate], decision: str) -> d
     """One candidate's line of promotion.json."""
     return {
         "version": int(submission.version),
-        "score": submission.result["score"],
+        "score": submission.result.score,
         "passed": all(g.passed for g in checks),
         "decision": decision,
         "reason": gates.refusal(checks),
@@ -160,9 +184,9 @@ def _gate_tags(
 ) -> dict[str, Any]:
     """What the gates found, as version tags (which version is champion only the alias says)."""
     tags = {
-        "data_fingerprint": submission.result["data_fingerprint"],
-        "score": submission.result["score"],
-        "score_metric": submission.result.get("score_metric", "error_horizon"),
+        "data_fingerprint": submission.result.data_fingerprint,
+        "score": submission.result.score,
+        "score_metric": submission.result.score_metric,
         "gates": "passed" if entry["passed"] else "failed",
         "gates.decided_in": where,
         "refusal_reason": entry["reason"] or "-",
@@ -179,13 +203,13 @@ def _register(
     """The registered version of the closure evaluated in ``path``: the existing one with the
     same identity, else a new one logged into the closure's training run."""
     estimator = path.stem
-    result = json.loads(path.read_text())
+    result = EvaluationResult.read(path)
     closure_dir = layout.closure(system_name, estimator)
     if not (closure_dir / "model.json").is_file():
         raise ML4DError(f"{path} has no closure at {closure_dir}; run `dvc repro`")
     model, system, meta = load_closure_dir(closure_dir)
     identity = model_identity(model, meta)
-    if identity != result["closure_fingerprint"]:
+    if identity != result.closure_fingerprint:
         raise ML4DError(
             f"{path} evaluated another closure than {closure_dir}; run `dvc repro` "
             "to re-evaluate it"

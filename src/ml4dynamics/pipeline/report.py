@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ml4dynamics.core.layout import Layout, trial_curves
 from ml4dynamics.core.outputs import atomic_file
+from ml4dynamics.evaluation.result import EvaluationResult
 from ml4dynamics.reporting import report
 
 ARGUMENTS = ()
@@ -33,10 +34,38 @@ def _read(path: Path):
 
 def main(args: argparse.Namespace) -> int:
     layout = Layout()
+    sections = [
+        *_system_sections(layout, args.system or layout.pipeline_systems()),
+        *_opt_in_sections(),
+        *_trial_sections(layout),
+        *_study_sections(layout),
+    ]
+    # README.md's tables, from the same files (each block names its own); both files are
+    # composed before either is written, so a bad block leaves both as they were
+    readme = layout.readme
+    filled = (
+        report.fill_readme(
+            readme.read_text(), lambda source: report.generated_text(source, layout.root)
+        )
+        if readme.is_file()
+        else None
+    )
+    with atomic_file(layout.results_page) as tmp:
+        Path(tmp).write_text(report.page(sections))
+    print(f"wrote {layout.results_page}")
+    if filled is not None:
+        with atomic_file(readme) as tmp:
+            Path(tmp).write_text(filled)
+        print(f"wrote the generated tables of {readme}")
+    return 0
+
+
+def _system_sections(layout: Layout, systems: list[str]) -> list[str]:
+    """A section per system of the pipeline: its evaluations, trainings, manifold, promotion."""
     sections = []
-    for name in args.system or layout.pipeline_systems():
+    for name in systems:
         files = layout.current_evaluations(name)
-        evaluations = {f.stem: json.loads(f.read_text()) for f in files}
+        evaluations = {f.stem: EvaluationResult.read(f) for f in files}
         trainings = {e: _read(layout.train_metrics(name, e)) or {} for e in evaluations}
         sections.append(
             report.system_section(
@@ -47,13 +76,18 @@ def main(args: argparse.Namespace) -> int:
                 _read(layout.promotion(name)),
             )
         )
-    # an opt-in system's pipeline, run once with it listed in dvc.yaml: its metrics/SYSTEM/
-    # folder committed as bench/SYSTEM_pipeline/ (the default pipeline does not rerun it)
+    return sections
+
+
+def _opt_in_sections() -> list[str]:
+    """A section per opt-in system's pipeline, run once with it listed in dvc.yaml: its
+    metrics/SYSTEM/ folder committed as bench/SYSTEM_pipeline/ (the default pipeline does not
+    rerun it)."""
+    sections = []
     for snapshot in sorted(p for p in Path("bench").glob("*_pipeline") if p.is_dir()):
         name = snapshot.name.removesuffix("_pipeline")
         evaluations = {
-            f.stem: json.loads(f.read_text())
-            for f in sorted((snapshot / "evaluate").glob("*.json"))
+            f.stem: EvaluationResult.read(f) for f in sorted((snapshot / "evaluate").glob("*.json"))
         }
         if not evaluations:
             continue
@@ -67,6 +101,13 @@ def main(args: argparse.Namespace) -> int:
                 f"opt-in: one run of its pipeline, committed output `{snapshot.as_posix()}/`",
             )
         )
+    return sections
+
+
+def _trial_sections(layout: Layout) -> list[str]:
+    """A section per committed trial over seeds (``ml4d sweep``), then per comparison of
+    trials side by side (``ml4d sweep --compare``), each with its figure."""
+    sections = []
     for sweep in sorted(layout.trials.glob("*_table.md")):
         name = sweep.name.removesuffix("_table.md")  # rd, rd_gamma_u, …: one trial each
         figure = _figure(trial_curves(sweep), f"{name}: the test rollouts of every seed")
@@ -86,6 +127,13 @@ def main(args: argparse.Namespace) -> int:
             + comparison.read_text().strip()
             + figure
         )
+    return sections
+
+
+def _study_sections(layout: Layout) -> list[str]:
+    """The committed benchmarks (training step per dtype, solvers, speed-up at matched
+    accuracy) and the linear experiment, each where its file is there."""
+    sections = []
     for bench in sorted(Path("bench").glob("*_train_step.json")):
         record = json.loads(bench.read_text())
         if isinstance(record.get("ms_per_step_median", {}).get("float32"), dict):  # per dtype
@@ -102,24 +150,7 @@ def main(args: argparse.Namespace) -> int:
     linear = _read(layout.linear_theory_metrics)
     if linear:
         sections.append(report.linear_section(linear))
-    # README.md's tables, from the same files (each block names its own); both files are
-    # composed before either is written, so a bad block leaves both as they were
-    readme = layout.readme
-    filled = (
-        report.fill_readme(
-            readme.read_text(), lambda source: report.generated_text(source, layout.root)
-        )
-        if readme.is_file()
-        else None
-    )
-    with atomic_file(layout.results_page) as tmp:
-        Path(tmp).write_text(report.page(sections))
-    print(f"wrote {layout.results_page}")
-    if filled is not None:
-        with atomic_file(readme) as tmp:
-            Path(tmp).write_text(filled)
-        print(f"wrote the generated tables of {readme}")
-    return 0
+    return sections
 
 
 def _figure(path: Path, caption: str) -> str:

@@ -10,11 +10,11 @@ rollout error? Reads every evaluation of the given systems, ranks them with
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from ml4dynamics.core.layout import Layout
 from ml4dynamics.core.outputs import write_json
+from ml4dynamics.evaluation.result import EvaluationResult
 from ml4dynamics.evaluation.shift_correlation import correlate, units
 from ml4dynamics.pipeline import print_json, system_argument
 
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for system in args.system or layout.pipeline_systems():
         for path in layout.current_evaluations(system):
-            rows += units(json.loads(path.read_text()), str(path))
+            rows += units(EvaluationResult.read(path), str(path))
     result = correlate(rows)
     write_json(args.out or layout.shift_correlation, {**result, "rows": rows})
     print_json(result)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.layout import Layout
-from ml4dynamics.studies.sweep import compare, merge, render, run
+from ml4dynamics.studies.sweep import run
+from ml4dynamics.studies.trial_compare import compare
+from ml4dynamics.studies.trial_records import merge, render
 
 ARGUMENTS = ("params",)
 

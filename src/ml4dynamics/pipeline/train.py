@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
+from typing import Any
 
 from ml4dynamics.config import load_params
 from ml4dynamics.core.atomic import replacing
@@ -54,19 +56,64 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
     splits = open_splits(data_dir, ("train", "val"))
     system = system_of(splits["train"])
     manifold, _ = load_model(manifold_dir, "manifold", system.state_field)
-    config = {
+    config = _run_config(stage, estimator, label, name, splits["train"].attrs)
+    fp = fingerprint(config, [layout.split(name, "train"), layout.split(name, "val"), manifold_dir])
+    checkpoint_dir = layout.checkpoints(name, label)
+    checkpoints = RunCheckpoints(checkpoint_dir, fp)
+    tracker = _tracker(checkpoint_dir / "mlflow_run.json", fp, name, label, config)
+    model = build_closure(stage.model, system.state_field, system.closure_field, stage.optim.seed)
+    history, quality = _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker)
+    with replacing(layout.closure(name, label)) as out_dir:  # old or new, never half
+        export_model(
+            out_dir,
+            "closure",
+            model,
+            stage.model,
+            {
+                "system": name,
+                "system_config": dataclasses.asdict(system.config),
+                "estimator": label,
+                "reg": dataclasses.asdict(estimator.config),
+                "data": config["data"],
+                "mlflow_run_id": tracker.run_id,
+            },
+            {"state": system.state_field, "closure": system.closure_field},
+        )
+    converged = convergence(history.epochs)
+    result = _result(label, history.epochs, quality, converged)
+    _warn(quality, converged, name, label)
+    tracker.log_metrics(
+        {f"manifold.{k}": float(v) for k, v in quality.items() if k != "val_tr_penalty"}
+        | ({"val_misfit_drop": converged["drop"]} if converged["drop"] is not None else {})
+    )
+    write_json(layout.train_metrics(name, label), result)
+    plots = layout.train_plots(name)
+    plots.mkdir(parents=True, exist_ok=True)
+    write_csv(plots / f"{label}.csv", history.epochs)
+    figure = loss_curves(history.epochs, plots / f"{label}.png", f"{name}: {label}")
+    tracker.log_artifact(figure, "figures")
+    tracker.end()
+    print_json(result)
+    return 0
+
+
+def _run_config(stage, estimator, label: str, name: str, data_attrs) -> dict[str, Any]:
+    """What the run records (MLflow params) and fingerprints: the network, the optimiser, the
+    estimator's config, and the physics and data the closure is trained on, as recorded in the
+    dataset."""
+    return {
         "model": dataclasses.asdict(stage.model),
         "optim": dataclasses.asdict(stage.optim),
         "reg": dataclasses.asdict(estimator.config),
         "estimator": label,
         "system": name,
-        # the physics and data the closure is trained on, as recorded in the dataset
-        "data": {k: v for k, v in splits["train"].attrs.items() if k != "system"},
+        "data": {k: v for k, v in data_attrs.items() if k != "system"},
     }
-    fp = fingerprint(config, [layout.split(name, "train"), layout.split(name, "val"), manifold_dir])
-    checkpoint_dir = layout.checkpoints(name, label)
-    checkpoints = RunCheckpoints(checkpoint_dir, fp)
-    run_file = checkpoint_dir / "mlflow_run.json"
+
+
+def _tracker(run_file: Path, fp: str, name: str, label: str, config: dict[str, Any]) -> Run:
+    """The MLflow run of this training: the one ``run_file`` names if it was started for the
+    same fingerprint (a resumed training), else a new one; ``run_file`` then names it."""
     run_id = None
     if run_file.is_file() and json.loads(run_file.read_text()).get("fingerprint") == fp:
         run_id = json.loads(run_file.read_text())["run_id"]
@@ -79,7 +126,13 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
         run_id=run_id,
     )
     write_json(run_file, {"fingerprint": fp, "run_id": tracker.run_id})
-    model = build_closure(stage.model, system.state_field, system.closure_field, stage.optim.seed)
+    return tracker
+
+
+def _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker: Run):
+    """(history, manifold quality): train ``model`` in place with checkpoints, logging every
+    epoch, then measure the floor diagnostic. Checkpoints are closed either way; on an error the
+    MLflow run ends, KILLED after a signal (the run resumes with the training), else FAILED."""
     train, val, reconstruct = as_pairs(splits["train"]), as_pairs(splits["val"]), frozen(manifold)
     try:
         history = train_closure(
@@ -105,31 +158,24 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
         tracker.fail()
         raise
     checkpoints.close()
-    with replacing(layout.closure(name, label)) as out_dir:  # old or new, never half
-        export_model(
-            out_dir,
-            "closure",
-            model,
-            stage.model,
-            {
-                "system": name,
-                "system_config": dataclasses.asdict(system.config),
-                "estimator": label,
-                "reg": dataclasses.asdict(estimator.config),
-                "data": config["data"],
-                "mlflow_run_id": tracker.run_id,
-            },
-            {"state": system.state_field, "closure": system.closure_field},
-        )
-    final = history.epochs[-1]
-    converged = convergence(history.epochs)
-    result = {
+    return history, quality
+
+
+def _result(label: str, epochs: list[dict[str, Any]], quality, converged) -> dict[str, Any]:
+    """metrics/SYSTEM/train/ESTIMATOR.json: the last epoch's metrics, the floor diagnostic and
+    the convergence of the validation misfit."""
+    return {
         "estimator": label,
-        "epochs": len(history.epochs),
-        **{k: v for k, v in final.items() if k != "epoch"},
+        "epochs": len(epochs),
+        **{k: v for k, v in epochs[-1].items() if k != "epoch"},
         "manifold": quality,
         "convergence": converged,
     }
+
+
+def _warn(quality: dict[str, Any], converged: dict[str, Any], name: str, label: str) -> None:
+    """One line per problem of the training: the floor diagnostic's, then a collapse or a
+    validation misfit still falling (each naming the knob that mends it)."""
     for line in warnings(quality, f"{name} {label}"):
         warn(line)
     line = convergence_warning(
@@ -137,16 +183,3 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
     )
     if line:
         warn(line)
-    tracker.log_metrics(
-        {f"manifold.{k}": float(v) for k, v in quality.items() if k != "val_tr_penalty"}
-        | ({"val_misfit_drop": converged["drop"]} if converged["drop"] is not None else {})
-    )
-    write_json(layout.train_metrics(name, label), result)
-    plots = layout.train_plots(name)
-    plots.mkdir(parents=True, exist_ok=True)
-    write_csv(plots / f"{label}.csv", history.epochs)
-    figure = loss_curves(history.epochs, plots / f"{label}.png", f"{name}: {label}")
-    tracker.log_artifact(figure, "figures")
-    tracker.end()
-    print_json(result)
-    return 0

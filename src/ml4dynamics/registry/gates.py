@@ -2,9 +2,10 @@
 (docs/design.md §4).
 
 A gate is one entry here: its name, the thresholds it reads from the params.yaml section
-``promote`` (with their meaning), and a check over the evaluation result of one closure (the JSON
-of the evaluate stage) returning (passed, detail). Adding a gate is one decorated function here
-plus its thresholds in params.yaml; the promote stage runs every registered gate.
+``promote`` (with their meaning), and a check over the evaluation result of one closure (an
+``EvaluationResult``, as the evaluate stage wrote it) returning (passed, detail). Adding a gate is
+one decorated function here plus its thresholds in params.yaml; the promote stage runs every
+registered gate.
 
 - ``finite_and_bounded``: every trajectory of every split stays finite and within the bound to
   its horizon;
@@ -16,8 +17,9 @@ plus its thresholds in params.yaml; the promote stage runs every registered gate
   evaluated beside the coarse solver alone), on every split the hybrid stays correlated with the
   truth (ρ ≥ 0.8) at least as long as the coarse solver alone and its error at the scored time is
   no larger; a closure that does not beat the solver it corrects has no use;
-- ``not_worse_than_champion``: the score (mean over splits of the error at the horizon) is ≤ the
-  current champion's on the same data; passes when there is no comparable champion.
+- ``not_worse_than_champion``: the score (``evaluation.result.split_score``: the mean over splits
+  of the error at the horizon, or at the report time for a chaotic system) is ≤ the current
+  champion's on the same data; passes when there is no comparable champion.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any
 
 from ml4dynamics.config import SCORED_SPLITS
 from ml4dynamics.core.validation import coerce, require, require_positive
+from ml4dynamics.evaluation.result import HORIZON, EvaluationResult, or_none, scored_error
 
-Result = Mapping[str, Any]
 Thresholds = Mapping[str, float]
 
 
@@ -51,7 +53,7 @@ class Gate:
     detail: str
 
 
-Check = Callable[[Result, Thresholds, Champion, Sequence[str]], tuple[bool, str]]
+Check = Callable[[EvaluationResult, Thresholds, Champion, Sequence[str]], tuple[bool, str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +77,10 @@ def gate(name: str, **thresholds: str) -> Callable[[Check], Check]:
     return register
 
 
-def _per_split(
-    result: Result, splits: Sequence[str], key: str, limit: float, what: str
-) -> tuple[bool, str]:
+def _per_split(values: Mapping[str, float | None], limit: float, what: str) -> tuple[bool, str]:
+    """Every split's value (``None``: not finite) ≤ ``limit``?"""
     parts, ok = [], True
-    for split in splits:
-        value = result[split].get(key)
+    for split, value in values.items():
         if value is None or value > limit:
             ok = False
             shown = "not finite" if value is None else f"{value:.4g}"
@@ -92,53 +92,56 @@ def _per_split(
 
 @gate("finite_and_bounded")
 def finite_and_bounded(result, limits, champion, splits):
+    summaries = [(s, result.splits[s]) for s in splits]
     unstable = [
-        f"{s}: {result[s]['trajectories'] * (1 - result[s]['stable_fraction']):.0f} of "
-        f"{result[s]['trajectories']} trajectories blow up (first after "
-        f"t = {result[s]['stability_horizon']:g})"
-        for s in splits
-        if result[s]["stable_fraction"] < 1
+        f"{s}: {own.trajectories * (1 - own.stable_fraction):.0f} of "
+        f"{own.trajectories} trajectories blow up (first after "
+        f"t = {own.stability_horizon:g})"
+        for s, own in summaries
+        if own.stable_fraction < 1
     ]
     return not unstable, "; ".join(unstable) or "every trajectory finite and bounded to the horizon"
 
 
 @gate("error_at_horizon", max_error="relative L2 error at the horizon, e.g. 0.5")
 def error_at_horizon(result, limits, champion, splits):
-    key = result.get("score_metric", "error_horizon")
-    what = "error at horizon" if key == "error_horizon" else f"error at t = {key[len('error_t') :]}"
-    if result.get("chaotic"):
+    key = result.score_metric
+    what = "error at horizon" if key == HORIZON else f"error at t = {key[len('error_t') :]}"
+    if result.chaotic:
         what += " (chaotic: the hybrids decorrelate before the horizon)"
-    return _per_split(result, splits, key, limits["max_error"], what)
+    return _per_split({s: result.scored_error(s) for s in splits}, limits["max_error"], what)
 
 
 @gate("beats_coarse_solver")
 def beats_coarse_solver(result, limits, champion, splits):
-    if any(result[s].get("coarse_alone") is None for s in splits):
+    if any(or_none(result.splits[s].coarse_alone) is None for s in splits):
         return True, "no coarse solver to beat: the closure replaces exact physics"
-    key = result.get("score_metric", "error_horizon")
+    key = result.score_metric
     parts, ok = [], True
     for split in splits:
-        own, base = result[split], result[split]["coarse_alone"]
-        longer = own["corr_time_80"] >= base["corr_time_80"]
-        smaller = own.get(key) is not None and (base.get(key) is None or own[key] <= base[key])
+        own, base = result.splits[split], result.splits[split].coarse_alone
+        error, base_error = result.scored_error(split), scored_error(base, result.chaotic)
+        longer = own.corr_time_80 >= base.corr_time_80
+        smaller = error is not None and (base_error is None or error <= base_error)
         ok = ok and longer and smaller
-        shown = "not finite" if own.get(key) is None else f"{own[key]:.3g}"
-        base_shown = "not finite" if base.get(key) is None else f"{base[key]:.3g}"
+        shown = "not finite" if error is None else f"{error:.3g}"
+        base_shown = "not finite" if base_error is None else f"{base_error:.3g}"
         parts.append(
-            f"{split} correlated (rho >= 0.8) for {own['corr_time_80']:.4g} vs "
-            f"{base['corr_time_80']:.4g}, {key} {shown} vs {base_shown} (coarse solver alone)"
+            f"{split} correlated (rho >= 0.8) for {own.corr_time_80:.4g} vs "
+            f"{base.corr_time_80:.4g}, {key} {shown} vs {base_shown} (coarse solver alone)"
         )
     return ok, "; ".join(parts)
 
 
 @gate("shift", max_shift="decades of F above the truth's, e.g. 2")
 def shift(result, limits, champion, splits):
-    return _per_split(result, splits, "excess_shift", limits["max_shift"], "shift")
+    excess = {s: or_none(result.splits[s].excess_shift) for s in splits}
+    return _per_split(excess, limits["max_shift"], "shift")
 
 
 @gate("not_worse_than_champion")
 def not_worse_than_champion(result, limits, champion, splits):
-    score = result.get("score")
+    score = result.score
     if champion.score is None:
         return True, champion.label or "no champion yet"
     if score is None:
@@ -172,7 +175,7 @@ def configured(params) -> dict[str, float]:
 
 
 def check(
-    result: Result,
+    result: EvaluationResult,
     thresholds: Thresholds,
     champion: Champion = Champion(),
     splits: Sequence[str] = SCORED_SPLITS,

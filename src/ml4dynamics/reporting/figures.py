@@ -1,5 +1,6 @@
-"""PNG figures: rollout snapshots (truth / hybrid / difference), per-frame curves, training
-curves, the linear experiment and the speed-up at matched accuracy."""
+"""PNG figures, one function each: rollout snapshots (truth / hybrid / difference; their panels
+are drawn by ``snapshot_panels``), per-frame curves, training curves, the linear experiment, the
+speed-up at matched accuracy and the curves of multi-seed trials."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from ml4dynamics.core.outputs import atomic_file  # noqa: E402
+from ml4dynamics.reporting import snapshot_panels  # noqa: E402
 
 #: one colour per estimator in every figure that compares estimators (the linear experiment,
 #: the speed-up); a name not listed (a new estimator) gets a grey
@@ -47,44 +49,6 @@ def spatial_axes(ds) -> dict[str, np.ndarray]:
     return {d: np.asarray(ds.coords[d].values, dtype=float) for d in names if d in ds.coords}
 
 
-def _image(frame: np.ndarray, axes: Mapping[str, np.ndarray]):
-    """``frame`` arranged for ``imshow`` (rows x2, bottom to top; columns x1, left to right)
-    and its extent in physical units (cells drawn around their positions)."""
-    names = list(axes)
-    if len(names) != 2 or set(names) != {"x1", "x2"}:  # no coordinates: index units
-        return frame.T, None
-    image = frame.T if names == ["x1", "x2"] else frame
-    bounds = []
-    for name in ("x1", "x2"):
-        x = axes[name]
-        h = float(x[1] - x[0]) if len(x) > 1 else 1.0
-        bounds += [float(x[0]) - h / 2, float(x[-1]) + h / 2]
-    return image, tuple(bounds)
-
-
-def _space_time(frames: np.ndarray, times: Sequence[float], axes: Mapping[str, np.ndarray]):
-    """Frames ``(T, field, x1)`` as a space-time image of the first field for ``imshow`` with
-    ``origin="lower"`` (rows are times, upwards; columns x1, left to right) and its extent."""
-    x = axes.get("x1", np.arange(frames.shape[-1], dtype=float))
-    h = float(x[1] - x[0]) if len(x) > 1 else 1.0
-    dt = float(times[1] - times[0]) if len(times) > 1 else 1.0
-    extent = (x[0] - h / 2, x[-1] + h / 2, times[0] - dt / 2, times[-1] + dt / 2)
-    return frames[:, 0], tuple(float(e) for e in extent)
-
-
-def colour_limits(rows: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-    """(vmin, vmax) per row of a snapshot figure, all from the truth's first field (the row
-    ``truth``, else the first row): its range for the states, ± a quarter of it for
-    ``difference`` (an error that large is plainly visible; larger ones saturate)."""
-    reference = rows.get("truth", next(iter(rows.values())))[:, 0]
-    finite = reference[np.isfinite(reference)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if high == low:
-        low, high = low - 0.5, high + 0.5
-    span = (high - low) / 4
-    return {k: (-span, span) if k == "difference" else (low, high) for k in rows}
-
-
 def snapshots(
     path: Path,
     times: Sequence[float],
@@ -99,80 +63,18 @@ def snapshots(
     (``axes``: the grid's coordinates in storage order, ``spatial_axes``) with x1 to the right,
     x2 up and the domain's aspect ratio. Colour limits come from the truth (the row ``truth``,
     else the first row): a blown-up hybrid saturates the scale instead of flattening the
-    truth's (``colour_limits``). States on a 1D grid (``(field, x1)``) are drawn as space-time
-    diagrams, one panel per row: x1 to the right, time up. States without space
-    (``(components,)``) are drawn as lines against time.
+    truth's (``snapshot_panels.colour_limits``). States on a 1D grid (``(field, x1)``) are
+    drawn as space-time diagrams, one panel per row: x1 to the right, time up. States without
+    space (``(components,)``) are drawn as lines against time.
     """
     first = next(iter(rows.values()))
+    name = field_names[0] if field_names else "field 0"
     if first.ndim == 3:  # (T, field, x1): space-time diagrams side by side
-        name = field_names[0] if field_names else "field 0"
-        limits = colour_limits(rows)
-        fig, grid = plt.subplots(
-            1, len(rows), figsize=(3.2 * len(rows) + 0.6, 4.2), squeeze=False, layout="constrained"
-        )
-        for c, (label, frames) in enumerate(rows.items()):
-            ax = grid[0, c]
-            vmin, vmax = limits[label]
-            image, extent = _space_time(frames, times, axes or {})
-            shown = ax.imshow(
-                image,
-                origin="lower",
-                aspect="auto",
-                cmap="RdBu_r" if label == "difference" else "viridis",
-                vmin=vmin,
-                vmax=vmax,
-                extent=extent,
-            )
-            ax.set_title(f"{label} ({name})", fontsize=9)
-            ax.set_xlabel("x1", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if c == 0:
-                ax.set_ylabel("time since the rollout's start", fontsize=8)
-            fig.colorbar(shown, ax=ax, shrink=0.8, extend="both")
-        fig.suptitle(title)
+        fig = snapshot_panels.space_time(times, rows, title, name, axes or {})
     elif first.ndim == 2:  # (T, components): a line per component
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, frames in rows.items():
-            style = "--" if label != "truth" else "-"
-            for c in range(frames.shape[1]):
-                ax.plot(times, frames[:, c], style, label=f"{label} u{c + 1}")
-        ax.set_xlabel("time since the rollout's start")
-        ax.set_yscale("symlog", linthresh=1e-3)
-        ax.legend(fontsize=7)
-        ax.set_title(title)
+        fig = snapshot_panels.component_lines(times, rows, title)
     else:
-        picks = np.unique(np.linspace(0, len(times) - 1, 4).round().astype(int))
-        name = field_names[0] if field_names else "field 0"
-        limits = colour_limits(rows)
-        _, extent = _image(first[0, 0], axes or {})
-        aspect = (extent[3] - extent[2]) / (extent[1] - extent[0]) if extent else 1.0
-        width = 2.8
-        fig, grid = plt.subplots(
-            len(rows),
-            len(picks),
-            figsize=(width * len(picks) + 1.2, (width * aspect + 0.6) * len(rows) + 0.5),
-            squeeze=False,
-            layout="constrained",
-        )
-        for r, (label, frames) in enumerate(rows.items()):
-            cmap = "RdBu_r" if label == "difference" else "viridis"
-            vmin, vmax = limits[label]
-            for c, k in enumerate(picks):
-                ax = grid[r, c]
-                image, extent = _image(frames[k, 0], axes or {})
-                shown = ax.imshow(
-                    image, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=extent
-                )
-                ax.set_aspect("equal")
-                ax.tick_params(labelsize=7)
-                if r == 0:
-                    ax.set_title(f"t = {times[k]:g}", fontsize=9)
-                if r == len(rows) - 1:
-                    ax.set_xlabel("x1" if extent else "index 1", fontsize=8)
-                if c == 0:
-                    ax.set_ylabel(f"{label} ({name})\nx2" if extent else label, fontsize=8)
-            fig.colorbar(shown, ax=grid[r].tolist(), shrink=0.8, extend="both")
-        fig.suptitle(title)
+        fig = snapshot_panels.image_grid(times, rows, title, name, axes or {})
     _save(fig, path, dpi=90)
     plt.close(fig)
     return path

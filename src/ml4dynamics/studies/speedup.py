@@ -1,6 +1,6 @@
 """Speed-up at matched accuracy: where a hybrid sits on its plain solver's accuracy–cost curve
 (the recipe of Kochkov et al., PNAS 2021), for a system whose state is a coarse grid closed by a
-fine solver (``System.has_solver_ladder``).
+fine solver (a ``CoarseGridClosure``).
 
 - **Reference**: the fine solver (the truth the closures were trained on), from ``trajectories``
   random states after ``warmup`` fine steps onto the attractor, for ``horizon`` time units.
@@ -34,9 +34,10 @@ import jax
 import numpy as np
 
 from ml4dynamics.core.errors import ML4DError
-from ml4dynamics.evaluation import correlation
+from ml4dynamics.evaluation.metrics import correlation
 from ml4dynamics.simulation.hybrid import network_closure
 from ml4dynamics.studies.solver_bench import timed_together
+from ml4dynamics.systems import CoarseGridClosure
 
 THRESHOLDS = (0.95, 0.8)
 #: rungs of the default ladder, as multiples of the coarse grid (rounded to even sizes)
@@ -45,7 +46,7 @@ DEFAULT_RUNGS = (1.0, 1.125, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 
 def require_ladder(system) -> None:
     """One clear error for a system with no plain solver at other resolutions."""
-    if not system.has_solver_ladder:
+    if not isinstance(system, CoarseGridClosure):
         raise ML4DError(
             f"`ml4d speedup` needs a system whose state is a coarse grid closed by a fine solver; "
             f"{system.name} is not (its closure replaces exact physics, there is no cheaper "
@@ -159,6 +160,58 @@ def speedup(
     """The whole measurement (see the module docstring) for the closure networks ``closures``
     (label → network) of ``system``; a JSON-able result."""
     ladder = check_ladder(system, ladder)
+    stride, frames = _frames(system, spacing, horizon, trajectories)
+    u0 = reference_states(system, seed, trajectories, warmup)
+    fine, times, batched, starts = _rollouts(system, closures, ladder, u0, frames, stride, spacing)
+    # every solver timed in turn within each repeat: a change of the machine's load hits all
+    per_unit = 1.0 / system.dt  # steps per simulated time unit
+    costs = {
+        name: ms * per_unit for name, ms in timed_together(batched, starts, steps, repeats).items()
+    }
+
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, trajectories, size=(resamples, trajectories))
+    ladder_n = np.asarray(ladder, dtype=float)
+    ladder_cost = np.asarray([costs[f"solver {n}"] for n in ladder])
+    rungs = [times[f"solver {n}"] for n in ladder]
+    result: dict[str, Any] = {
+        "system": system.name,
+        "settings": {
+            "trajectories": trajectories,
+            "horizon": frames * spacing,
+            "spacing": spacing,
+            "warmup_steps": warmup,
+            "seed": seed,
+            "dt": system.dt,
+            "coarse": system.config.n_coarse,
+            "fine": system.config.n_fine,
+            "timing": f"median of {repeats} x {steps} steps, batch of {trajectories}, one jit",
+            "bootstrap_resamples": resamples,
+            "backend": jax.default_backend(),
+        },
+        "solvers": {},
+        "hybrids": {},
+    }
+    fine_n = system.config.n_fine
+    result["solvers"][fine] = {"resolution": fine_n, "cost_ms_per_time_unit": costs[fine]}
+    for name in times:
+        entry: dict[str, Any] = {"cost_ms_per_time_unit": costs[name]}
+        entry["accuracy"] = _accuracy(times[name], picks, frames * spacing)
+        if name not in closures:  # a rung: its grid (JSON sorts names: 112 before 64)
+            entry["resolution"] = int(name.split()[-1])
+            result["solvers"][name] = entry
+            continue
+        entry["equivalent"] = _equivalent(
+            times[name], rungs, ladder_n, ladder_cost, costs[name], picks
+        )
+        result["hybrids"][name] = entry
+    return result
+
+
+def _frames(system, spacing: float, horizon: float, trajectories: int) -> tuple[int, int]:
+    """(steps between two frames, frames after the start) of every rollout; one clear error for
+    a spacing that is no multiple of the time step, a horizon of under two frames, or fewer
+    than two trajectories (the interval resamples them)."""
     stride = round(spacing / system.dt)
     if stride < 1 or not math.isclose(stride * system.dt, spacing):
         raise ML4DError(f"--spacing {spacing:g} must be a multiple of the time step {system.dt:g}")
@@ -169,12 +222,26 @@ def speedup(
         raise ML4DError(
             f"--trajectories must be >= 2 (the interval resamples them), got {trajectories}"
         )
+    return stride, frames
+
+
+def _rollouts(
+    system,
+    closures: Mapping[str, Any],
+    ladder: list[int],
+    u0: jax.Array,
+    frames: int,
+    stride: int,
+    spacing: float,
+):
+    """(the reference's name, correlation times with the reference of every rung and hybrid
+    (per level, per trajectory), and every solver to time, in turn: the rungs, the fine
+    reference, the hybrids — its batched step and its batch of start states)."""
     coarse = system.config.n_coarse
 
     def on_coarse(fields: jax.Array) -> np.ndarray:
         return np.asarray(system.resample(fields, coarse))
 
-    u0 = reference_states(system, seed, trajectories, warmup)
     reference = on_coarse(trajectory(system.fine_step, u0, frames, stride))
     times: dict[str, dict[float, np.ndarray]] = {}
     batched: dict[str, Callable[[jax.Array], jax.Array]] = {}
@@ -198,71 +265,56 @@ def speedup(
             return system.step(u, closure(u, 0.0), 0.0)
 
         measure(label, hybrid_step, states, lambda x: np.asarray(x)[:, :, 0])
-    # every solver timed in turn within each repeat: a change of the machine's load hits all
-    per_unit = 1.0 / system.dt  # steps per simulated time unit
-    costs = {
-        name: ms * per_unit for name, ms in timed_together(batched, starts, steps, repeats).items()
+    return fine, times, batched, starts
+
+
+def _accuracy(
+    times: dict[float, np.ndarray], picks: np.ndarray, horizon: float
+) -> dict[str, dict[str, Any]]:
+    """Per level: the mean correlation time over the trajectories, its bootstrap interval over
+    the resamples ``picks`` (``(resample, trajectory)`` indices) and the number censored at the
+    horizon."""
+    return {
+        f"{level:g}": {
+            "mean": float(times[level].mean()),
+            "interval": _interval(times[level][picks].mean(axis=1)),
+            "censored": int(np.sum(times[level] >= horizon)),
+        }
+        for level in THRESHOLDS
     }
 
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, trajectories, size=(resamples, trajectories))
-    ladder_n = np.asarray(ladder, dtype=float)
-    ladder_cost = np.asarray([costs[f"solver {n}"] for n in ladder])
-    result: dict[str, Any] = {
-        "system": system.name,
-        "settings": {
-            "trajectories": trajectories,
-            "horizon": frames * spacing,
-            "spacing": spacing,
-            "warmup_steps": warmup,
-            "seed": seed,
-            "dt": system.dt,
-            "coarse": coarse,
-            "fine": system.config.n_fine,
-            "timing": f"median of {repeats} x {steps} steps, batch of {trajectories}, one jit",
-            "bootstrap_resamples": resamples,
-            "backend": jax.default_backend(),
-        },
-        "solvers": {},
-        "hybrids": {},
-    }
-    fine_n = system.config.n_fine
-    result["solvers"][fine] = {"resolution": fine_n, "cost_ms_per_time_unit": costs[fine]}
-    for name in times:
-        entry: dict[str, Any] = {"cost_ms_per_time_unit": costs[name], "accuracy": {}}
-        if name not in closures:  # a rung: its grid (JSON sorts names: 112 before 64)
-            entry["resolution"] = int(name.split()[-1])
-        for level in THRESHOLDS:
-            t = times[name][level]
-            entry["accuracy"][f"{level:g}"] = {
-                "mean": float(t.mean()),
-                "interval": _interval(t[picks].mean(axis=1)),
-                "censored": int(np.sum(t >= frames * spacing)),
-            }
-        if name in closures:
-            entry["equivalent"] = {}
-            for level in THRESHOLDS:
-                ladder_t = np.stack([times[f"solver {n}"][level] for n in ladder])  # (rung, traj)
-                own = times[name][level]
-                n_eq, cost_eq, where = place(
-                    float(own.mean()), ladder_t.mean(axis=1), ladder_n, ladder_cost
-                )
-                boot = [
-                    place(float(own[p].mean()), ladder_t[:, p].mean(axis=1), ladder_n, ladder_cost)
-                    for p in picks
-                ]
-                speed = np.asarray([b[1] for b in boot]) / costs[name]
-                entry["equivalent"][f"{level:g}"] = {
-                    "resolution": n_eq,
-                    "resolution_interval": _interval(np.asarray([b[0] for b in boot])),
-                    "speedup": cost_eq / costs[name],
-                    "speedup_interval": _interval(speed),
-                    "where": where,
-                }
-            result["hybrids"][name] = entry
-        else:
-            result["solvers"][name] = entry
-    return result
+
+def _equivalent(
+    own: dict[float, np.ndarray],
+    rungs: list[dict[float, np.ndarray]],
+    ladder_n: np.ndarray,
+    ladder_cost: np.ndarray,
+    cost: float,
+    picks: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    """Per level: a hybrid (correlation times ``own``, cost ``cost``) placed on the ladder
+    (``rungs``' correlation times, its resolutions and costs): its equivalent resolution and
+    speed-up, each with its interval over the resamples ``picks``, and where it fell."""
+    out = {}
+    for level in THRESHOLDS:
+        ladder_t = np.stack([rung[level] for rung in rungs])  # (rung, traj)
+        mine = own[level]
+        n_eq, cost_eq, where = place(
+            float(mine.mean()), ladder_t.mean(axis=1), ladder_n, ladder_cost
+        )
+        boot = [
+            place(float(mine[p].mean()), ladder_t[:, p].mean(axis=1), ladder_n, ladder_cost)
+            for p in picks
+        ]
+        speed = np.asarray([b[1] for b in boot]) / cost
+        out[f"{level:g}"] = {
+            "resolution": n_eq,
+            "resolution_interval": _interval(np.asarray([b[0] for b in boot])),
+            "speedup": cost_eq / cost,
+            "speedup_interval": _interval(speed),
+            "where": where,
+        }
+    return out
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:

@@ -1,14 +1,17 @@
 """Simulated systems: one module each, all following ``ml4dynamics.systems.base.System``.
 
 The registry ``SYSTEMS`` holds every concrete ``System`` subclass defined in a module of this
-package, by its ``name``: a new system is one new file here (plus its params.yaml section).
+package, by its ``name``: a new system is one new file here (plus its params.yaml sections).
+What a system can do beyond the protocol is the interface it derives from, asked with
+``isinstance``: ``ExactClosure`` (the closure of any state can be computed) or
+``CoarseGridClosure`` (a coarse grid closed by a fine solver).
 """
 
 from __future__ import annotations
 
 from ml4dynamics.core.discovery import concrete_subclasses
 from ml4dynamics.core.errors import ML4DError
-from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.base import CoarseGridClosure, ExactClosure, System, SystemConfig
 from ml4dynamics.systems.linear import Linear, LinearConfig
 from ml4dynamics.systems.ns_channel import ChannelFlow, ChannelFlowConfig
 from ml4dynamics.systems.reaction_diffusion import ReactionDiffusion, ReactionDiffusionConfig
@@ -37,6 +40,8 @@ __all__ = [
     "SYSTEMS",
     "ChannelFlow",
     "ChannelFlowConfig",
+    "CoarseGridClosure",
+    "ExactClosure",
     "Linear",
     "LinearConfig",
     "ReactionDiffusion",

@@ -6,11 +6,20 @@ field ``V(u) = (S(u, y) - u) / dt``) and rolls hybrids out; it never knows wheth
 the exact physics or a network.
 
 Separately, a system is the source of its *reference data*: ``reference_trajectory`` returns states
-and their labels. The default rolls ``S`` out under the exact closure ``closure(u, t)`` and labels
-every stored state with it. A system without an exact closure of its state (a coarse grid closed by
-a fine solver and a restriction) overrides ``reference_trajectory`` instead and does not define
-``closure``. Either way the *oracle invariant* holds and is tested for every system: rolling ``S``
-out with the stored labels reproduces the stored trajectory to round-off.
+and their labels. What a system can do beyond the protocol is said by the interface it derives
+from, and asked with ``isinstance``:
+
+- ``ExactClosure``: the closure of any state can be computed (``closure(u, t)``); the reference
+  data roll ``S`` out under it and label every stored state with it (``linear``, ``rd``,
+  ``ns_channel``). Hybrid states can be labelled too (DAgger), and the ablation rolls the exact
+  closure out with noise.
+- ``CoarseGridClosure``: the state is a coarse grid closed by a fine solver (``ks``,
+  ``kolmogorov``, ``burgers``): no closure of a coarse state exists, the labels come from the fine
+  solver along its own trajectories; the plain solver runs at other resolutions (``ml4d
+  speedup``), and with the correction closure the reference run can carry the ablation's noise.
+
+Either way the *oracle invariant* holds and is tested for every system: rolling ``S`` out with the
+stored labels reproduces the stored trajectory to round-off.
 
 Conventions (float64 throughout; see ``ml4dynamics/__init__.py``):
 
@@ -73,7 +82,9 @@ class System(abc.ABC):
     """A discrete dynamical system with one unresolved (learnable) part.
 
     Concrete systems are final classes constructed from their config; coefficients that depend
-    only on the config (spectral symbols, matrices) are computed once in ``__init__``.
+    only on the config (spectral symbols, matrices) are computed once in ``__init__``. They derive
+    from one of the interfaces below (``ExactClosure``, ``CoarseGridClosure``), or from ``System``
+    itself when they provide their reference data otherwise.
     """
 
     #: identifier used in params.yaml, on the command line and in dataset attributes
@@ -198,53 +209,12 @@ class System(abc.ABC):
     def initial_state(self, key: jax.Array) -> jax.Array:
         """A random initial state drawn from ``key``, shape ``state_shape``."""
 
-    def closure(self, u: jax.Array, t: jax.Array) -> jax.Array:
-        """The exact closure ``y = phi(u)``, shape ``closure_shape``, if the system has one
-        (then the default ``reference_trajectory`` uses it)."""
-        raise NotImplementedError(
-            f"{self.name} has no exact closure of its state; its labels come from "
-            "reference_trajectory"
-        )
-
-    @property
-    def has_exact_closure(self) -> bool:
-        return type(self).closure is not System.closure
-
     @abc.abstractmethod
     def step(self, u: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
         """One step ``u_{k+1} = S(u_k, y_k)`` from time ``t`` to ``t + dt``."""
 
-    # -- the plain solver at other resolutions (systems closed by a fine solver) ---------------
-    # ``ml4d speedup`` places a hybrid on the accuracy-cost curve of the plain solver; a system
-    # whose state is a coarse grid closed by a fine solver provides these four, the others do not.
-    def fine_initial_state(self, key: jax.Array) -> jax.Array:
-        """A random state of the fine solver."""
-        raise self._no_ladder()
-
-    def fine_step(self, u: jax.Array) -> jax.Array:
-        """One step Δt of the fine solver (the truth) on a fine field."""
-        raise self._no_ladder()
-
-    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
-        """One step Δt of the system's solver, without any closure, on a grid of ``n`` points
-        per axis (a field in physical space, as ``resample`` gives it)."""
-        raise self._no_ladder()
-
-    def resample(self, u: jax.Array, n: int) -> jax.Array:
-        """A fine field on the grid of ``n`` points per axis (spectral restriction)."""
-        raise self._no_ladder()
-
-    @property
-    def has_solver_ladder(self) -> bool:
-        return type(self).plain_step is not System.plain_step
-
-    def _no_ladder(self) -> NotImplementedError:
-        return NotImplementedError(
-            f"{self.name} is not a coarse grid closed by a fine solver: it has no plain solver "
-            "at other resolutions"
-        )
-
     # -- reference data -----------------------------------------------------------------------
+    @abc.abstractmethod
     def reference_trajectory(
         self,
         key: jax.Array,
@@ -257,47 +227,13 @@ class System(abc.ABC):
         ``q``), ``warmup_steps`` unstored steps, then ``steps`` steps stored every
         ``store_every``-th; returns states ``(F, *state_shape)`` and labels
         ``(F, *closure_shape)`` with ``F = steps // store_every + 1``, the first frame at
-        ``t = warmup_steps * dt``.
-
-        Default: ``S`` under the exact closure, each stored state labelled with it. Called on the
-        unbound system inside jit (the system is a static argument, ``q`` traced)."""
-        bound = self.bind(q)
-        u = bound.initial_state(key)
-        if warmup_steps:
-            u = rollout(self, None, u, 0.0, warmup_steps, warmup_steps, q=q)[-1]
-        t0 = warmup_steps * self.dt
-        states = rollout(self, None, u, t0, steps, store_every, q=q)
-        times = t0 + jnp.arange(states.shape[0]) * (store_every * self.dt)
-        return states, jax.vmap(bound.closure)(states, times)
-
-    def reference_with_noise(
-        self,
-        key: jax.Array,
-        q: Mapping[str, Any],
-        warmup_steps: int,
-        steps: int,
-        store_every: int,
-        noise: tuple[float, int],
-    ) -> jax.Array:
-        """The states of ``reference_trajectory`` with the paper's ablation noise: the exact
-        closure plus N(0, σ²) per element at every step from the first stored frame on
-        (``noise = (σ, seed)``, drawn as ``rollout`` draws it). For a system without an exact
-        closure of its state whose reference run can carry that noise (a coarse grid with the
-        ``correction`` closure: the fine solver keeps the sub-grid modes); the others roll the
-        exact closure out from the stored states instead (``evaluation.ablation``)."""
-        raise NotImplementedError(
-            f"{self.name} has no reference run with the ablation's noise: only a coarse grid with "
-            "the correction closure has one"
-        )
+        ``t = warmup_steps * dt``. Called on the unbound system inside jit (the system is a
+        static argument, ``q`` traced)."""
 
     @property
-    def has_reference_with_noise(self) -> bool:
-        return type(self).reference_with_noise is not System.reference_with_noise
-
-    @property
+    @abc.abstractmethod
     def label_description(self) -> str:
         """What the stored labels are, for the dataset's metadata."""
-        return "exact closure of the state"
 
     # -- metadata -----------------------------------------------------------------------------
     @property
@@ -318,3 +254,90 @@ class System(abc.ABC):
             "boundary": self.boundary,
             **{f"system.{k}": v for k, v in self.config.as_attrs().items()},
         }
+
+
+class ExactClosure(System):
+    """A system whose closure of any state can be computed: ``closure(u, t)``. Its reference
+    data roll ``S`` out under that closure and label every stored state with it."""
+
+    @abc.abstractmethod
+    def closure(self, u: jax.Array, t: jax.Array) -> jax.Array:
+        """The exact closure ``y = phi(u, t)``, shape ``closure_shape``."""
+
+    def reference_trajectory(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+    ) -> tuple[jax.Array, jax.Array]:
+        """``S`` under the exact closure from a random initial state, each stored state
+        labelled with it (the protocol's ``reference_trajectory``)."""
+        bound = self.bind(q)
+        u = bound.initial_state(key)
+        if warmup_steps:
+            u = rollout(self, None, u, 0.0, warmup_steps, warmup_steps, q=q)[-1]
+        t0 = warmup_steps * self.dt
+        states = rollout(self, None, u, t0, steps, store_every, q=q)
+        times = t0 + jnp.arange(states.shape[0]) * (store_every * self.dt)
+        return states, jax.vmap(bound.closure)(states, times)
+
+    @property
+    def label_description(self) -> str:
+        return "exact closure of the state"
+
+
+class CoarseGridClosure(System):
+    """A coarse grid closed by a fine solver: the state is the restriction ``R`` of the fine
+    solver's field to a coarse grid, and the closure what the coarse solver misses of the fine
+    one. No closure of a coarse state exists (the sub-grid modes are gone): the labels come from
+    the fine solver along its own trajectories (``label``). The plain solver runs at any
+    resolution between the two grids (``plain_step``, ``resample``: ``ml4d speedup``)."""
+
+    @abc.abstractmethod
+    def fine_initial_state(self, key: jax.Array) -> jax.Array:
+        """A random field of the fine solver."""
+
+    @abc.abstractmethod
+    def fine_step(self, u: jax.Array) -> jax.Array:
+        """One step Δt of the fine solver (the truth) on a fine field."""
+
+    @abc.abstractmethod
+    def restrict(self, u: jax.Array) -> jax.Array:
+        """The coarse state ``R u`` of a fine field, shape ``state_shape``."""
+
+    @abc.abstractmethod
+    def label(self, u: jax.Array, fine_next: jax.Array | None = None) -> jax.Array:
+        """The closure of the coarse state ``R u``, from the fine field ``u`` (and its fine step
+        ``fine_next``, when the caller has it already), shape ``closure_shape``."""
+
+    @abc.abstractmethod
+    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
+        """One step Δt of the system's solver, without any closure, on a grid of ``n`` points
+        per axis (a field in physical space, as ``resample`` gives it)."""
+
+    @abc.abstractmethod
+    def resample(self, u: jax.Array, n: int) -> jax.Array:
+        """A field on the grid of ``n`` points per axis (spectral restriction)."""
+
+    @property
+    @abc.abstractmethod
+    def noisy_reference(self) -> bool:
+        """Whether ``reference_with_noise`` exists for this configuration (the ``correction``
+        closure: the exact correction plus noise is a fine run with noisy coarse modes)."""
+
+    @abc.abstractmethod
+    def reference_with_noise(
+        self,
+        key: jax.Array,
+        q: Mapping[str, Any],
+        warmup_steps: int,
+        steps: int,
+        store_every: int,
+        noise: tuple[float, int],
+    ) -> jax.Array:
+        """The states of ``reference_trajectory`` with the paper's ablation noise: the exact
+        closure plus N(0, σ²) per element at every step from the first stored frame on
+        (``noise = (σ, seed)``, drawn as ``rollout`` draws it), carried by the fine solver (the
+        exact closure of a coarse grid needs the fine state)."""

@@ -1,156 +1,251 @@
-"""What the coarse grids closed by a fine solver (``ks``, ``kolmogorov``) share: the checks of
-their grid parameters, the reference run that stores every ``store_every``-th fine state with
-its label, and the same run with the ablation's noise added to its coarse modes.
+"""The spectral coarse grid closed by a fine solver, in 1D and 2D: what ``ks``, ``kolmogorov`` and
+``burgers`` share, so that each of them says only its physics.
 
-Not a system (no ``System`` subclass here): helpers the two system modules call, and the mixin
-that gives both their reference runs from one description of their fine solver (``FineRun``).
+A PDE names its linear symbol and its nonlinear term (a ``SpectralSolver``, in ``spectral.py``);
+``SpectralCoarseGrid`` builds the *fine* solver from it on ``n_fine`` points per axis
+(``fine_substeps`` ETDRK4 steps of Δt/substeps per step: the truth) and the *coarse* one on
+``n_coarse = n_fine / coarsening`` (one step Δt), and provides the rest. The state is the fine
+field's spectral restriction ``R`` (its Fourier modes below the coarse Nyquist). The closure has
+one of two forms (``closure_kind``): ``correction``, y = (R F(u) − S_c(R u)) / Δt with F the fine
+step and S_c the coarse one, and the hybrid step S(ū, y) = S_c(ū) + Δt (y − ⟨y⟩): the stored
+labels reproduce the restricted fine trajectory to round-off (the oracle; both solvers conserve
+the mean, so the exact y is mean-free, and the step removes the mean of a learned one, which
+would drift the conserved mean off the data); ``filter``, the sub-grid flux τ = R(F) − F(R u) of
+the PDE's own dealiased flux F, one component per axis, held fixed over the step: it gives the
+restricted fine nonlinear term on every coarse mode, but frozen over a step it is first order in
+Δt. The reference run (``fine_reference.py``) warms the fine solver up from a random smooth
+field, then restricts and labels every ``store_every``-th fine state; the same run carries the
+ablation's noise in its coarse modes (``correction`` only); the plain solver runs at any
+resolution between the grids.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
-from ml4dynamics.core.validation import require
+from ml4dynamics.core.validation import require, require_positive
+from ml4dynamics.systems.base import CoarseGridClosure, SystemConfig
+from ml4dynamics.systems.fine_reference import (
+    FineRun,
+    coarse_kick,
+    mean_free,
+    noisy_fine_run,
+    stored_fine_run,
+)
+from ml4dynamics.systems.spectral import SpectralSolver, smooth_random_field
 
 CLOSURE_KINDS = ("correction", "filter")
 
 
-def check_grids(config: Any, example_fine: int) -> None:
-    """``n_fine``, ``coarsening``, ``fine_substeps`` and ``closure_kind`` of ``config``, one clear
-    error naming the field (``example_fine``: the value suggested for ``n_fine``)."""
-    require(
-        config.n_fine >= 16 and config.n_fine % 2 == 0,
-        "n_fine",
-        f"must be an even number >= 16, got {config.n_fine}",
-        f"use e.g. {example_fine}",
-    )
-    require(
-        config.coarsening >= 1 and config.n_fine % config.coarsening == 0,
-        "coarsening",
-        f"must divide n_fine = {config.n_fine}, got {config.coarsening}",
-        "use e.g. 4",
-    )
-    n_coarse = config.n_fine // config.coarsening
-    require(
-        n_coarse % 2 == 0 and n_coarse >= 8,
-        "coarsening",
-        f"leaves {n_coarse} coarse points per axis; an even number >= 8 is needed",
-        "use a smaller coarsening",
-    )
-    require(config.fine_substeps >= 1, "fine_substeps", "must be >= 1", "use e.g. 1")
-    require(
-        config.closure_kind in CLOSURE_KINDS,
-        "closure_kind",
-        f"must be one of {', '.join(CLOSURE_KINDS)}, got {config.closure_kind!r}",
-        "use correction",
-    )
-
-
-def stored_fine_run(
-    fine_step: Callable[[jax.Array], jax.Array],
-    restrict: Callable[[jax.Array], jax.Array],
-    label: Callable[[jax.Array, jax.Array | None], jax.Array],
-    start: jax.Array,
-    warmup_steps: int,
-    steps: int,
-    store_every: int,
-) -> tuple[jax.Array, jax.Array]:
-    """The fine solver from ``start``: ``warmup_steps`` unstored steps onto the attractor, then
-    ``steps`` steps; every ``store_every``-th fine state restricted (``restrict``) and labelled
-    (``label(state, its fine step)``). The first fine step of each stride is the one the
-    correction label needs: passed to it, never taken twice; the last frame's label gets
-    ``None`` and steps only if its kind needs it. ``fine_step`` may act in Fourier space, as
-    long as ``restrict`` and ``label`` take the same representation."""
-    v = jax.lax.fori_loop(0, warmup_steps, lambda _, w: fine_step(w), start)
-
-    def stride(w: jax.Array, _: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        w_next = fine_step(w)
-        frame = (restrict(w), label(w, w_next))
-        return jax.lax.fori_loop(1, store_every, lambda _, x: fine_step(x), w_next), frame
-
-    last, (states, labels) = jax.lax.scan(stride, v, None, length=steps // store_every)
-    return (
-        jnp.concatenate([states, restrict(last)[None]]),
-        jnp.concatenate([labels, label(last, None)[None]]),
-    )
-
-
-def noisy_fine_run(
-    fine_step: Callable[[jax.Array], jax.Array],
-    restrict: Callable[[jax.Array], jax.Array],
-    add_coarse: Callable[[jax.Array, jax.Array], jax.Array],
-    start: jax.Array,
-    warmup_steps: int,
-    steps: int,
-    store_every: int,
-    kick: Callable[[jax.Array], jax.Array],
-) -> jax.Array:
-    """The states of ``stored_fine_run`` with a coarse field ``kick(k)`` added after step ``k``
-    (counted from the first stored frame) to the fine state's coarse modes (``add_coarse``):
-    the restricted states follow S_c(ū) + Δt y_exact + ``kick(k)`` while the fine solver keeps
-    the sub-grid modes consistent — the exact closure with a per-step error, for a coarse grid
-    whose exact closure needs the fine state. A zero kick gives the stored states."""
-    v = jax.lax.fori_loop(0, warmup_steps, lambda _, w: fine_step(w), start)
-
-    def stride(w: jax.Array, j: jax.Array) -> tuple[jax.Array, jax.Array]:
-        def one(i: jax.Array, x: jax.Array) -> jax.Array:
-            return add_coarse(fine_step(x), kick(j * store_every + i))
-
-        return jax.lax.fori_loop(0, store_every, one, w), restrict(w)
-
-    last, states = jax.lax.scan(stride, v, jnp.arange(steps // store_every))
-    return jnp.concatenate([states, restrict(last)[None]])
-
-
-def coarse_kick(
-    noise: tuple[float, int], dt: float, shape: tuple[int, ...]
-) -> Callable[[jax.Array], jax.Array]:
-    """k ↦ Δt · mean_free(σ ξ_k), ξ_k ~ N(0, 1) of ``shape`` drawn from ``seed`` and k as
-    ``rollout`` draws the ablation's noise: what a correction closure's noise adds to the coarse
-    state at step k (``noise = (σ, seed)``)."""
-    sigma, seed = noise
-
-    def kick(k: jax.Array) -> jax.Array:
-        xi = jax.random.normal(jax.random.fold_in(jax.random.key(seed), k), shape)
-        return dt * mean_free(sigma * xi)
-
-    return kick
-
-
-def mean_free(y: jax.Array) -> jax.Array:
-    """``y`` (``(field, *grid)``) less its spatial mean per field: a correction that cannot
-    change a conserved mean (the exact one of a mean-conserving pair of solvers is mean-free)."""
-    axes = tuple(range(1, y.ndim))
-    return y - jnp.mean(y, axis=axes, keepdims=True)
-
-
 @dataclasses.dataclass(frozen=True)
-class FineRun:
-    """How a coarse grid closed by a fine solver runs the truth, in the representation its fine
-    solver works in (a field or its Fourier coefficients): ``step`` advances a fine state by Δt,
-    ``restrict`` gives its coarse state, ``label(fine, fine after one step or None)`` its
-    closure, ``add_coarse(fine, field)`` adds a coarse field to its coarse modes, ``start(key)``
-    draws a random fine state."""
+class CoarseGridConfig(SystemConfig):
+    """The grids, the closure's form and the random initial fields of a coarse grid closed by a
+    fine solver; a system's config adds its physics (and may change these defaults)."""
 
-    step: Callable[[jax.Array], jax.Array]
-    restrict: Callable[[jax.Array], jax.Array]
-    label: Callable[[jax.Array, jax.Array | None], jax.Array]
-    add_coarse: Callable[[jax.Array, jax.Array], jax.Array]
-    start: Callable[[jax.Array], jax.Array]
+    dt: float = 0.25
+    n_fine: int = 256
+    coarsening: int = 4
+    fine_substeps: int = 1
+    closure_kind: Literal["correction", "filter"] = "correction"
+    ic_modes: int = 4
+    ic_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        require_positive(self.dt, "dt", "the time step of the coarse solver")
+        example = type(self).__dataclass_fields__["n_fine"].default
+        require(
+            self.n_fine >= 16 and self.n_fine % 2 == 0,
+            "n_fine",
+            f"must be an even number >= 16, got {self.n_fine}",
+            f"use e.g. {example}",
+        )
+        require(
+            self.coarsening >= 1 and self.n_fine % self.coarsening == 0,
+            "coarsening",
+            f"must divide n_fine = {self.n_fine}, got {self.coarsening}",
+            "use e.g. 4",
+        )
+        n_coarse = self.n_coarse
+        require(
+            n_coarse % 2 == 0 and n_coarse >= 8,
+            "coarsening",
+            f"leaves {n_coarse} coarse points per axis; an even number >= 8 is needed",
+            "use a smaller coarsening",
+        )
+        require(self.fine_substeps >= 1, "fine_substeps", "must be >= 1", "use e.g. 1")
+        require(
+            self.closure_kind in CLOSURE_KINDS,
+            "closure_kind",
+            f"must be one of {', '.join(CLOSURE_KINDS)}, got {self.closure_kind!r}",
+            "use correction",
+        )
+        require(
+            1 <= self.ic_modes < n_coarse / 3,
+            "ic_modes",
+            f"must be between 1 and the coarse solver's dealiased band |k| < {n_coarse / 3:.4g}, "
+            f"got {self.ic_modes}",
+            "use e.g. 4",
+        )
+        require_positive(self.ic_std, "ic_std", "the spread of the random initial state")
+
+    @property
+    def n_coarse(self) -> int:
+        return self.n_fine // self.coarsening
 
 
-class FineReference:
-    """The reference runs of a ``System`` closed by a fine solver (listed before ``System`` among
-    its bases), from its ``fine_run()``: ``reference_trajectory`` (``stored_fine_run``) and
-    ``reference_with_noise`` (``noisy_fine_run``, the ``correction`` closure only)."""
+class SpectralCoarseGrid(CoarseGridClosure):
+    """A coarse grid closed by a fine solver, both pseudo-spectral (see the module docstring).
+    A system names its PDE (``solver``), its field (``field_name``) and its filter flux in words
+    (``flux_description``); its config is a ``CoarseGridConfig``."""
 
-    def fine_run(self) -> FineRun:
-        raise NotImplementedError
+    config: CoarseGridConfig
+    #: for the metadata: the state's one field (its coordinate along ``field``), the filter
+    #: closure's flux in words, and how the PDE is written ("": not named in the scheme)
+    field_name: ClassVar[str] = "u"
+    flux_description: ClassVar[str] = "flux"
+    form: ClassVar[str] = ""
+    #: where a reference run keeps its fine state between steps: Fourier coefficients (one
+    #: transform pair fewer per fine step) or a field (``ks``, whose data were generated so);
+    #: the two agree to round-off
+    fine_in_fourier: ClassVar[bool] = True
+
+    def __init__(self, config: CoarseGridConfig):
+        super().__init__(config)
+        self.fine = self.solver(config.n_fine, config.dt / config.fine_substeps)
+        self.coarse = self.solver(config.n_coarse, config.dt)
+
+    @abc.abstractmethod
+    def solver(self, n: int, dt: float) -> SpectralSolver:
+        """The PDE on ``n`` points per axis, stepped by ``dt``."""
+
+    # -- shapes ------------------------------------------------------------------------------------
+    @property
+    def _spatial(self) -> tuple[str, ...]:
+        return ("x1", "x2")[: self.fine.grid.dims]
+
+    @property
+    def state_dims(self) -> tuple[str, ...]:
+        return ("field", *self._spatial)
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        return (1, *(self.config.n_coarse,) * len(self._spatial))
+
+    @property
+    def closure_dims(self) -> tuple[str, ...]:
+        if self.config.closure_kind == "filter" and len(self._spatial) > 1:
+            return ("closure_field", *self._spatial)  # one flux component per axis
+        return self.state_dims
+
+    @property
+    def closure_shape(self) -> tuple[int, ...]:
+        if self.config.closure_kind == "filter":
+            return (len(self._spatial), *self.state_shape[1:])
+        return self.state_shape
+
+    def coords(self) -> Mapping[str, np.ndarray]:
+        points = self.coarse.grid.points()
+        coords = {"field": np.array([self.field_name], dtype=object)}
+        coords.update({axis: points for axis in self._spatial})
+        if "closure_field" in self.closure_dims:
+            names = [f"tau{i + 1}" for i in range(len(self._spatial))]
+            coords["closure_field"] = np.array(names, dtype=object)
+        return coords
+
+    # -- the fine solver ---------------------------------------------------------------------------
+    def fine_initial_state(self, key: jax.Array) -> jax.Array:
+        """A random smooth mean-free field on the fine grid (``smooth_random_field``)."""
+        c = self.config
+        return smooth_random_field(key, self.fine.grid, c.ic_modes, c.ic_std)
+
+    def _fine_step_hat(self, v: jax.Array) -> jax.Array:
+        steps = self.config.fine_substeps
+        return jax.lax.fori_loop(0, steps, lambda _, w: self.fine.step_hat(w), v)
+
+    def fine_step(self, u: jax.Array) -> jax.Array:
+        """One step Δt of the fine solver (``fine_substeps`` ETDRK4 steps) on the fine grid."""
+        grid = self.fine.grid
+        return grid.irfft(self._fine_step_hat(grid.rfft(u)))
+
+    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
+        """⌈fine_substeps · n / n_fine⌉ ETDRK4 steps on ``n`` points per axis, no closure: Δt per
+        step shrinks with the grid spacing as the CFL condition asks (the coarse solver's one
+        step at n_coarse ≤ n_fine / fine_substeps, the fine solver's ``fine_substeps`` at
+        n_fine)."""
+        c = self.config
+        substeps = max(1, math.ceil(c.fine_substeps * n / c.n_fine))
+        solver = self.solver(n, c.dt / substeps)
+
+        def step(u: jax.Array) -> jax.Array:
+            v = solver.grid.rfft(u)
+            v = jax.lax.fori_loop(0, substeps, lambda _, w: solver.step_hat(w), v)
+            return solver.grid.irfft(v)
+
+        return step
+
+    def resample(self, u: jax.Array, n: int) -> jax.Array:
+        return self.fine.grid.restrict(u, n)
+
+    def _restrict_hat(self, v: jax.Array) -> jax.Array:
+        """The coarse state ``(1, *grid)`` of fine coefficients ``v``."""
+        return self.coarse.grid.irfft(self.fine.grid.restrict_hat(v, self.config.n_coarse))[None]
+
+    def restrict(self, u: jax.Array) -> jax.Array:
+        return self._restrict_hat(self.fine.grid.rfft(u))
+
+    def _label_hat(self, v: jax.Array, v_next: jax.Array | None = None) -> jax.Array:
+        """The closure of the coarse state from the fine coefficients ``v`` (and, for the
+        ``correction`` kind, those of its fine step ``v_next`` when the caller has them)."""
+        c = self.config
+        u_bar = self._restrict_hat(v)[0]
+        if c.closure_kind == "filter":
+            fine_flux = self.fine.grid.restrict_hat(self.fine.flux_hat(v), c.n_coarse)
+            coarse_flux = self.coarse.flux_hat(self.coarse.grid.rfft(u_bar))
+            return self.coarse.grid.irfft(fine_flux - coarse_flux)
+        if v_next is None:
+            v_next = self._fine_step_hat(v)
+        target = self._restrict_hat(v_next)[0]
+        return ((target - self.coarse.step(u_bar)) / self.dt)[None]
+
+    def label(self, u: jax.Array, fine_next: jax.Array | None = None) -> jax.Array:
+        if fine_next is None and self.config.closure_kind == "correction":  # as the run takes it
+            fine_next = None if self.fine_in_fourier else self.fine_step(u)
+        grid = self.fine.grid
+        return self._label_hat(grid.rfft(u), None if fine_next is None else grid.rfft(fine_next))
+
+    # -- the protocol ------------------------------------------------------------------------------
+    def initial_state(self, key: jax.Array) -> jax.Array:
+        return self.restrict(self.fine_initial_state(key))
+
+    def step(self, u: jax.Array, y: jax.Array, t: jax.Array) -> jax.Array:
+        if self.config.closure_kind == "filter":
+            return self.coarse.step(u[0], flux=y)[None]
+        return self.coarse.step(u[0])[None] + self.dt * mean_free(y)
+
+    def _fine_run(self) -> FineRun:
+        fine, coarse, n_fine = self.fine.grid, self.coarse.grid, self.config.n_fine
+        if self.fine_in_fourier:
+            return FineRun(
+                step=self._fine_step_hat,
+                restrict=self._restrict_hat,
+                label=self._label_hat,
+                add_coarse=lambda v, x: v + coarse.prolong_hat(coarse.rfft(x[0]), n_fine),
+                start=lambda key: fine.rfft(self.fine_initial_state(key)),
+            )
+        return FineRun(
+            step=self.fine_step,
+            restrict=self.restrict,
+            label=self.label,
+            add_coarse=lambda u, x: u + fine.irfft(coarse.prolong_hat(coarse.rfft(x[0]), n_fine)),
+            start=self.fine_initial_state,
+        )
 
     def reference_trajectory(
         self,
@@ -162,12 +257,15 @@ class FineReference:
     ) -> tuple[jax.Array, jax.Array]:
         """The fine solver from a random state, ``warmup_steps`` unstored steps onto the
         attractor, then ``steps`` steps; every ``store_every``-th fine state is restricted to the
-        coarse grid and labelled with its closure (the first fine step of each stride is the one
-        the correction's label needs, never taken twice)."""
-        run = self.fine_run()
+        coarse grid and labelled with its closure (``stored_fine_run``)."""
+        run = self._fine_run()
         return stored_fine_run(
             run.step, run.restrict, run.label, run.start(key), warmup_steps, steps, store_every
         )
+
+    @property
+    def noisy_reference(self) -> bool:
+        return self.config.closure_kind == "correction"
 
     def reference_with_noise(
         self,
@@ -179,28 +277,39 @@ class FineReference:
         noise: tuple[float, int],
     ) -> jax.Array:
         """The states of ``reference_trajectory`` with the ablation's noise added to the coarse
-        modes at every step (``noisy_fine_run``): the exact correction plus noise, the sub-grid
-        modes carried by the fine solver. The noise's coarse Nyquist modes, which no restricted
-        state holds, are left out. The ``correction`` closure only."""
-        if not self.has_reference_with_noise:
+        modes at every step (``noisy_fine_run``). The noise's coarse Nyquist modes, which no
+        restricted state holds, are left out. The ``correction`` closure only."""
+        if not self.noisy_reference:
             raise NotImplementedError(
                 f"{self.name} with closure_kind {self.config.closure_kind!r} has no reference run "
                 "with the ablation's noise: the exact filter closure does not reproduce the fine "
                 "run"
             )
-        run = self.fine_run()
-        kick = coarse_kick(noise, self.dt, self.closure_shape)
+        run, kick = self._fine_run(), coarse_kick(noise, self.dt, self.closure_shape)
+        start = run.start(key)
         return noisy_fine_run(
-            run.step,
-            run.restrict,
-            run.add_coarse,
-            run.start(key),
-            warmup_steps,
-            steps,
-            store_every,
-            kick,
+            run.step, run.restrict, run.add_coarse, start, warmup_steps, steps, store_every, kick
+        )
+
+    # -- metadata ----------------------------------------------------------------------------------
+    @property
+    def label_description(self) -> str:
+        if self.config.closure_kind == "filter":
+            return f"sub-grid {self.flux_description} of the fine solution"
+        return (
+            f"(R(fine step) - coarse step of R {self.field_name}) / dt: the coarse solver's "
+            "one-step error"
         )
 
     @property
-    def has_reference_with_noise(self) -> bool:
-        return self.config.closure_kind == "correction"
+    def scheme(self) -> str:
+        c, size = self.config, " points" if len(self._spatial) == 1 else "^2"
+        return (
+            f"{self.form + ', ' if self.form else ''}pseudo-spectral, 2/3-rule dealiasing, ETDRK4 "
+            f"(contour-integral coefficients); fine grid {c.n_fine}{size} with {c.fine_substeps} "
+            f"step(s) per dt, restricted spectrally to {c.n_coarse}{size}"
+        )
+
+    @property
+    def boundary(self) -> str:
+        return "periodic"

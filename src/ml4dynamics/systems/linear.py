@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_positive
-from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.base import ExactClosure, SystemConfig
 
 Matrix = tuple[tuple[float, ...], ...]
 
@@ -78,7 +78,7 @@ class LinearConfig(SystemConfig):
         )
 
 
-class Linear(System):
+class Linear(ExactClosure):
     name: ClassVar[str] = "linear"
     config_class: ClassVar[type[SystemConfig]] = LinearConfig
     config: LinearConfig

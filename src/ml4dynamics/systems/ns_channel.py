@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
-from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.base import ExactClosure, SystemConfig
 from ml4dynamics.systems.poisson import ChannelPoisson
 
 
@@ -113,7 +113,7 @@ def _round_down(x: float, digits: int = 3) -> float:
     return math.floor(x * scale) / scale
 
 
-class ChannelFlow(System):
+class ChannelFlow(ExactClosure):
     name: ClassVar[str] = "ns_channel"
     config_class: ClassVar[type[SystemConfig]] = ChannelFlowConfig
     sample_params: ClassVar[tuple[str, ...]] = ("re", "y0")

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
-from ml4dynamics.systems.base import System, SystemConfig
+from ml4dynamics.systems.base import ExactClosure, SystemConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ def laplacian_symbol(n: int, length: float, kind: str) -> np.ndarray:
     raise ValueError(f"unknown Laplacian {kind!r}")
 
 
-class ReactionDiffusion(System):
+class ReactionDiffusion(ExactClosure):
     name: ClassVar[str] = "rd"
     config_class: ClassVar[type[SystemConfig]] = ReactionDiffusionConfig
     config: ReactionDiffusionConfig

@@ -1,15 +1,17 @@
 """Pseudo-spectral building blocks on periodic grids: wavenumbers, Orszag's 2/3 dealiasing, the
-spectral restriction of a fine grid to a coarse one, and the fourth-order exponential time
-differencing Runge–Kutta scheme (ETDRK4, Cox & Matthews 2002) with its coefficients evaluated by
-contour integrals (Kassam & Trefethen 2005).
+spectral restriction of a fine grid to a coarse one and its inverse, random smooth fields, the
+fourth-order exponential time differencing Runge–Kutta scheme (ETDRK4, Cox & Matthews 2002) with
+its coefficients evaluated by contour integrals (Kassam & Trefethen 2005), and the solver a PDE
+becomes when it names its linear symbol and its nonlinear term (``SpectralSolver``).
 
 Everything acts on the last axis of real fields through ``rfft``, or on the last two (a square
-grid, the ``2`` variants) through ``rfft2``; the coefficients are computed once, in
-float64/complex128 with NumPy, when a system is built.
+grid, the ``2`` variants) through ``rfft2``; ``PeriodicGrid`` picks the one its dimension needs.
+The coefficients are computed once, in float64/complex128 with NumPy, when a solver is built.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable
 
@@ -29,19 +31,36 @@ def dealias_mask(n: int) -> np.ndarray:
     return np.arange(n // 2 + 1) < n / 3
 
 
-def restrict(u: jax.Array, n_coarse: int) -> jax.Array:
-    """Spectral restriction along the last axis: the coarse grid's samples of the fine field's
-    Fourier modes |k| < n_coarse/2 (the coarse Nyquist mode, which a real coarse field cannot hold
-    as a travelling wave, is dropped). Exact for fields with no finer modes. Any even
-    ``n_coarse`` up to ``n`` works (the speed-up ladder uses grids that do not divide ``n``)."""
-    n = u.shape[-1]
+def restrict_hat(v: jax.Array, n_coarse: int, n: int) -> jax.Array:
+    """The ``rfft`` coefficients of the spectral restriction of a field on ``n`` points to
+    ``n_coarse``, from its own coefficients ``v`` (last axis ``n//2 + 1``): the modes
+    |k| < n_coarse/2, rescaled to the coarse grid's transform; the coarse Nyquist mode, which a
+    real coarse field cannot hold as a travelling wave, is zero. Any even ``n_coarse`` up to
+    ``n`` (the speed-up ladder uses grids that do not divide ``n``)."""
     if n_coarse > n or n_coarse % 2:
         raise ValueError(
             f"cannot restrict {n} points to {n_coarse}: it must be an even number <= {n}"
         )
-    u_hat = jnp.fft.rfft(u)[..., : n_coarse // 2 + 1] * (n_coarse / n)
-    u_hat = u_hat.at[..., n_coarse // 2].set(0.0)
-    return jnp.fft.irfft(u_hat, n=n_coarse)
+    v = v[..., : n_coarse // 2 + 1] * (n_coarse / n)
+    return v.at[..., n_coarse // 2].set(0.0)
+
+
+def restrict(u: jax.Array, n_coarse: int) -> jax.Array:
+    """Spectral restriction along the last axis: the coarse grid's samples of the fine field's
+    Fourier modes |k| < n_coarse/2 (``restrict_hat``). Exact for fields with no finer modes."""
+    return jnp.fft.irfft(restrict_hat(jnp.fft.rfft(u), n_coarse, u.shape[-1]), n=n_coarse)
+
+
+def prolong_hat(v: jax.Array, n: int) -> jax.Array:
+    """The inverse of ``restrict_hat``: the ``rfft`` coefficients ``(n//2 + 1,)`` of the field on
+    ``n`` points holding the modes |k| < m/2 of the coefficients ``v`` of a field on ``m``
+    points (its Nyquist mode dropped) and no others."""
+    m = 2 * (v.shape[-1] - 1)
+    if n < m:
+        raise ValueError(f"cannot prolong {m} points to {n}: it needs an even {m} <= {n}")
+    v = v.at[..., m // 2].set(0.0) * (n / m)
+    pad = [(0, 0)] * (v.ndim - 1) + [(0, n // 2 - m // 2)]
+    return jnp.pad(v, pad)
 
 
 def prolong(u: jax.Array, n: int) -> jax.Array:
@@ -52,9 +71,7 @@ def prolong(u: jax.Array, n: int) -> jax.Array:
     m = u.shape[-1]
     if n < m or m % 2:
         raise ValueError(f"cannot prolong {m} points to {n}: it needs an even {m} <= {n}")
-    u_hat = jnp.fft.rfft(u).at[..., m // 2].set(0.0) * (n / m)
-    pad = [(0, 0)] * (u.ndim - 1) + [(0, n // 2 - m // 2)]
-    return jnp.fft.irfft(jnp.pad(u_hat, pad), n=n)
+    return jnp.fft.irfft(prolong_hat(jnp.fft.rfft(u), n), n=n)
 
 
 def wavenumbers2(n: int, length: float) -> tuple[np.ndarray, np.ndarray]:
@@ -171,3 +188,144 @@ class ETDRK4:
         c = e2 * a + q * (2 * nb - nv)
         nc = nonlinear(c)
         return e * v + self.f1 * nv + 2 * self.f2 * (na + nb) + self.f3 * nc
+
+
+@dataclasses.dataclass(frozen=True)
+class PeriodicGrid:
+    """``n`` points per axis on [0, length)^dims, dims 1 or 2 (a square), and its real
+    transforms: ``rfft``/``irfft`` along the last axis, ``rfft2``/``irfft2`` along the last two."""
+
+    n: int
+    length: float
+    dims: int = 1
+
+    def points(self) -> np.ndarray:
+        """The positions along one axis."""
+        return np.arange(self.n) * (self.length / self.n)
+
+    def wavenumbers(self) -> tuple[np.ndarray, ...]:
+        """Angular wavenumbers of the transform's modes, one array per axis."""
+        if self.dims == 1:
+            return (wavenumbers(self.n, self.length),)
+        return wavenumbers2(self.n, self.length)
+
+    def dealias_mask(self) -> np.ndarray:
+        """The 2/3 rule on the transform's modes (axis by axis in 2D)."""
+        return dealias_mask(self.n) if self.dims == 1 else dealias_mask2(self.n)
+
+    def rfft(self, u: jax.Array) -> jax.Array:
+        return jnp.fft.rfft(u) if self.dims == 1 else jnp.fft.rfft2(u)
+
+    def irfft(self, v: jax.Array) -> jax.Array:
+        if self.dims == 1:
+            return jnp.fft.irfft(v, n=self.n)
+        return jnp.fft.irfft2(v, s=(self.n, self.n))
+
+    def restrict_hat(self, v: jax.Array, n_coarse: int) -> jax.Array:
+        """Coefficients of this grid's field restricted to ``n_coarse`` points per axis."""
+        if self.dims == 1:
+            return restrict_hat(v, n_coarse, self.n)
+        return restrict2_hat(v, n_coarse)
+
+    def prolong_hat(self, v: jax.Array, n: int) -> jax.Array:
+        """Coefficients on ``n`` points per axis of this grid's field with coefficients ``v``."""
+        return prolong_hat(v, n) if self.dims == 1 else prolong2_hat(v, n)
+
+    def restrict(self, u: jax.Array, n_coarse: int) -> jax.Array:
+        """A field on this grid, restricted spectrally to ``n_coarse`` points per axis."""
+        return restrict(u, n_coarse) if self.dims == 1 else restrict2(u, n_coarse)
+
+
+def smooth_random_field(key: jax.Array, grid: PeriodicGrid, modes: int, std: float) -> jax.Array:
+    """A random smooth mean-free field on ``grid``: the waves with wavenumber index 1 … ``modes``
+    (in 2D: |k1|, |k2| ≤ ``modes``, the mean left out) with independent normal coefficients,
+    scaled to standard deviation ``std``. The draw does not depend on the grid's size."""
+    n = grid.n
+    if grid.dims == 1:
+        parts = jax.random.normal(key, (2, modes), dtype=jnp.float64)
+        coeffs = jnp.zeros(n // 2 + 1, dtype=jnp.complex128)
+        coeffs = coeffs.at[1 : modes + 1].set(parts[0] + 1j * parts[1])
+        u = jnp.fft.irfft(coeffs, n=n)
+        return std * u / jnp.std(u)
+    m = modes
+    parts = jax.random.normal(key, (2, 2 * m + 1, m + 1), dtype=jnp.float64)
+    low = (parts[0] + 1j * parts[1]).at[m, 0].set(0.0)  # rows k1 = -m .. m; no mean
+    coeffs = jnp.zeros((n, n // 2 + 1), dtype=jnp.complex128)
+    coeffs = coeffs.at[: m + 1, : m + 1].set(low[m:]).at[n - m :, : m + 1].set(low[:m])
+    u = jnp.fft.irfft2(coeffs, s=(n, n))
+    return std * u / jnp.std(u)
+
+
+class SpectralSolver(abc.ABC):
+    """A PDE ``v' = L v + N(v)`` on a periodic grid, stepped by ETDRK4 of ``dt`` on the Fourier
+    coefficients ``v``: the PDE names its linear symbol ``L`` (``linear_symbol``, diagonal on
+    the grid's modes, integrated exactly; coefficients computed once here) and its nonlinear
+    term ``N`` (``nonlinear``). The filter closure enters as a flux ``(dims, *grid)`` added to
+    the PDE's own dealiased one (``flux_hat``), held fixed over the step (``source``)."""
+
+    def __init__(self, grid: PeriodicGrid, dt: float) -> None:
+        self.grid = grid
+        self.n = grid.n
+        self.coefficients = ETDRK4.build(self.linear_symbol(), dt).as_jax()
+
+    @abc.abstractmethod
+    def linear_symbol(self) -> np.ndarray:
+        """``L`` on the transform's modes of ``self.grid`` (NumPy, float64 or complex128)."""
+
+    @abc.abstractmethod
+    def nonlinear(self, v: jax.Array, source: jax.Array | float) -> jax.Array:
+        """``N(v)`` with ``source`` (from ``source``) in Fourier space."""
+
+    @abc.abstractmethod
+    def source(self, extra: jax.Array | None) -> jax.Array | float:
+        """The part of the nonlinear term held fixed over a step: any forcing, and the extra flux
+        with coefficients ``extra`` ``(dims, *modes)`` (None: no extra flux)."""
+
+    @abc.abstractmethod
+    def flux_hat(self, v: jax.Array) -> jax.Array:
+        """The coefficients ``(dims, *modes)`` of the dealiased flux whose divergence is the
+        nonlinear term (what the filter closure's sub-grid part adds to)."""
+
+    def step_hat(self, v: jax.Array, extra: jax.Array | None = None) -> jax.Array:
+        """One step of the coefficients ``v``; ``extra``: coefficients of an added flux."""
+        source = self.source(extra)
+        return self.coefficients.step(v, lambda w: self.nonlinear(w, source))
+
+    def step(self, u: jax.Array, flux: jax.Array | None = None) -> jax.Array:
+        """One step of a field ``(*grid)``; ``flux`` ``(dims, *grid)`` or None."""
+        extra = None if flux is None else self.grid.rfft(flux)
+        return self.grid.irfft(self.step_hat(self.grid.rfft(u), extra))
+
+
+class Convection1D(SpectralSolver):
+    """``u_t = L u − ½ (u²)_x`` on [0, length), periodic (the conservative form of u u_x):
+    the nonlinear term −½ ik FFT(u²) with the 2/3 rule applied to u before the product and to
+    the product after it; the flux of the filter closure is added to u². A PDE of this form
+    (Burgers, Kuramoto–Sivashinsky) names only its symbol ``L(k)`` (``symbol``)."""
+
+    def __init__(self, n: int, length: float, dt: float) -> None:
+        super().__init__(PeriodicGrid(n, length), dt)
+        k = self.grid.wavenumbers()[0]
+        self._mask = jnp.asarray(dealias_mask(n), dtype=jnp.float64)
+        self._derivative = jnp.asarray(-0.5j * k)
+
+    @abc.abstractmethod
+    def symbol(self, k: np.ndarray) -> np.ndarray:
+        """``L`` at the angular wavenumbers ``k``."""
+
+    def linear_symbol(self) -> np.ndarray:
+        return self.symbol(self.grid.wavenumbers()[0])
+
+    def square_hat(self, v: jax.Array) -> jax.Array:
+        """The coefficients of the dealiased product u² of the field with coefficients ``v``."""
+        u = jnp.fft.irfft(v * self._mask, n=self.n)
+        return jnp.fft.rfft(u * u) * self._mask
+
+    def flux_hat(self, v: jax.Array) -> jax.Array:
+        return self.square_hat(v)[None]
+
+    def source(self, extra: jax.Array | None) -> jax.Array | float:
+        return 0.0 if extra is None else extra[0]
+
+    def nonlinear(self, v: jax.Array, source: jax.Array | float = 0.0) -> jax.Array:
+        return self._derivative * (self.square_hat(v) + source)
