@@ -179,3 +179,22 @@ def test_the_benchmark_scores_a_chaotic_system_as_promotion_does(store, tmp_path
     horizon = [benchmarked[s]["error_horizon"] for s in ("test", "ood")]
     once = None if None in horizon else sum(horizon) / 2
     assert once is None or once != pytest.approx(benchmarked["score"])
+
+
+def test_the_code_registered_versions_carry_still_imports():
+    """Every registered version holds a copy of closure_model.py, which imports the loader by
+    its module path; moving that function would break the versions already registered."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    code = Path(registry.__file__).with_name("closure_model.py").read_text()
+    imports = [
+        (node.module, alias.name)
+        for node in ast.walk(ast.parse(code))
+        if isinstance(node, ast.ImportFrom) and node.module.startswith("ml4dynamics")
+        for alias in node.names
+    ]
+    assert imports == [("ml4dynamics.registry.packaging", "load_closure_dir")]
+    for module, name in imports:
+        assert callable(getattr(importlib.import_module(module), name))
