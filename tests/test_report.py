@@ -79,7 +79,7 @@ def test_a_system_with_an_energy_spectrum_shows_its_error_beside_the_coarse_solv
     test = {"spectrum_error": None, "coarse_alone": base}
     blown = evaluation(None, stable=0.5, chaotic=True, test=test)
     text = system_section("ks", {"ols": chaotic, "tr": blown}, {}, None, None)
-    assert "| test spectrum error (coarse solver alone) |" in text
+    assert "| test spectrum error (alias-free coarse solver alone) |" in text
     assert "| estimator | val error (t = 10) |" in text and "| ols | 0.07 |" in text
     assert "| ood error (t = 10) |" in text and "| 1.4 | 0.3 | 1 / 1 |" in text
     assert "| 1 / 1 | 0.05 (0.21) |" in text and "| 0.5 / 0.5 | — (0.21) |" in text
@@ -137,6 +137,8 @@ def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
     promotion = {"candidates": {"tr": refusal | {"gates": {}}}}
     (snapshot / "promotion.json").write_text(json.dumps(promotion))
     (tmp_path / "bench" / "empty_pipeline").mkdir()  # (a folder without evaluations: skipped)
+    # where a closure is needed (`ml4d resolution`), one section per table
+    (tmp_path / "bench" / "ks_resolution.md").write_text("the what line\n\n| 64 | yes |\n")
     result = run_cli(["report", "--system", "rd"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "docs" / "results.md").read_text()
@@ -154,6 +156,8 @@ def test_ml4d_report_writes_the_page_from_the_metrics(tmp_path):
     opt_in = "## ns_channel (opt-in: one run of its pipeline, committed output "
     assert opt_in + "`bench/ns_channel_pipeline/`)" in page and "## empty" not in page
     assert "| tr | — |" in page and "- tr: finite_and_bounded: test: 1 of 5 blow up" in page
+    heading = "## ks: where a closure is needed (`ml4d resolution`, committed output "
+    assert heading + "`bench/ks_resolution.md`)\n\nthe what line\n\n| 64 | yes |" in page
     missing = run_cli(["report", "--system", "ns_channel"], cwd=tmp_path)
     assert missing.returncode != 0 and missing.stderr.count("\n") == 1
     assert "no evaluations of ns_channel" in missing.stderr

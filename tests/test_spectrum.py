@@ -43,10 +43,12 @@ def test_the_spectrum_error_is_the_mean_log_ratio_over_the_resolved_shells():
     truth = rng.normal(size=(2, 5, 1, 48, 48))
     assert spectrum_error(truth, truth.copy(), 2, -2) == 0.0
     assert spectrum_error(2 * truth, truth, 2, -2) == pytest.approx(math.log10(4), rel=1e-12)
-    # a change above the resolved range (|k| > 48/3 = 16) is not seen
-    x1, _ = grid2(48)
-    high = truth + 5.0 * np.cos(20 * x1)
-    assert spectrum_error(high, truth, 2, -2) == pytest.approx(0.0, abs=1e-12)
+    # a change beyond the compared shells (|k| >= 48/2: the corners and the Nyquist shell) is not
+    # seen; one between n/3 and n/2 is, since the solvers advect those modes too
+    x1, x2 = grid2(48)
+    corner = truth + 5.0 * np.cos(20 * x1 + 20 * x2)  # |k| = 28.3
+    assert spectrum_error(corner, truth, 2, -2) == pytest.approx(0.0, abs=1e-12)
+    assert spectrum_error(truth + 5.0 * np.cos(20 * x1), truth, 2, -2) > 0.01
     blown = truth.copy()
     blown[0, 3, 0, 0, 0] = np.inf
     assert spectrum_error(blown, truth, 2, -2) is None

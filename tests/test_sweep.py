@@ -343,13 +343,13 @@ def test_coarse_grid_tables_set_the_coarse_solver_alone_beside_the_closures():
         for e, seed, err in (("ols", 0, 1.5), ("ols", 1, 1.7), ("tr", 0, 0.6), ("tr", 1, 0.6))
     ]
     head, _, row = table(runs, ["ols", "tr"], [None], None, "setting", "error_t2").splitlines()
-    assert head == "| setting | ols | tr | coarse solver alone |"
+    assert head == "| setting | ols | tr | coarse solver alone (alias-free) |"
     assert row == "| params.yaml | 1.6 ± 0.1 | 0.6 ± 0 | 0.31 ± 0 |"
     lines = stability_table(runs, ["ols", "tr"], [None], "setting").splitlines()
     assert len(lines) == 5
     assert (
         lines[-1]
-        == "| params.yaml | coarse solver alone | 1 ± 0 | 4.6 ± 0 | 1.15 ± 0 | 0.13 ± 0 | – | – |"
+        == "| params.yaml | coarse solver alone (alias-free) | 1 ± 0 | 4.6 ± 0 | 1.15 ± 0 | 0.13 ± 0 | – | – |"
     )
     plain = [{k: v for k, v in r.items() if k != "coarse_alone"} for r in runs]
     assert "coarse" not in table(plain, ["ols", "tr"], [None], None, "setting", "error_t2")
@@ -403,12 +403,15 @@ def test_sweep_of_a_chaotic_system_chooses_lam_on_the_validation_error_at_the_re
     assert all(len(r["curves"]["ablation_rel_error"]) == len(r["curves"]["time"]) for r in runs)
     lines = out.with_suffix(".md").read_text().splitlines()
     assert lines[0].startswith("| setting | ols | tr-projector |")
-    assert lines[0].endswith("| coarse solver alone |")
+    assert lines[0].endswith("| coarse solver alone (alias-free) |")
     assert lines[2].startswith("| params.yaml | ")
     assert "| – |" not in lines[2]
     base = runs[0]["coarse_alone"]["error_t2"]
     assert lines[2].endswith(f"| {base:.3g} ± 0 |")
-    assert any(line.startswith("| params.yaml | coarse solver alone | 1 ± 0 |") for line in lines)
+    assert any(
+        line.startswith("| params.yaml | coarse solver alone (alias-free) | 1 ± 0 |")
+        for line in lines
+    )
     assert "validation error (error_t2)" in out.with_suffix(".md").read_text().split("\n\n")[2]
 
 

@@ -73,6 +73,11 @@ COMMANDS: dict[str, Command] = {
             "the DVC experiments side by side: λ, validation and test error, gates",
         ),
         ("report", "report", "write docs/results.md: the results tables, from the metrics"),
+        (
+            "resolution",
+            "resolution",
+            "the plain coarse solver alone at several coarse grids: where a closure is needed",
+        ),
         ("bench", "bench", "time one training step of every estimator side by side"),
         ("linear-theory", "linear_theory", "the paper's linear experiment: terminal error vs λ"),
         (

@@ -16,7 +16,8 @@ Definitions, for a state on a periodic grid of ``n1 × … × nd`` points:
   [0, 2π)², so Σ_k E(k) is the mean kinetic energy);
 - the shell spectrum E(k), k = 0, 1, …: the energy of the modes with round(|k|) = k;
 - the spectrum error of hybrid frames against true ones over a time window: the mean over the
-  shells 1 ≤ k ≤ ⌊min(n)/3⌋ (the range the 2/3 rule keeps) of |log10 Ē_hybrid(k) − log10
+  shells 1 ≤ k < ⌊min(n)/2⌋ (every shell the grid carries whole: the solvers advect all of
+  them, and the restriction leaves the Nyquist shell empty) of |log10 Ē_hybrid(k) − log10
   Ē_true(k)|, Ē the mean spectrum over the window's frames and the trajectories. 0 when the
   spectra agree; log10 2 ≈ 0.3 when every shell is off by a factor 2.
 """
@@ -56,8 +57,8 @@ def energy_spectrum(u: np.ndarray, spatial_axes: int, weight_power: int = 0) -> 
 
 
 def resolved_shells(grid: tuple[int, ...]) -> slice:
-    """The shells the spectrum error compares: 1 … ⌊min(grid)/3⌋ (the 2/3 rule's range)."""
-    return slice(1, min(grid) // 3 + 1)
+    """The shells the spectrum error compares: 1 … ⌊min(grid)/2⌋ − 1 (below the Nyquist shell)."""
+    return slice(1, min(grid) // 2)
 
 
 def spectrum_error(
@@ -88,8 +89,8 @@ BANDS = ("|k| <= n/3", "n/3 < |k| <= n/2", "|k| > n/2")
 def band_shares(u: np.ndarray, spatial_axes: int) -> dict[str, float]:
     """The share of the Fourier energy Σ|û_k|² of the fields ``u`` (``(..., field, *grid)``) in
     each band of ``BANDS`` (n the smallest side of the grid). For a coarse grid's closure labels
-    it says where the correction works: above n/3 the coarse solver's dealiased nonlinear term
-    does not reach."""
+    it says where the correction works: above n/3 a 2/3-rule solver's nonlinear term would not
+    reach (the alias-free one reaches every carried mode)."""
     grid = u.shape[-spatial_axes:]
     axes = tuple(range(u.ndim - spatial_axes, u.ndim))
     power = np.abs(np.fft.fftn(u, axes=axes)) ** 2

@@ -148,7 +148,7 @@ def _error_curves(curves) -> dict:
     out = {s: (curves[s]["time"], curves[s]["rel_error"]) for s in ROLLED_OUT_SPLITS}
     baselines = (
         ("ablation_rel_error", "exact closure + noise of its misfit (ablation)"),
-        ("coarse_alone_rel_error", "the coarse solver alone"),
+        ("coarse_alone_rel_error", "the alias-free coarse solver alone"),
     )
     for key, what in baselines:  # each where it was rolled out (ablation: not on every
         for s in ROLLED_OUT_SPLITS:  # coarse grid; the coarse solver: only on one)

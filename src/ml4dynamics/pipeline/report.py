@@ -131,8 +131,8 @@ def _trial_sections(layout: Layout) -> list[str]:
 
 
 def _study_sections(layout: Layout) -> list[str]:
-    """The committed benchmarks (training step per dtype, solvers, speed-up at matched
-    accuracy) and the linear experiment, each where its file is there."""
+    """The committed benchmarks (training step per dtype, solvers, where a closure is needed,
+    speed-up at matched accuracy) and the linear experiment, each where its file is there."""
     sections = []
     for bench in sorted(Path("bench").glob("*_train_step.json")):
         record = json.loads(bench.read_text())
@@ -142,6 +142,12 @@ def _study_sections(layout: Layout) -> list[str]:
     solvers = _read(Path("bench/solvers.json"))
     if solvers:
         sections.append(report.solver_bench_section(solvers))
+    for table in sorted(Path("bench").glob("*_resolution*.md")):
+        name = table.name.split("_resolution")[0]
+        sections.append(
+            f"## {name}: where a closure is needed (`ml4d resolution`, committed output "
+            f"`{table.as_posix()}`)\n\n" + table.read_text().strip()
+        )
     for record_path in sorted(Path("bench").glob("*_speedup.json")):
         name = record_path.name.removesuffix("_speedup.json")
         png = record_path.with_suffix(".png")

@@ -14,9 +14,11 @@ registered gate.
   before the horizon, the error at the report time instead (the evaluation's ``score_metric``);
 - ``shift``: the excess shift max_k [log10 F(û_k) − log10 F(u_k)] is ≤ ``max_shift`` on every split;
 - ``beats_coarse_solver``: for a closure of a coarse solver (a system without an exact closure,
-  evaluated beside the coarse solver alone), on every split the hybrid stays correlated with the
-  truth (ρ ≥ 0.8) at least as long as the coarse solver alone and its error at the scored time is
-  no larger; a closure that does not beat the solver it corrects has no use;
+  evaluated beside the coarse solver alone: the alias-free plain solver on the same grid, the
+  strongest one there), on every split the hybrid stays correlated with the truth (ρ ≥ 0.8) at
+  least as long as the coarse solver alone and its error at the scored time is strictly smaller;
+  a closure that does not beat the solver it corrects (one that does nothing included) has no
+  use;
 - ``not_worse_than_champion``: the score (``evaluation.result.split_score``: the mean over splits
   of the error at the horizon, or at the report time for a chaotic system) is ≤ the current
   champion's on the same data; passes when there is no comparable champion.
@@ -122,13 +124,14 @@ def beats_coarse_solver(result, limits, champion, splits):
         own, base = result.splits[split], result.splits[split].coarse_alone
         error, base_error = result.scored_error(split), scored_error(base, result.chaotic)
         longer = own.corr_time_80 >= base.corr_time_80
-        smaller = error is not None and (base_error is None or error <= base_error)
+        smaller = error is not None and (base_error is None or error < base_error)
         ok = ok and longer and smaller
         shown = "not finite" if error is None else f"{error:.3g}"
         base_shown = "not finite" if base_error is None else f"{base_error:.3g}"
         parts.append(
             f"{split} correlated (rho >= 0.8) for {own.corr_time_80:.4g} vs "
-            f"{base.corr_time_80:.4g}, {key} {shown} vs {base_shown} (coarse solver alone)"
+            f"{base.corr_time_80:.4g}, {key} {shown} vs {base_shown} (the alias-free coarse "
+            "solver alone)"
         )
     return ok, "; ".join(parts)
 

@@ -196,7 +196,15 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
 
         rungs = [point(e) for e in solvers.values()]
         x, y, lo, hi = (np.asarray(v) for v in zip(*rungs, strict=True))
-        ax.errorbar(x, y, yerr=[lo, hi], fmt="o-", color="0.35", label="plain solver", capsize=2)
+        ax.errorbar(
+            x,
+            y,
+            yerr=[lo, hi],
+            fmt="o-",
+            color="0.35",
+            label="plain solver (alias-free)",
+            capsize=2,
+        )
         for (name, _), xi, yi in zip(solvers.items(), x, y, strict=True):
             ax.annotate(
                 name.split()[-1],
@@ -286,7 +294,7 @@ def trial_curves(
                         ":",
                         color="k",
                         lw=1.2,
-                        label="coarse solver alone",
+                        label="coarse solver alone (alias-free)",
                     )
                 if shift_ax is not None and "shift" in c:
                     shift_ax.plot(t, _curve(c["shift"]), color=colour, lw=1)

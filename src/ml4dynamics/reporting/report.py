@@ -122,7 +122,7 @@ def _head(some: EvaluationResult, early: bool, spectral: bool) -> list[str]:
         f"test error (t = {number(horizon.get('test'))})",
         f"ood error (t = {report_time if at_report else number(horizon.get('ood'))})",
         "stable (test / ood)",
-        *(["test spectrum error (coarse solver alone)"] if spectral else []),
+        *(["test spectrum error (alias-free coarse solver alone)"] if spectral else []),
         "test excess shift",
         "test error ÷ ablation",
         "floor ratio",

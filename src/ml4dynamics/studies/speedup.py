@@ -5,7 +5,9 @@ fine solver (a ``CoarseGridClosure``).
 - **Reference**: the fine solver (the truth the closures were trained on), from ``trajectories``
   random states after ``warmup`` fine steps onto the attractor, for ``horizon`` time units.
 - **Ladder**: the plain solver (no closure) at resolutions between the coarse grid and the fine
-  one, started from the reference's initial state restricted spectrally onto its grid.
+  one, started from the reference's initial state restricted spectrally onto its grid; alias-free
+  (products zero-padded to 3/2: every mode a rung carries is advected), the strongest plain
+  solver on each grid, not the 2/3-rule one that leaves a third of its modes unadvected.
 - **Hybrids**: the coarse solver plus each closure network, from the restricted initial state.
 - **Accuracy**: per trajectory, the time until the centred correlation with the reference (every
   run restricted to the coarse grid) first drops below c (c = 0.95 and 0.8), censored at the
@@ -331,7 +333,7 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
                 "above": " (more accurate than the finest rung: a lower bound)",
             }.get(eq["where"], "")
             lines.append(
-                f"{name}: correlation >= {level}: like the plain solver at "
+                f"{name}: correlation >= {level}: like the alias-free plain solver at "
                 f"{eq['resolution']:.0f} points [{n_lo:.0f}, {n_hi:.0f}] (coarse {coarse}); "
                 f"speed-up {eq['speedup']:.2f}x [{lo:.2f}, {hi:.2f}]{note}"
             )

@@ -112,7 +112,7 @@ def table(
     extra = bool(runs) and "floor_ratio" in runs[0]
     coarse = base_key is not None and any(r.get("coarse_alone") for r in runs)
     head = [*names, *([f"floor ratio ({names[0]})", f"ablation ({names[0]})"] if extra else [])]
-    head += ["coarse solver alone"] if coarse else []
+    head += ["coarse solver alone (alias-free)"] if coarse else []
     lines = [f"| {heading(column)} | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for value in values:
         cells = []
@@ -161,7 +161,7 @@ def stability_table(
             )
         if base := coarse_alone_rows(runs, value, column):
             lines.append(
-                f"| {setting_label(value)} | coarse solver alone | "
+                f"| {setting_label(value)} | coarse solver alone (alias-free) | "
                 f"{mean_std(base, 'stable_fraction')} | "
                 f"{mean_std(base, 'corr_time_80')} | {errors_cell(base, 'error_horizon')} | "
                 f"{shift_cell(base)} | – | – |"

@@ -313,9 +313,11 @@ class CoarseGridClosure(System):
         ``fine_next``, when the caller has it already), shape ``closure_shape``."""
 
     @abc.abstractmethod
-    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
+    def plain_step(self, n: int, dealiasing: str = "padded") -> Callable[[jax.Array], jax.Array]:
         """One step Δt of the system's solver, without any closure, on a grid of ``n`` points
-        per axis (a field in physical space, as ``resample`` gives it)."""
+        per axis (a field in physical space, as ``resample`` gives it); ``dealiasing``: how its
+        products are dealiased (``systems.spectral.DEALIASING``; the default advects every mode
+        the grid carries)."""
 
     @abc.abstractmethod
     def resample(self, u: jax.Array, n: int) -> jax.Array:

@@ -19,7 +19,7 @@ import numpy as np
 from ml4dynamics.core.validation import require_positive
 from ml4dynamics.systems.base import SystemConfig
 from ml4dynamics.systems.coarse_grid import CoarseGridConfig, SpectralCoarseGrid
-from ml4dynamics.systems.spectral import Convection1D
+from ml4dynamics.systems.spectral import Convection1D, Dealiasing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,9 +41,9 @@ class BurgersConfig(CoarseGridConfig):
 class SpectralBurgers(Convection1D):
     """The Burgers solver on ``n`` points of [0, ``length``): ETDRK4 steps of ``dt``."""
 
-    def __init__(self, n: int, length: float, dt: float, viscosity: float) -> None:
+    def __init__(self, n: int, length: float, dt: float, dealiasing: Dealiasing, viscosity: float):
         self.viscosity = viscosity
-        super().__init__(n, length, dt)
+        super().__init__(n, length, dt, dealiasing)
 
     def symbol(self, k: np.ndarray) -> np.ndarray:
         return -self.viscosity * k**2
@@ -56,5 +56,5 @@ class Burgers(SpectralCoarseGrid):
     flux_description: ClassVar[str] = "stress R(u^2) - (R u)^2"
     config: BurgersConfig
 
-    def solver(self, n: int, dt: float) -> SpectralBurgers:
-        return SpectralBurgers(n, self.config.length, dt, self.config.viscosity)
+    def solver(self, n: int, dt: float, dealiasing: Dealiasing = "padded") -> SpectralBurgers:
+        return SpectralBurgers(n, self.config.length, dt, dealiasing, self.config.viscosity)

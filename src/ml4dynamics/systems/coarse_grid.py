@@ -39,7 +39,7 @@ from ml4dynamics.systems.fine_reference import (
     noisy_fine_run,
     stored_fine_run,
 )
-from ml4dynamics.systems.spectral import SpectralSolver, smooth_random_field
+from ml4dynamics.systems.spectral import Dealiasing, SpectralSolver, smooth_random_field
 
 CLOSURE_KINDS = ("correction", "filter")
 
@@ -87,9 +87,9 @@ class CoarseGridConfig(SystemConfig):
             "use correction",
         )
         require(
-            1 <= self.ic_modes < n_coarse / 3,
+            1 <= self.ic_modes < self.n_fine / 2,
             "ic_modes",
-            f"must be between 1 and the coarse solver's dealiased band |k| < {n_coarse / 3:.4g}, "
+            f"must be between 1 and the fine grid's band |k| < {self.n_fine // 2}, "
             f"got {self.ic_modes}",
             "use e.g. 4",
         )
@@ -122,8 +122,9 @@ class SpectralCoarseGrid(CoarseGridClosure):
         self.coarse = self.solver(config.n_coarse, config.dt)
 
     @abc.abstractmethod
-    def solver(self, n: int, dt: float) -> SpectralSolver:
-        """The PDE on ``n`` points per axis, stepped by ``dt``."""
+    def solver(self, n: int, dt: float, dealiasing: Dealiasing = "padded") -> SpectralSolver:
+        """The PDE on ``n`` points per axis, stepped by ``dt``, its products dealiased as
+        ``dealiasing`` says (``spectral.DEALIASING``)."""
 
     # -- shapes ------------------------------------------------------------------------------------
     @property
@@ -174,14 +175,14 @@ class SpectralCoarseGrid(CoarseGridClosure):
         grid = self.fine.grid
         return grid.irfft(self._fine_step_hat(grid.rfft(u)))
 
-    def plain_step(self, n: int) -> Callable[[jax.Array], jax.Array]:
+    def plain_step(self, n: int, dealiasing: str = "padded") -> Callable[[jax.Array], jax.Array]:
         """⌈fine_substeps · n / n_fine⌉ ETDRK4 steps on ``n`` points per axis, no closure: Δt per
         step shrinks with the grid spacing as the CFL condition asks (the coarse solver's one
         step at n_coarse ≤ n_fine / fine_substeps, the fine solver's ``fine_substeps`` at
-        n_fine)."""
+        n_fine). ``dealiasing="two_thirds"``: the 2/3-rule solver, to show what it loses."""
         c = self.config
         substeps = max(1, math.ceil(c.fine_substeps * n / c.n_fine))
-        solver = self.solver(n, c.dt / substeps)
+        solver = self.solver(n, c.dt / substeps, dealiasing)  # type: ignore[arg-type]
 
         def step(u: jax.Array) -> jax.Array:
             v = solver.grid.rfft(u)
@@ -305,7 +306,8 @@ class SpectralCoarseGrid(CoarseGridClosure):
     def scheme(self) -> str:
         c, size = self.config, " points" if len(self._spatial) == 1 else "^2"
         return (
-            f"{self.form + ', ' if self.form else ''}pseudo-spectral, 2/3-rule dealiasing, ETDRK4 "
+            f"{self.form + ', ' if self.form else ''}pseudo-spectral, products zero-padded to 3/2 "
+            "(every carried mode advected), ETDRK4 "
             f"(contour-integral coefficients); fine grid {c.n_fine}{size} with {c.fine_substeps} "
             f"step(s) per dt, restricted spectrally to {c.n_coarse}{size}"
         )

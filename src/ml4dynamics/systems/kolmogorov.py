@@ -10,21 +10,24 @@ k_f = 4, and a linear drag α = 0.1 that removes the energy the inverse cascade 
 largest scales. x1 and x2 are the first and last axes of a field.
 
 Pseudo-spectral and float64: u·∇ω = ∇·(uω) (u is divergence-free) is evaluated from the flux
-F = uω, with the 2/3 rule (square, axis by axis: ``dealias_mask2``) applied to ω before the
-product and to the product after it; the linear symbol −ν|k|² − α is integrated exactly by
+F = uω, its products taken on a grid zero-padded to 3/2 (``PeriodicGrid.to_product``), so every
+mode the grid carries is advected; the linear symbol −ν|k|² − α is integrated exactly by
 ETDRK4, the forcing (constant) with the nonlinear term. The grids, the two closure kinds
 (``correction``; ``filter``, the sub-grid vorticity flux τ = R(uω) − (Ru)(Rω), a 2-vector per
 point on the closure axis ``closure_field``, entering as −∇·τ), the reference run and the solver
 ladder are ``SpectralCoarseGrid``'s (``systems/coarse_grid.py``). The mean vorticity is 0 and
 stays there (the forcing and the drag keep it), so the exact correction is mean-free.
 
-Time step (``dt``, the coarse step): 0.02, with 4 fine steps of 0.005 at 256². ETDRK4 is stable
-for explicit advection while Δt |u|_max k_max ≲ 2.8 (k_max = n/3 after dealiasing); on the
-attractor |u|_max is 3 to 4.5 and the vorticity's standard deviation 4 to 5 (measured at 256²
-over t = 30), so Δt ≲ 0.0073 at 256² and ≲ 0.029 at 64². Measured: the fine solver at 256²
-blows up within t = 6 at Δt = 0.01 and holds at 0.0067 (to t = 10); the coarse one holds at 64²
-up to Δt = 0.04 (to t = 20). The defaults leave a margin of ~1.4× (fine) and 2× (coarse). 256²
-is the CPU-sized truth: Kochkov et al. resolve Re = 1000 on 2048² with finite volumes.
+Grids and time step. ETDRK4 is stable for explicit advection while Δt |u|_max k_max ≲ 2.8, and
+the padded products advect up to k_max = n/2 (n/3 under the 2/3 rule, 1.5× more room); on the
+attractor |u|_max is 3 to 4.5 and the vorticity's standard deviation 4 to 5 (measured at 256² over
+t = 30), so Δt ≲ 0.0097 at 128² and ≲ 0.0049 at 256². Measured: with padding the fine solver at
+256² blows up within t = 4 at a fine step of 0.005 (it held under the 2/3 rule) and holds at
+0.0025. The defaults: the truth on 128² with 4 fine steps of 0.005 per coarse step of 0.02
+(margin ~2×), the state on 16² (stable by a wide margin). 128² suffices as the truth for these
+coarse grids: the coarse solvers alone score the same against a 256² truth with steps of 0.0025
+to within 0.01 at t = 2 (bench/kolmogorov_resolution_fine256x8.md); Kochkov et al. resolve
+Re = 1000 on 2048² with finite volumes.
 """
 
 from __future__ import annotations
@@ -39,19 +42,22 @@ import numpy as np
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
 from ml4dynamics.systems.base import SystemConfig
 from ml4dynamics.systems.coarse_grid import CoarseGridConfig, SpectralCoarseGrid
-from ml4dynamics.systems.spectral import PeriodicGrid, SpectralSolver
+from ml4dynamics.systems.spectral import Dealiasing, PeriodicGrid, SpectralSolver
 
 LENGTH = 2 * np.pi
 
 
 @dataclasses.dataclass(frozen=True)
 class KolmogorovConfig(CoarseGridConfig):
-    """Defaults: a fine grid of 256² and a coarse one of 64² (4× coarser), Δt = 0.02 with 4 fine
-    steps per coarse step, Re = 1000 (ν = 1e-3), drag 0.1, forcing at k_f = 4 (Kochkov et al.
-    2021), initial states of the waves |k1|, |k2| ≤ 4 with standard deviation 4, the
-    ``correction`` closure."""
+    """Defaults: a fine grid of 128² and a coarse one of 16² (8× coarser: where the plain solver
+    alone fails by the report time and a closure is needed, bench/kolmogorov_resolution.md),
+    Δt = 0.02 with 4 fine steps per coarse step, Re = 1000 (ν = 1e-3), drag 0.1, forcing at
+    k_f = 4 (Kochkov et al. 2021), initial states of the waves |k1|, |k2| ≤ 4 with standard
+    deviation 4, the ``correction`` closure."""
 
     dt: float = 0.02
+    n_fine: int = 128
+    coarsening: int = 8
     fine_substeps: int = 4
     ic_std: float = 4.0
     viscosity: float = 1.0e-3
@@ -62,11 +68,11 @@ class KolmogorovConfig(CoarseGridConfig):
         super().__post_init__()
         require_positive(self.viscosity, "viscosity", "the kinematic viscosity ν = 1/Re")
         require_non_negative(self.drag, "drag", "the linear drag α")
-        band = self.n_coarse / 3
+        band = self.n_coarse // 2
         require(
             1 <= self.forcing_wavenumber < band,
             "forcing_wavenumber",
-            f"must be between 1 and the coarse solver's dealiased band |k| < {band:.4g}, "
+            f"must be between 1 and the coarse grid's band |k| < {band}, "
             f"got {self.forcing_wavenumber}",
             "use e.g. 4",
         )
@@ -79,21 +85,24 @@ class SpectralKolmogorov(SpectralSolver):
     (not masked)."""
 
     def __init__(
-        self, n: int, dt: float, viscosity: float, drag: float, forcing_wavenumber: int
+        self,
+        n: int,
+        dt: float,
+        viscosity: float,
+        drag: float,
+        forcing_wavenumber: int,
+        dealiasing: Dealiasing = "padded",
     ) -> None:
         self.viscosity, self.drag = viscosity, drag
-        super().__init__(PeriodicGrid(n, LENGTH, dims=2), dt)
+        super().__init__(PeriodicGrid(n, LENGTH, dims=2, dealiasing=dealiasing), dt)
         k1, k2 = self.grid.wavenumbers()
         k_squared = k1**2 + k2**2
-        mask = self.grid.dealias_mask()
         inverse = np.divide(1.0, k_squared, out=np.zeros_like(k_squared), where=k_squared > 0)
-        # ω̂ → û1, û2, ω̂ of the 2/3-masked vorticity: (i k2, −i k1, 1) ω̂/|k|²
-        self._u1 = jnp.asarray(1j * k2 * inverse * mask)
-        self._u2 = jnp.asarray(-1j * k1 * inverse * mask)
-        self._omega = jnp.asarray(mask, dtype=jnp.float64)
-        # F̂ → −(∇·F)^, of the masked product and of an unmasked extra flux
-        self._divergence = (jnp.asarray(-1j * k1 * mask), jnp.asarray(-1j * k2 * mask))
-        self._divergence_all = jnp.asarray(np.stack([-1j * k1, -1j * k2]))
+        # ω̂ → û1, û2: (i k2, −i k1) ω̂/|k|²
+        self._u1 = jnp.asarray(1j * k2 * inverse)
+        self._u2 = jnp.asarray(-1j * k1 * inverse)
+        # F̂ → −(∇·F)^, of the dealiased product and of an extra flux
+        self._divergence = jnp.asarray(np.stack([-1j * k1, -1j * k2]))
         forcing = np.zeros(k1.shape, dtype=np.complex128)
         forcing[0, forcing_wavenumber] = -forcing_wavenumber * n * n / 2  # −k_f cos(k_f x2)
         self._forcing = jnp.asarray(forcing)
@@ -103,28 +112,29 @@ class SpectralKolmogorov(SpectralSolver):
         return -self.viscosity * (k1**2 + k2**2) - self.drag
 
     def _products(self, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """u1 ω and u2 ω on the grid, from the 2/3-masked vorticity with coefficients ``v``.
-        (Three separate transforms: XLA runs them faster than one of the three stacked.)"""
-        omega = self.grid.irfft(self._omega * v)
-        u1 = self.grid.irfft(self._u1 * v)
-        u2 = self.grid.irfft(self._u2 * v)
+        """u1 ω and u2 ω where products are taken (``PeriodicGrid.to_product``), from the
+        vorticity with coefficients ``v``. (Three separate transforms: XLA runs them faster than
+        one of the three stacked.)"""
+        omega = self.grid.to_product(v)
+        u1 = self.grid.to_product(self._u1 * v)
+        u2 = self.grid.to_product(self._u2 * v)
         return u1 * omega, u2 * omega
 
     def flux_hat(self, v: jax.Array) -> jax.Array:
         """The coefficients ``(2, n, n//2 + 1)`` of the dealiased flux (u1 ω, u2 ω)."""
-        return jnp.stack([jnp.fft.rfft2(f) for f in self._products(v)]) * self._omega
+        return jnp.stack([self.grid.from_product(f) for f in self._products(v)])
 
     def source(self, extra: jax.Array | None) -> jax.Array:
         """The forcing, less the divergence of the extra flux (all modes) if any."""
         if extra is None:
             return self._forcing
-        return self._forcing + jnp.sum(self._divergence_all * extra, axis=0)
+        return self._forcing + jnp.sum(self._divergence * extra, axis=0)
 
     def nonlinear(self, v: jax.Array, source: jax.Array) -> jax.Array:
         """−∇·F(v) + ``source`` in Fourier space, F the dealiased flux."""
         f1, f2 = self._products(v)
         d1, d2 = self._divergence
-        return d1 * jnp.fft.rfft2(f1) + d2 * jnp.fft.rfft2(f2) + source
+        return d1 * self.grid.from_product(f1) + d2 * self.grid.from_product(f2) + source
 
 
 class Kolmogorov(SpectralCoarseGrid):
@@ -137,6 +147,6 @@ class Kolmogorov(SpectralCoarseGrid):
     form: ClassVar[str] = "vorticity form"
     config: KolmogorovConfig
 
-    def solver(self, n: int, dt: float) -> SpectralKolmogorov:
+    def solver(self, n: int, dt: float, dealiasing: Dealiasing = "padded") -> SpectralKolmogorov:
         c = self.config
-        return SpectralKolmogorov(n, dt, c.viscosity, c.drag, c.forcing_wavenumber)
+        return SpectralKolmogorov(n, dt, c.viscosity, c.drag, c.forcing_wavenumber, dealiasing)

@@ -1,4 +1,5 @@
-"""Pseudo-spectral building blocks on periodic grids: wavenumbers, Orszag's 2/3 dealiasing, the
+"""Pseudo-spectral building blocks on periodic grids: wavenumbers, dealiased products (3/2 zero
+padding, or Orszag's 2/3 rule), the
 spectral restriction of a fine grid to a coarse one and its inverse, random smooth fields, the
 fourth-order exponential time differencing Runge–Kutta scheme (ETDRK4, Cox & Matthews 2002) with
 its coefficients evaluated by contour integrals (Kassam & Trefethen 2005), and the solver a PDE
@@ -14,10 +15,25 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+#: how a solver computes the products of its nonlinear term without aliasing:
+#: ``padded`` (the default) evaluates them on ``padded_size(n)`` points per axis from the
+#: zero-padded coefficients, so every mode the grid carries (|k| < n/2) is advected exactly;
+#: ``two_thirds`` applies Orszag's rule, which keeps only |k| < n/3 in and out of the product and
+#: leaves the top third of the carried modes unadvected (kept to show that difference)
+Dealiasing = Literal["padded", "two_thirds"]
+DEALIASING: tuple[str, ...] = ("padded", "two_thirds")
+
+
+def padded_size(n: int) -> int:
+    """The even number of points ≥ 3n/2 on which a quadratic product of two fields with modes
+    |k| < n/2 aliases nothing onto those modes (its aliases land at |k| ≥ n/2 + 2)."""
+    return 2 * -(-3 * n // 4)
 
 
 def wavenumbers(n: int, length: float) -> np.ndarray:
@@ -192,12 +208,40 @@ class ETDRK4:
 
 @dataclasses.dataclass(frozen=True)
 class PeriodicGrid:
-    """``n`` points per axis on [0, length)^dims, dims 1 or 2 (a square), and its real
-    transforms: ``rfft``/``irfft`` along the last axis, ``rfft2``/``irfft2`` along the last two."""
+    """``n`` points per axis on [0, length)^dims, dims 1 or 2 (a square), its real transforms
+    (``rfft``/``irfft`` along the last axis, ``rfft2``/``irfft2`` along the last two) and the
+    grid its products are taken on (``dealiasing``: ``to_product``, ``from_product``)."""
 
     n: int
     length: float
     dims: int = 1
+    dealiasing: Dealiasing = "padded"
+
+    def __post_init__(self) -> None:
+        if self.dealiasing not in DEALIASING:
+            raise ValueError(
+                f"dealiasing must be one of {', '.join(DEALIASING)}, got {self.dealiasing!r}"
+            )
+
+    def to_product(self, v: jax.Array) -> jax.Array:
+        """The field with coefficients ``v`` sampled where products are taken: on
+        ``padded_size(n)`` points per axis from its modes |k| < n/2 (``padded``), or on this
+        grid from its modes |k| < n/3 (``two_thirds``)."""
+        if self.dealiasing == "two_thirds":
+            return self.irfft(v * self.dealias_mask())
+        m = padded_size(self.n)
+        if self.dims == 1:
+            return jnp.fft.irfft(prolong_hat(v, m), n=m)
+        return jnp.fft.irfft2(prolong2_hat(v, m), s=(m, m))
+
+    def from_product(self, f: jax.Array) -> jax.Array:
+        """This grid's coefficients of a product sampled by ``to_product``, dealiased: its modes
+        |k| < n/2, the Nyquist mode zero (``padded``), or |k| < n/3 (``two_thirds``)."""
+        if self.dealiasing == "two_thirds":
+            return self.rfft(f) * self.dealias_mask()
+        if self.dims == 1:
+            return restrict_hat(jnp.fft.rfft(f), self.n, f.shape[-1])
+        return restrict2_hat(jnp.fft.rfft2(f), self.n)
 
     def points(self) -> np.ndarray:
         """The positions along one axis."""
@@ -299,15 +343,13 @@ class SpectralSolver(abc.ABC):
 
 class Convection1D(SpectralSolver):
     """``u_t = L u − ½ (u²)_x`` on [0, length), periodic (the conservative form of u u_x):
-    the nonlinear term −½ ik FFT(u²) with the 2/3 rule applied to u before the product and to
-    the product after it; the flux of the filter closure is added to u². A PDE of this form
+    the nonlinear term −½ ik FFT(u²) with u² dealiased (``dealiasing``: zero-padded to 3/2 by
+    default, or the 2/3 rule); the flux of the filter closure is added to u². A PDE of this form
     (Burgers, Kuramoto–Sivashinsky) names only its symbol ``L(k)`` (``symbol``)."""
 
-    def __init__(self, n: int, length: float, dt: float) -> None:
-        super().__init__(PeriodicGrid(n, length), dt)
-        k = self.grid.wavenumbers()[0]
-        self._mask = jnp.asarray(dealias_mask(n), dtype=jnp.float64)
-        self._derivative = jnp.asarray(-0.5j * k)
+    def __init__(self, n: int, length: float, dt: float, dealiasing: Dealiasing = "padded"):
+        super().__init__(PeriodicGrid(n, length, dealiasing=dealiasing), dt)
+        self._derivative = jnp.asarray(-0.5j * self.grid.wavenumbers()[0])
 
     @abc.abstractmethod
     def symbol(self, k: np.ndarray) -> np.ndarray:
@@ -318,8 +360,8 @@ class Convection1D(SpectralSolver):
 
     def square_hat(self, v: jax.Array) -> jax.Array:
         """The coefficients of the dealiased product u² of the field with coefficients ``v``."""
-        u = jnp.fft.irfft(v * self._mask, n=self.n)
-        return jnp.fft.rfft(u * u) * self._mask
+        u = self.grid.to_product(v)
+        return self.grid.from_product(u * u)
 
     def flux_hat(self, v: jax.Array) -> jax.Array:
         return self.square_hat(v)[None]
