@@ -26,7 +26,7 @@ t = 30), so Δt ≲ 0.0097 at 128² and ≲ 0.0049 at 256². Measured: with padd
 0.0025. The defaults: the truth on 128² with 4 fine steps of 0.005 per coarse step of 0.02
 (margin ~2×), the state on 16² (stable by a wide margin). 128² suffices as the truth for these
 coarse grids: the coarse solvers alone score the same against a 256² truth with steps of 0.0025
-to within 0.01 at t = 2 (bench/kolmogorov_resolution_fine256x8.md); Kochkov et al. resolve
+to within 0.001 at t = 2 (bench/kolmogorov_resolution_fine256x8.md); Kochkov et al. resolve
 Re = 1000 on 2048² with finite volumes.
 """
 
