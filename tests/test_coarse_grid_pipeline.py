@@ -121,3 +121,40 @@ def test_a_coarse_grid_closure_goes_through_the_pipeline(name, workdir, capsys):
     args += ["--spacing", f"{spacing:g}", "--steps", "2", "--repeats", "1"]
     assert "speed-up" in run(args, capsys)
     assert (workdir / f"bench/{name}_speedup.json").is_file()
+
+
+def test_an_unrolled_closure_trains_evaluates_and_reaches_the_registry(workdir, capsys):
+    """`ml4d train ks --estimator unrolled` as a stage runs it: along its curriculum, each epoch
+    logged with its window length, the error along the last window logged frame by frame; then
+    evaluated and submitted to the registry through the same gates as every closure."""
+    from tests.conftest import mlflow_client
+
+    params = tiny("ks")
+    params["train"]["ks"]["unroll"] = {"windows": [1, 2], "epochs": [1, 1], "clip": 1.0}
+    params["estimators"] = {
+        "ols": {"kind": "ols"},
+        "unrolled": {"kind": "unrolled", "solver_gradient": True},
+    }
+    write_params(workdir / "params.yaml", params)
+    for args in (["generate", "ks"], ["fit-manifold", "ks"]):
+        run(args, capsys)
+    for estimator in ("ols", "unrolled"):
+        run(["train", "ks", "--estimator", estimator], capsys)
+        run(["evaluate", "ks", "--estimator", estimator], capsys)
+    metrics = json.loads((workdir / "metrics/ks/train/unrolled.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["window"] == 2
+    assert {"train_state_misfit", "val_state_misfit", "val_misfit"} <= set(metrics)
+    client = mlflow_client(workdir)
+    experiment = client.get_experiment_by_name("ks")
+    (train_run,) = client.search_runs(
+        [experiment.experiment_id], "tags.stage = 'train' and tags.estimator = 'unrolled'"
+    )
+    windows = client.get_metric_history(train_run.info.run_id, "window")
+    assert sorted((m.step, m.value) for m in windows) == [(0, 1.0), (1, 2.0)]
+    profile = client.get_metric_history(train_run.info.run_id, "val_frame_misfit")
+    assert sorted(m.step for m in profile) == [1, 2]
+    assert "unroll.windows" in train_run.data.params
+    run(["promote", "ks"], capsys)
+    promotion = json.loads((workdir / "metrics/ks/promotion.json").read_text())
+    assert set(promotion["candidates"]) == {"ols", "unrolled"}
+    assert "beats_coarse_solver" in promotion["candidates"]["unrolled"]["gates"]

@@ -12,7 +12,13 @@ from ml4dynamics.studies import trial_compare
 from ml4dynamics.studies.sweep import run
 from ml4dynamics.studies.trial_compare import compare
 from ml4dynamics.studies.trial_records import merge, render
-from ml4dynamics.studies.trial_tables import choose_lam, choose_trial, stability_table, table
+from ml4dynamics.studies.trial_tables import (
+    choose_lam,
+    choose_trial,
+    cost_table,
+    stability_table,
+    table,
+)
 from tests.conftest import run_cli, small_params, write_params
 
 
@@ -442,3 +448,20 @@ def test_sweep_command_line_mistakes_are_one_line_errors(tmp_path, args, message
     assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "sweep").exists()  # nothing half-written
+
+
+def test_the_cost_table_sets_each_estimators_epochs_and_seconds_side_by_side():
+    """What a run cost, per estimator at its chosen λ, mean ± std over seeds; nothing for runs
+    recorded without their seconds."""
+    runs = [
+        {"setting": None, "estimator": e, "epochs": ep, "seconds": s}
+        for e, ep, s in (("ols", 30, 70.0), ("ols", 30, 90.0), ("unrolled", 33, 400.0))
+    ]
+    lines = cost_table(runs, ["ols", "unrolled", "absent"], [None], "setting").splitlines()
+    assert lines[0] == "| setting | estimator | epochs | seconds per run (training and rollouts) |"
+    assert lines[2:] == [
+        "| params.yaml | ols | 30 ± 0 | 80 ± 10 |",
+        "| params.yaml | unrolled | 33 ± 0 | 400 ± 0 |",
+    ]
+    plain = [{k: v for k, v in r.items() if k != "seconds"} for r in runs]
+    assert cost_table(plain, ["ols"], [None], "setting") == ""

@@ -3,19 +3,27 @@ the benchmark and the linear experiment).
 
 The estimator supplies the loss, any preparation of the data (TR's normals) and the validation
 metrics; the system supplies the step S inside the tangent penalty; ``training.fit`` runs the
-optimisation with deterministic, resumable checkpoints.
+optimisation with deterministic, resumable checkpoints. An unrolled estimator trains on windows of
+the stored trajectories instead of pairs, one ``fit`` per window length of its curriculum, each
+with its own checkpoints (``window_<k>/`` under the run's directory), so that a run killed at any
+stage resumes there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import xarray as xr
 from flax import nnx
 
 from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.datasets.pairs import as_windows, steps_per_frame
 from ml4dynamics.learning.estimators import Estimator
+from ml4dynamics.learning.estimators.unrolled import frame_errors
+from ml4dynamics.learning.network_config import UnrollConfig
 from ml4dynamics.learning.training import Grow, History, OptimConfig, fit
 from ml4dynamics.models.checkpoints import RunCheckpoints
 
@@ -30,12 +38,15 @@ def frozen(model: nnx.Module) -> Reconstruct:
     return lambda u: nnx.merge(graphdef, state)(u[None])[0]
 
 
-def objective(estimator: Estimator, system, reconstruct: Reconstruct | None = None):
-    """(loss_fn, regulariser) of ``estimator`` for ``training.fit``/``training.make_step``."""
+def objective(estimator: Estimator, system, reconstruct: Reconstruct | None = None, steps: int = 1):
+    """(loss_fn, regulariser) of ``estimator`` for ``training.fit``/``training.make_step``; an
+    unrolled estimator's loss is over windows whose frames are ``steps`` solver steps apart."""
     if estimator.needs_manifold and reconstruct is None:
         raise ValueError(f"the {estimator.label} estimator needs the frozen autoencoder")
 
     def loss(m: nnx.Module, batch: dict[str, Any], key: jax.Array):
+        if estimator.unrolled:
+            return estimator.window_loss(system, m, batch, key, reconstruct, steps)
         return estimator.loss(system, m, batch, key, reconstruct)
 
     return loss, estimator.regulariser()
@@ -53,6 +64,7 @@ def train_closure(
     on_epoch=None,
     progress: bool = True,
     grow: Grow | None = None,
+    windows: Windows | None = None,
 ) -> History:
     """Train ``model`` in place with ``estimator`` on ``train`` (pairs from
     ``datasets.pairs.as_pairs``); report the estimator's validation metrics on ``val`` after
@@ -61,7 +73,19 @@ def train_closure(
 
     An estimator of several rounds (``dagger``) trains ``optim.epochs`` epochs per round and
     adds, before each round after the first, ``grow(model, r)``: as many new samples as
-    ``train`` has (``aggregation.grower``: the hybrid's own states, labelled)."""
+    ``train`` has (``aggregation.grower``: the hybrid's own states, labelled).
+
+    An unrolled estimator trains on ``windows`` instead (``train_unrolled``); ``train`` and
+    ``val`` are then unused."""
+    if estimator.unrolled:
+        if windows is None:
+            raise ML4DError(
+                f"the {estimator.label} estimator trains on windows of the trajectories: pass "
+                "windows (the train and val datasets and train.<system>.unroll)"
+            )
+        return train_unrolled(
+            system, model, estimator, optim, windows, reconstruct, checkpoints, on_epoch, progress
+        )
     loss, regulariser = objective(estimator, system, reconstruct)
     train = estimator.prepare(train, reconstruct)
     evaluate = None
@@ -95,3 +119,101 @@ def train_closure(
         rounds=estimator.rounds,
         grow_size=len(train["u"]) if estimator.rounds > 1 else None,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """What an unrolled estimator trains on: the training and validation datasets (their
+    windows are cut per stage) and the curriculum (``train.<system>.unroll``)."""
+
+    train: xr.Dataset
+    val: xr.Dataset
+    unroll: UnrollConfig | None
+
+    def curriculum(self, system_name: str) -> UnrollConfig:
+        if self.unroll is None:
+            raise ML4DError(
+                f"train.{system_name}.unroll is missing: the unrolled estimators need their "
+                "curriculum; add e.g. unroll: {windows: [1, 4, 16], epochs: [10, 4, 2], clip: 1.0}"
+            )
+        return self.unroll
+
+
+def stage_windows(ds: xr.Dataset, k: int, stride: int = 1) -> dict[str, Any]:
+    """Windows of ``k`` hybrid frames (k + 1 stored frames) of ``ds``, every ``stride``-th start."""
+    w = as_windows(ds, k + 1)
+    return w if stride == 1 else jax.tree.map(lambda a: a[::stride], w)
+
+
+def train_unrolled(
+    system,
+    model: nnx.Module,
+    estimator: Estimator,
+    optim: OptimConfig,
+    windows: Windows,
+    reconstruct: Reconstruct | None = None,
+    checkpoints: RunCheckpoints | None = None,
+    on_epoch=None,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place with an unrolled ``estimator`` along its curriculum: for each
+    window length k, ``epochs`` epochs over every window of k frames of the training
+    trajectories (``optim``'s learning rate, schedule, batch size and seed; gradients clipped),
+    validated after every epoch on non-overlapping windows of k frames of the validation ones.
+    Epochs are numbered across the stages and each carries its ``window``."""
+    unroll = windows.curriculum(system.name)
+    steps = steps_per_frame(windows.train)
+    if steps_per_frame(windows.val) != steps:
+        raise ML4DError(
+            "the train and val splits store their frames at different spacings (store_every); "
+            "regenerate them with one"
+        )
+    loss, _ = objective(estimator, system, reconstruct, steps)
+    history, offset = History(), 0
+    for k, epochs in zip(unroll.windows, unroll.epochs, strict=True):
+        val = stage_windows(windows.val, k, stride=k)
+
+        @nnx.jit
+        def val_metrics(m, val=val):
+            return estimator.window_validation(system, m, val, reconstruct, steps)
+
+        def report(epoch, metrics, k=k, offset=offset):
+            if on_epoch is not None:
+                on_epoch(offset + epoch, {**metrics, "window": k})
+
+        stage = None
+        if checkpoints is not None:
+            stage = RunCheckpoints(
+                checkpoints.directory / f"window_{k}", f"{checkpoints.fingerprint}:window_{k}"
+            )
+        try:
+            done = fit(
+                model,
+                loss,
+                stage_windows(windows.train, k),
+                dataclasses.replace(
+                    optim, epochs=epochs, checkpoint_every=min(optim.checkpoint_every, epochs)
+                ),
+                checkpoints=stage,
+                evaluate=lambda m: {n: float(v) for n, v in val_metrics(m).items()},
+                on_epoch=report,
+                progress=progress,
+                description=f"train {system.name} {estimator.label} k={k}",
+                clip=unroll.clip,
+            )
+        finally:
+            if stage is not None:
+                stage.close()
+        history.epochs += [{**e, "epoch": offset + e["epoch"], "window": k} for e in done.epochs]
+        offset += epochs
+    return history
+
+
+def window_profile(system, model: nnx.Module, windows: Windows) -> list[float]:
+    """The mean validation error ‖û_j − u_j‖²/Δt_f² at each frame j = 1 … k of the curriculum's
+    longest window (non-overlapping windows of the validation trajectories): how the trained
+    closure's error grows along a window."""
+    k = windows.curriculum(system.name).windows[-1]
+    batch = stage_windows(windows.val, k, stride=k)
+    errors = nnx.jit(lambda m: frame_errors(system, m, batch, steps_per_frame(windows.val)))
+    return [float(e) for e in errors(model)]

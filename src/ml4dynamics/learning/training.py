@@ -63,14 +63,18 @@ class OptimConfig:
         require(self.seed >= 0, "seed", "must be >= 0", "set a non-negative integer seed")
         require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1", "e.g. 1 (epoch)")
 
-    def transform(self, total_steps: int = 1) -> optax.GradientTransformation:
-        """The optimiser; ``total_steps`` (all epochs) sets the length of a cosine decay."""
+    def transform(
+        self, total_steps: int = 1, clip: float | None = None
+    ) -> optax.GradientTransformation:
+        """The optimiser; ``total_steps`` (all epochs) sets the length of a cosine decay;
+        ``clip``: clip the gradients to this global norm first."""
         lr = (
             optax.cosine_decay_schedule(self.lr, max(total_steps, 1))
             if self.schedule == "cosine"
             else self.lr
         )
-        return optax.adam(lr) if self.optimizer == "adam" else optax.sgd(lr)
+        opt = optax.adam(lr) if self.optimizer == "adam" else optax.sgd(lr)
+        return opt if clip is None else optax.chain(optax.clip_by_global_norm(clip), opt)
 
 
 class Interrupted(ML4DError):
@@ -320,6 +324,7 @@ def fit(
     grow: Grow | None = None,
     rounds: int = 1,
     grow_size: int | None = None,
+    clip: float | None = None,
 ) -> History:
     """Train ``model`` in place; return the metrics of every epoch.
 
@@ -334,13 +339,14 @@ def fit(
     ``checkpoint_every`` (global) epochs, at the end of every round and right after ``grow``.
     A cosine schedule decays over the whole training, so it needs the number of steps in
     advance: give ``grow_size``, the samples every round adds (``grow`` must return exactly
-    that many); otherwise rounds need ``schedule: constant``.
+    that many); otherwise rounds need ``schedule: constant``. ``clip``: the gradients' global
+    norm is clipped to this before each update.
     """
     check_rounds(rounds, grow, config.schedule, grow_size)
     epochs, total = config.epochs, rounds * config.epochs
     schedule = Schedule(jax.tree.leaves(train)[0].shape[0], epochs, rounds, config.batch_size)
     optimizer = nnx.Optimizer(
-        model, config.transform(schedule.planned_steps(grow_size)), wrt=nnx.Param
+        model, config.transform(schedule.planned_steps(grow_size), clip), wrt=nnx.Param
     )
     root = jax.random.key(config.seed)
     roots = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)  # shuffling, noise

@@ -27,7 +27,7 @@ from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
 from ml4dynamics.learning import aggregation, estimators
-from ml4dynamics.learning.closure_training import frozen, train_closure
+from ml4dynamics.learning.closure_training import Windows, frozen, train_closure, window_profile
 from ml4dynamics.learning.manifold_quality import assess, warnings
 from ml4dynamics.learning.network_config import network_stage
 from ml4dynamics.learning.training import Interrupted, convergence, convergence_warning
@@ -57,6 +57,8 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
     system = system_of(splits["train"])
     manifold, _ = load_model(manifold_dir, "manifold", system.state_field)
     config = _run_config(stage, estimator, label, name, splits["train"].attrs)
+    if estimator.unrolled:  # its curriculum decides the result: fingerprinted and recorded
+        config["unroll"] = None if stage.unroll is None else dataclasses.asdict(stage.unroll)
     fp = fingerprint(config, [layout.split(name, "train"), layout.split(name, "val"), manifold_dir])
     checkpoint_dir = layout.checkpoints(name, label)
     checkpoints = RunCheckpoints(checkpoint_dir, fp)
@@ -134,6 +136,7 @@ def _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker
     epoch, then measure the floor diagnostic. Checkpoints are closed either way; on an error the
     MLflow run ends, KILLED after a signal (the run resumes with the training), else FAILED."""
     train, val, reconstruct = as_pairs(splits["train"]), as_pairs(splits["val"]), frozen(manifold)
+    windows = Windows(splits["train"], splits["val"], stage.unroll)
     try:
         history = train_closure(
             system,
@@ -146,7 +149,11 @@ def _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker
             checkpoints=checkpoints,
             on_epoch=lambda e, m: tracker.log_metrics(m, step=e),
             grow=aggregation.for_estimator(estimator, splits["train"], stage.optim.seed),
+            windows=windows,
         )
+        if estimator.unrolled:  # how the error grows along the last window, frame by frame
+            for j, err in enumerate(window_profile(system, model, windows), start=1):
+                tracker.log_metrics({"val_frame_misfit": err}, step=j)
         # can the manifold model see this closure's errors? (the floor diagnostic)
         quality = assess(estimator, system, train, val, reconstruct, history.epochs[-1])
     except Interrupted:

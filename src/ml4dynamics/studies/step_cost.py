@@ -3,7 +3,10 @@
 Every estimator of ``params.yaml`` is timed on the same data and the same network (the closure of
 ``params.yaml`` with its ``dtype`` replaced, in float32 and in float64), so the ratios (to OLS,
 float64 ÷ float32) are comparable even on a noisy shared machine; absolute times are for
-orientation only. ``ml4d bench`` writes the result to ``bench/<system>_train_step.json``.
+orientation only. An unrolled estimator is timed on windows of its curriculum's longest length
+(``window`` in the report), the same batch size; without a curriculum for the system
+(``train.<system>.unroll``) it is left out and named under ``skipped``. ``ml4d bench`` writes
+the result to ``bench/<system>_train_step.json``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from ml4dynamics.config import load_params
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.outputs import write_json
 from ml4dynamics.datasets import open_dataset
-from ml4dynamics.datasets.pairs import as_pairs, system_of
+from ml4dynamics.datasets.pairs import as_pairs, steps_per_frame, system_of
 from ml4dynamics.learning import estimators
-from ml4dynamics.learning.closure_training import frozen, objective
+from ml4dynamics.learning.closure_training import frozen, objective, stage_windows
 from ml4dynamics.learning.network_config import network_stage
 from ml4dynamics.learning.training import make_step
 from ml4dynamics.models import build_closure
@@ -56,9 +59,17 @@ def time_steps(
     idx = jax.numpy.arange(batch)
     key = jax.random.key(0)
     cases = {}  # (dtype, label) -> a compiled step with its model, optimiser and data
-    for label, estimator in configured.items():  # every estimator of params.yaml
-        loss, regulariser = objective(estimator, system, reconstruct)
+    skipped, window = [], None
+    for label, estimator in list(configured.items()):  # every estimator of params.yaml
+        if estimator.unrolled and stage.unroll is None:
+            skipped.append(label)
+            del configured[label]
+            continue
+        loss, regulariser = objective(estimator, system, reconstruct, steps_per_frame(ds))
         local = estimator.prepare(data, reconstruct)
+        if estimator.unrolled:
+            window = stage.unroll.windows[-1]
+            local = stage_windows(ds, window)
         for dtype in dtypes:
             config = stage.model
             if len(dtypes) > 1:  # a grid network: the same one in each precision
@@ -94,6 +105,8 @@ def time_steps(
             if {"float32", "float64"} <= set(results)
             else None
         ),
+        "window": window,
+        "skipped": skipped,
         "repeats": repeats,
         "steps_per_repeat": steps,
         "machine": f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)",

@@ -41,7 +41,7 @@ from ml4dynamics.evaluation.config import EvaluateConfig, evaluate_config
 from ml4dynamics.evaluation.result import EvaluationResult, or_none, score_metric
 from ml4dynamics.evaluation.rollouts import evaluate_closure
 from ml4dynamics.learning import aggregation, estimators
-from ml4dynamics.learning.closure_training import frozen, train_closure
+from ml4dynamics.learning.closure_training import Windows, frozen, train_closure
 from ml4dynamics.learning.manifold_fitting import fit_manifold
 from ml4dynamics.learning.manifold_quality import assess
 from ml4dynamics.learning.network_config import NetworkStage, network_stage
@@ -213,6 +213,7 @@ def run_one(trial: Trial, setting: Setting, seed: int, name: str, reg) -> dict[s
         reconstruct=reconstruct,
         progress=False,
         grow=aggregation.for_estimator(reg, data["train"], seed),
+        windows=Windows(data["train"], data["val"], trial.train_stage.unroll),
     )
     quality = assess(reg, system, setting.train, setting.val, reconstruct, history.epochs[-1])
     converged = convergence(history.epochs)
@@ -300,7 +301,12 @@ def _settings(trial: Trial, names: list[str], data, val_key: str) -> dict[str, A
         "lams": trial.lams,
         "model": dataclasses.asdict(trial.train_stage.model),
         "manifold": dataclasses.asdict(trial.manifold_stage.model),
-        "estimators": {k: dataclasses.asdict(v.config) for k, v in trial.regs.items()},
+        "estimators": {
+            k: dataclasses.asdict(v.config)
+            # an unrolled estimator's curriculum is part of how it was trained
+            | ({"unroll": dataclasses.asdict(trial.train_stage.unroll)} if v.unrolled else {})
+            for k, v in trial.regs.items()
+        },
     }
 
 

@@ -15,6 +15,7 @@ from ml4dynamics.evaluation.result import report_key
 from ml4dynamics.reporting import figures
 from ml4dynamics.studies.trial_tables import (
     choose_lam,
+    cost_table,
     lam_table,
     setting_label,
     stability_table,
@@ -140,8 +141,9 @@ def tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     result["stability_table"] = stability_table(picked, names, values, column)
     lams = settings.get("lams")
     result["lam_table"] = lam_table(runs, values, column, settings["val_score"]) if lams else ""
+    result["cost_table"] = cost_table(picked, names, values, column)
     write_json(out, result)
-    parts = [result["table"], result["stability_table"], result["lam_table"]]
+    parts = [result["table"], result["stability_table"], result["lam_table"], result["cost_table"]]
     out.with_suffix(".md").write_text("\n\n".join(p for p in parts if p) + "\n")
     if any("curves" in r for r in picked):
         figures.trial_curves(

@@ -169,6 +169,30 @@ def stability_table(
     return "\n".join(lines)
 
 
+def cost_table(
+    runs: list[dict[str, Any]], names: list[str], values: list[Any], column: str = "gamma_u"
+) -> str:
+    """Markdown: per setting and estimator (TR at its chosen λ), what a run cost: its epochs and
+    its wall-clock seconds (training, then the validation and test rollouts), mean ± std over
+    seeds. Seconds compare within one sweep (one machine, one load), not across sweeps. Empty
+    when the runs do not carry them."""
+    if not any("seconds" in r for r in runs):
+        return ""
+    lines = [
+        f"| {heading(column)} | estimator | epochs | seconds per run (training and rollouts) |",
+        "|---|---|---|---|",
+    ]
+    for value in values:
+        for name in names:
+            rows = [r for r in runs if r[column] == value and r["estimator"] == name]
+            if rows:
+                lines.append(
+                    f"| {setting_label(value)} | {name} | {mean_std(rows, 'epochs')} | "
+                    f"{mean_std(rows, 'seconds')} |"
+                )
+    return "\n".join(lines)
+
+
 def ablation_cell(rows: list[dict[str, Any]]) -> str:
     """Mean ± std of the rows' ablation error over the runs that have an ablation ("–" when none
     has: a sweep recorded before the ablation, or a closure kind without one). An ablation that

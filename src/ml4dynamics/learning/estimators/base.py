@@ -112,6 +112,9 @@ class Estimator(abc.ABC):
     shared_keys: ClassVar[tuple[str, ...]] = ()
     #: whether training needs the frozen autoencoder (the tangent-space estimators)
     needs_manifold: ClassVar[bool] = False
+    #: whether it trains on windows of consecutive frames (``datasets.pairs.as_windows``) along
+    #: a curriculum of window lengths (``train.<system>.unroll``) instead of on pairs
+    unrolled: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config
