@@ -26,6 +26,7 @@ from ml4dynamics.learning.network_config import UnrollConfig, parse_network_stag
 from ml4dynamics.learning.training import Interrupted, OptimConfig
 from ml4dynamics.models import LinearClosureConfig, LocalClosureConfig, UNetConfig, build_closure
 from ml4dynamics.models.checkpoints import RunCheckpoints
+from ml4dynamics.studies.step_cost import window_memory
 from ml4dynamics.systems import system_class
 from tests.conftest import REPO
 
@@ -182,33 +183,16 @@ def test_rematerialisation_bounds_the_memory_of_a_long_window():
     """XLA's compiled temporary memory of the gradient of a ks window (64 points, the default
     U-Net, batch 32): at k = 32 within 16 MiB, and growing by well under 0.1 MiB per step, where
     storing every step's intermediates needs ~190 MiB (measured: 4.6 MiB and 186 MiB; at
-    k = 4, 3.7 and 25.5)."""
+    k = 4, 3.7 and 25.5). ``ml4d bench`` reports the same numbers for a system's curriculum."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     cls = system_class("ks")
     system = cls(parse(cls.config_class, params["ks"]["system"], "ks.system"))
-    model = build_closure(
-        UNetConfig("unet", 8, 3, "float32"), system.state_field, system.closure_field, 0
-    )
-    graphdef, state = nnx.split(model)
-
-    def temp_mib(k: int, remat: bool) -> float:
-        batch = {
-            "u": jnp.zeros((32, k + 1, *system.state_shape)),
-            "t": jnp.zeros((32, k + 1)),
-            "q": {},
-        }
-
-        def f(p):
-            frames, _ = hybrid_window(system, nnx.merge(graphdef, p), batch, 1, remat=remat)
-            return jnp.sum((frames - batch["u"][:, 1:]) ** 2)
-
-        compiled = jax.jit(jax.grad(f)).lower(state).compile()
-        return compiled.memory_analysis().temp_size_in_bytes / 2**20
-
-    at32, at4 = temp_mib(32, True), temp_mib(4, True)
-    assert at32 <= 16.0, at32
-    assert (at32 - at4) / 28 < 0.1
-    assert temp_mib(32, False) > 10 * at32
+    unet = UNetConfig("unet", 8, 3, "float32")
+    at32 = window_memory(system, unet, batch=32, k=32, steps=1)
+    at4 = window_memory(system, unet, batch=32, k=4, steps=1)
+    assert at32["rematerialised"] <= 16.0, at32
+    assert (at32["rematerialised"] - at4["rematerialised"]) / 28 < 0.1
+    assert at32["stored"] > 10 * at32["rematerialised"]
 
 
 def curriculum(windows=(1, 2), epochs=(2, 2)) -> UnrollConfig:

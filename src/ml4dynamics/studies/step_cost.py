@@ -5,8 +5,9 @@ Every estimator of ``params.yaml`` is timed on the same data and the same networ
 float64 ÷ float32) are comparable even on a noisy shared machine; absolute times are for
 orientation only. An unrolled estimator is timed on windows of its curriculum's longest length
 (``window`` in the report), the same batch size; without a curriculum for the system
-(``train.<system>.unroll``) it is left out and named under ``skipped``. ``ml4d bench`` writes
-the result to ``bench/<system>_train_step.json``.
+(``train.<system>.unroll``) it is left out and named under ``skipped``. Beside the times, the
+memory of that window's gradient as XLA compiles it, with and without rematerialisation.
+``ml4d bench`` writes the result to ``bench/<system>_train_step.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ml4dynamics.datasets import open_dataset
 from ml4dynamics.datasets.pairs import as_pairs, steps_per_frame, system_of
 from ml4dynamics.learning import estimators
 from ml4dynamics.learning.closure_training import frozen, objective, stage_windows
+from ml4dynamics.learning.estimators.unrolled import hybrid_window
 from ml4dynamics.learning.network_config import network_stage
 from ml4dynamics.learning.training import make_step
 from ml4dynamics.models import build_closure
@@ -106,6 +108,11 @@ def time_steps(
             else None
         ),
         "window": window,
+        "window_memory_mib": (
+            None
+            if window is None
+            else window_memory(system, stage.model, batch, window, steps_per_frame(ds))
+        ),
         "skipped": skipped,
         "repeats": repeats,
         "steps_per_repeat": steps,
@@ -114,3 +121,28 @@ def time_steps(
     }
     write_json(out, report)
     return report
+
+
+def window_memory(system, config, batch: int, k: int, steps: int) -> dict[str, float]:
+    """XLA's temporary memory (MiB) of the gradient of a ``k``-frame window's state misfit for
+    the closure network ``config`` at ``batch`` samples: as trained (each solver step
+    rematerialised) and with every step's intermediates stored. From the compiled program, so
+    it is the same on every run of one JAX version and backend."""
+    model = build_closure(config, system.state_field, system.closure_field, seed=0)
+    graphdef, state = nnx.split(model)
+    windows = {
+        "u": jax.numpy.zeros((batch, k + 1, *system.state_shape)),
+        "t": jax.numpy.zeros((batch, k + 1)),
+        "q": {},
+    }
+
+    def mib(remat: bool) -> float:
+        def loss(p):
+            m = nnx.merge(graphdef, p)
+            frames, _ = hybrid_window(system, m, windows, steps, remat=remat)
+            return jax.numpy.sum((frames - windows["u"][:, 1:]) ** 2)
+
+        compiled = jax.jit(jax.grad(loss)).lower(state).compile()
+        return round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 2)
+
+    return {"rematerialised": mib(True), "stored": mib(False)}
