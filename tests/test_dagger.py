@@ -131,7 +131,7 @@ def test_a_cosine_schedule_spans_every_round_when_the_growth_is_known(linear_ds,
     monkeypatch.setattr(
         OptimConfig,
         "transform",
-        lambda self, total: laid_out.append(total) or transform(self, total),
+        lambda self, total, clip=None: laid_out.append(total) or transform(self, total, clip),
     )
     history = fit(model, ols, train, config, progress=False, grow=grow, rounds=3, grow_size=n)
     # round r has (r + 1) n samples: 2 epochs of floor((r + 1) n / 16) steps each (full batches)

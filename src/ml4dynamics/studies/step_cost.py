@@ -60,27 +60,21 @@ def time_steps(
         dtypes = ("float64",)  # the linear closure computes in float64 only
     idx = jax.numpy.arange(batch)
     key = jax.random.key(0)
+    skipped = [n for n, e in configured.items() if e.unrolled and stage.unroll is None]
+    configured = {n: e for n, e in configured.items() if n not in skipped}
+    window = stage.unroll.windows[-1] if stage.unroll is not None else None
     cases = {}  # (dtype, label) -> a compiled step with its model, optimiser and data
-    skipped, window = [], None
-    for label, estimator in list(configured.items()):  # every estimator of params.yaml
-        if estimator.unrolled and stage.unroll is None:
-            skipped.append(label)
-            del configured[label]
-            continue
+    for label, estimator in configured.items():  # every estimator of params.yaml
         loss, regulariser = objective(estimator, system, reconstruct, steps_per_frame(ds))
         local = estimator.prepare(data, reconstruct)
         if estimator.unrolled:
-            window = stage.unroll.windows[-1]
             local = stage_windows(ds, window)
         for dtype in dtypes:
-            config = stage.model
-            if len(dtypes) > 1:  # a grid network: the same one in each precision
-                config = dataclasses.replace(config, dtype=dtype)
-            model = build_closure(config, system.state_field, system.closure_field, seed=0)
-            opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
-            step = make_step(loss, regulariser)
-            jax.block_until_ready(step(model, opt, local, idx, key))  # compile
-            cases[dtype, label] = (step, model, opt, local)
+            cases[dtype, label] = _compiled(
+                stage, system, dtype, len(dtypes) > 1, loss, regulariser, local, idx, key
+            )
+    if not any(e.unrolled for e in configured.values()):
+        window = None
     # round-robin: every repeat times each case once, so a drift of the machine's speed (a
     # shared host) reaches every estimator alike instead of whichever ran during it
     samples: dict[tuple[str, str], list[float]] = {case: [] for case in cases}
@@ -121,6 +115,17 @@ def time_steps(
     }
     write_json(out, report)
     return report
+
+
+def _compiled(stage, system, dtype, replace_dtype, loss, regulariser, local, idx, key):
+    """One case of the bench: a compiled step, its model, optimiser and data (the network in
+    ``dtype`` where ``replace_dtype``: a grid network timed in each precision)."""
+    config = dataclasses.replace(stage.model, dtype=dtype) if replace_dtype else stage.model
+    model = build_closure(config, system.state_field, system.closure_field, seed=0)
+    opt = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
+    step = make_step(loss, regulariser)
+    jax.block_until_ready(step(model, opt, local, idx, key))  # compile
+    return step, model, opt, local
 
 
 def window_memory(system, config, batch: int, k: int, steps: int) -> dict[str, float]:
