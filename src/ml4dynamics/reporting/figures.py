@@ -28,6 +28,9 @@ ESTIMATOR_COLOURS = {
     "ols-field": "#e377c2",
     "tr-gradient": "#d62728",
     "tr-projector": "#2ca02c",
+    "unrolled": "#17becf",
+    "unrolled-nog": "#bcbd22",
+    "unrolled-tr": "#393b79",
 }
 
 

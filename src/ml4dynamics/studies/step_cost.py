@@ -89,7 +89,8 @@ def time_steps(
     for (dtype, label), times in samples.items():
         results[dtype][label] = statistics.median(times)
     report = {
-        "what": f"one optimisation step of the {system_name} closure, batch {batch}",
+        "what": f"one optimisation step of the {system_name} closure, batch {batch}"
+        + (f" (the unrolled estimators: windows of {window} frames)" if window else ""),
         "model": dataclasses.asdict(stage.model),
         "ms_per_step_median": results,
         "ratio_to_ols": {
