@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ml4dynamics.core.validation import require_non_negative, require_positive
 from ml4dynamics.learning.estimators.base import (
     Batch,
     BatchClosure,
@@ -64,15 +63,10 @@ class UnrolledConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class UnrolledTangentConfig:
-    kind: Literal["unrolled-tr"]
-    normal: Literal["gradient", "projector"]
-    lam: float
-    eps: float
+class UnrolledTangentConfig(TangentConfig):
+    """TR's keys (``normal``; ``lam`` and ``eps`` from ``reg.<system>``), under its own kind."""
 
-    def __post_init__(self) -> None:
-        require_non_negative(self.lam, "lam", "the weight of the tangent-space penalty")
-        require_positive(self.eps, "eps", "the regulariser of the normal's length")
+    kind: Literal["unrolled-tr"]
 
 
 def pure(closure: BatchClosure) -> BatchClosure:
