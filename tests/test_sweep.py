@@ -13,6 +13,7 @@ from ml4dynamics.studies.sweep import run
 from ml4dynamics.studies.trial_compare import compare
 from ml4dynamics.studies.trial_records import merge, render
 from ml4dynamics.studies.trial_tables import (
+    choose,
     choose_lam,
     choose_trial,
     cost_table,
@@ -144,6 +145,51 @@ def test_lam_is_chosen_on_validation_never_on_test():
         {"gamma_u": 0.05, "estimator": "tr", "lam": 100.0, "val_score": None, "error": 0.0},
     ]
     assert choose_lam(runs) == {(0.05, "tr"): 1.0}
+
+
+def test_an_unrolled_estimators_window_is_chosen_on_validation_like_lam(tmp_path):
+    """Every stage of an unrolled run is a candidate: (λ, k) with the lowest mean validation
+    score over seeds wins, whatever the test says; the tables name the choice and set the
+    validation scores of every k beside each other."""
+    runs = [
+        {"setting": None, "seed": seed, "estimator": e, "lam": lam, "window": k}
+        | {"val_score": val + 0.01 * seed, "error": err, "val_stable_time": 10.0}
+        for seed in (0, 1)
+        for e, lam, k, val, err in (
+            ("unrolled", None, 1, 0.5, 0.01),
+            ("unrolled", None, 4, 0.2, 0.9),
+            ("unrolled", None, 16, 0.3, 0.1),
+            ("unrolled-tr", 0.1, 4, 0.4, 0.1),
+            ("unrolled-tr", 1.0, 4, 0.1, 0.9),
+            ("unrolled-tr", 1.0, 16, 0.1, 0.9),  # a tie: the shorter window
+        )
+    ] + [{"setting": None, "seed": 0, "estimator": "ols", "lam": None, "val_score": 9.0}]
+    assert choose(runs, "setting") == {
+        (None, "unrolled"): (None, 4),
+        (None, "unrolled-tr"): (1.0, 4),
+    }
+    assert choose_lam(runs, "setting") == {(None, "unrolled-tr"): 1.0}
+    for r in runs:
+        r["error"] = r.get("error", 0.5)
+    settings = {"system": "ks", "parameter": None, "report_time": 2.0, "val_score": "error_t2"}
+    settings |= {"estimators": {"ols": {}, "unrolled": {}, "unrolled-tr": {}}, "lams": [0.1, 1.0]}
+    result = render_runs(tmp_path / "u_table.json", settings, runs)
+    assert result["chosen_lam"] == [
+        {"setting": None, "estimator": "unrolled", "lam": None, "window": 4},
+        {"setting": None, "estimator": "unrolled-tr", "lam": 1.0, "window": 4},
+    ]
+    first, _, row = result["table"].splitlines()
+    assert first == "| setting | ols | unrolled | unrolled-tr |"
+    assert row == "| params.yaml | 0.5 ± 0 | 0.9 ± 0 (k = 4) | 0.9 ± 0 (λ = 1, k = 4) |"
+    lam_lines = result["lam_table"].splitlines()
+    assert lam_lines[0].startswith("| setting | estimator | λ | k | validation error (error_t2) |")
+    assert lam_lines[2].startswith("| params.yaml | unrolled | – | 1 | 0.505 ± 0.005 |")
+    assert len(lam_lines) == 2 + 6
+
+
+def render_runs(out, settings, runs):
+    out.write_text(json.dumps({"settings": settings, "runs": runs}))
+    return render(out)
 
 
 def test_when_every_lam_blew_up_the_one_whose_validation_lasted_longest_is_chosen():
@@ -419,6 +465,35 @@ def test_sweep_of_a_chaotic_system_chooses_lam_on_the_validation_error_at_the_re
         for line in lines
     )
     assert "validation error (error_t2)" in out.with_suffix(".md").read_text().split("\n\n")[2]
+
+
+def test_a_sweep_rolls_out_every_stage_of_an_unrolled_curriculum(tmp_path, monkeypatch):
+    """One row per window length of the curriculum, counting epochs and seconds from the start;
+    the table reports the closure at the k validation chose."""
+    monkeypatch.chdir(tmp_path)
+    params = small_params()
+    params["train"]["ks"]["unroll"] = {"windows": [1, 2], "epochs": [1, 1], "clip": 1.0}
+    params["estimators"]["unrolled"] = {"kind": "unrolled", "solver_gradient": True}
+    out = tmp_path / "sweep" / "ks_table.json"
+    result = run(
+        str(write_params(tmp_path / "params.yaml", params)),
+        None,
+        [0],
+        ["ols", "unrolled"],
+        out,
+        system_name="ks",
+        param=None,
+    )
+    rows = [r for r in result["runs"] if r["estimator"] == "unrolled"]
+    assert [(r["window"], r["epochs"]) for r in rows] == [(1, 1), (2, 2)]
+    assert rows[0]["seconds"] < rows[1]["seconds"]
+    assert rows[0]["val_score"] != rows[1]["val_score"]  # two closures, not one
+    best = min(rows, key=lambda r: r["val_score"])
+    assert result["chosen_lam"] == [
+        {"setting": None, "estimator": "unrolled", "lam": None, "window": best["window"]}
+    ]
+    assert f"(k = {best['window']})" in result["table"]
+    assert "| unrolled | – | 2 |" in result["lam_table"]
 
 
 def test_sweep_refuses_a_parameter_the_system_does_not_have(tmp_path, monkeypatch):

@@ -65,6 +65,7 @@ def train_closure(
     progress: bool = True,
     grow: Grow | None = None,
     windows: Windows | None = None,
+    on_stage=None,
 ) -> History:
     """Train ``model`` in place with ``estimator`` on ``train`` (pairs from
     ``datasets.pairs.as_pairs``); report the estimator's validation metrics on ``val`` after
@@ -75,8 +76,8 @@ def train_closure(
     adds, before each round after the first, ``grow(model, r)``: as many new samples as
     ``train`` has (``aggregation.grower``: the hybrid's own states, labelled).
 
-    An unrolled estimator trains on ``windows`` instead (``train_unrolled``); ``train`` and
-    ``val`` are then unused."""
+    An unrolled estimator trains on ``windows`` instead (``train_unrolled``, which calls
+    ``on_stage`` after each stage of its curriculum); ``train`` and ``val`` are then unused."""
     if estimator.unrolled:
         if windows is None:
             raise ML4DError(
@@ -84,7 +85,16 @@ def train_closure(
                 "windows (the train and val datasets and train.<system>.unroll)"
             )
         return train_unrolled(
-            system, model, estimator, optim, windows, reconstruct, checkpoints, on_epoch, progress
+            system,
+            model,
+            estimator,
+            optim,
+            windows,
+            reconstruct,
+            checkpoints,
+            on_epoch,
+            progress,
+            on_stage,
         )
     loss, regulariser = objective(estimator, system, reconstruct)
     train = estimator.prepare(train, reconstruct)
@@ -155,12 +165,15 @@ def train_unrolled(
     checkpoints: RunCheckpoints | None = None,
     on_epoch=None,
     progress: bool = True,
+    on_stage=None,
 ) -> History:
     """Train ``model`` in place with an unrolled ``estimator`` along its curriculum: for each
     window length k, ``epochs`` epochs over every window of k frames of the training
     trajectories (``optim``'s learning rate, schedule, batch size and seed; gradients clipped),
     validated after every epoch on non-overlapping windows of k frames of the validation ones.
-    Epochs are numbered across the stages and each carries its ``window``."""
+    Epochs are numbered across the stages and each carries its ``window``. After each stage,
+    ``on_stage(k, model, history)`` (the history so far): each stage's closure is a candidate
+    when k is chosen on validation (``ml4d sweep``)."""
     unroll = windows.curriculum(system.name)
     steps = steps_per_frame(windows.train)
     if steps_per_frame(windows.val) != steps:
@@ -206,6 +219,8 @@ def train_unrolled(
                 stage.close()
         history.epochs += [{**e, "epoch": offset + e["epoch"], "window": k} for e in done.epochs]
         offset += epochs
+        if on_stage is not None:
+            on_stage(k, model, history)
     return history
 
 

@@ -7,9 +7,11 @@ train/val/test with the reference solver (the system's settings of params.yaml w
 parameter replaced), fit the manifold model once, then train every estimator with every seed
 (the seed of the network's initialisation and of the batch order; the data stay the same); TR
 estimators are trained once per λ of ``--lam``. Every closure is rolled out on the validation and
-the test trajectories. For each TR estimator, the λ with the lowest mean validation score (over
-seeds; a blow-up counts as infinite) is chosen — test numbers never enter the choice — and the
-table reports the test error at the report time at that λ. The validation score is the one
+the test trajectories; an unrolled estimator's closure is rolled out at the end of every stage of
+its curriculum, each stage's window length k a candidate. For each TR estimator the λ, and for
+each unrolled one the k (and λ), with the lowest mean validation score (over seeds; a blow-up
+counts as infinite) is chosen — test numbers never enter the choice — and the table reports the
+test error at the report time at that choice. The validation score is the one
 promotion uses (``evaluation.result.scored_error``): the error at the horizon, or at the report
 time for a chaotic system, whose rollouts have all decorrelated from the truth by the horizon.
 Beside it: the floor ratio (the exact closure's tangent penalty ÷ the closure's, on validation;
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+from flax import nnx
 
 from ml4dynamics.config import SystemSetup, load_params
 from ml4dynamics.core.errors import ML4DError, warn
@@ -48,6 +51,7 @@ from ml4dynamics.learning.network_config import NetworkStage, network_stage
 from ml4dynamics.learning.training import convergence, convergence_warning
 from ml4dynamics.models import build_closure
 from ml4dynamics.studies.trial_records import tabulated
+from ml4dynamics.studies.trial_tables import choice_label
 
 
 def with_lam(reg, lam: float | None):
@@ -104,12 +108,12 @@ def run(
             for name, configured in trial.regs.items():
                 has_lam = hasattr(configured.config, "lam")
                 for lam in lams if lams is not None and has_lam else [None]:
-                    row = run_one(trial, setting, seed, name, with_lam(configured, lam))
-                    runs.append(row)
-                    print(
-                        {k: v for k, v in row.items() if k not in ("val_loss_curve", "curves")},
-                        flush=True,
-                    )
+                    for row in run_one(trial, setting, seed, name, with_lam(configured, lam)):
+                        runs.append(row)
+                        print(
+                            {k: v for k, v in row.items() if k not in ("val_loss_curve", "curves")},
+                            flush=True,
+                        )
     val_key = score_metric(trial.evaluate.report_time, setting.system.chaotic)
     settings = _settings(trial, list(trial.regs), setting.data, val_key)
     return tabulated({"settings": settings, "runs": runs}, out)
@@ -197,12 +201,20 @@ class Setting:
         return cls(value, data, system, train, val, frozen(manifold))
 
 
-def run_one(trial: Trial, setting: Setting, seed: int, name: str, reg) -> dict[str, Any]:
+def run_one(trial: Trial, setting: Setting, seed: int, name: str, reg) -> list[dict[str, Any]]:
     """One closure trained at ``setting`` (its network and batch order seeded by ``seed``) and
-    rolled out on validation and test: its row of the trial."""
+    rolled out on validation and test: its row of the trial. An unrolled estimator gives one row
+    per stage of its curriculum (``window``: the closure at the end of the stage of window length
+    k, its ``epochs`` and ``seconds`` counted from the start), so that k is chosen on validation
+    like λ."""
     start = time.perf_counter()
     system, data, reconstruct = setting.system, setting.data, setting.reconstruct
     model = build_closure(trial.train_stage.model, system.state_field, system.closure_field, seed)
+    stages: list[tuple[int | None, Any, list[dict[str, Any]], float]] = []
+
+    def keep(k, m, history):
+        stages.append((k, nnx.clone(m), list(history.epochs), time.perf_counter() - start))
+
     history = train_closure(
         system,
         model,
@@ -214,9 +226,30 @@ def run_one(trial: Trial, setting: Setting, seed: int, name: str, reg) -> dict[s
         progress=False,
         grow=aggregation.for_estimator(reg, data["train"], seed),
         windows=Windows(data["train"], data["val"], trial.train_stage.unroll),
+        on_stage=keep,
     )
-    quality = assess(reg, system, setting.train, setting.val, reconstruct, history.epochs[-1])
-    converged = convergence(history.epochs)
+    if not reg.unrolled:
+        stages.append((None, model, history.epochs, time.perf_counter() - start))
+    return [_evaluated(trial, setting, seed, name, reg, *stage) for stage in stages]
+
+
+def _evaluated(
+    trial: Trial,
+    setting: Setting,
+    seed: int,
+    name: str,
+    reg,
+    window: int | None,
+    model,
+    epochs: list[dict[str, Any]],
+    trained: float,
+) -> dict[str, Any]:
+    """The row of a closure trained for ``epochs`` (in ``trained`` seconds): rolled out on
+    validation and test, with the instruments beside."""
+    start = time.perf_counter()
+    system, data, reconstruct = setting.system, setting.data, setting.reconstruct
+    quality = assess(reg, system, setting.train, setting.val, reconstruct, epochs[-1])
+    converged = convergence(epochs)
     # the ablation on test only: λ is chosen on validation's own rollouts (on a coarse grid the
     # ablation reruns the fine solver: ~30 s per run on kolmogorov)
     evaluate = trial.evaluate
@@ -229,23 +262,24 @@ def run_one(trial: Trial, setting: Setting, seed: int, name: str, reg) -> dict[s
         "seed": seed,
         "estimator": name,
         "lam": getattr(reg.config, "lam", None),
+        **({} if window is None else {"window": window}),
         **_scores(valid, tested),
         "floor_ratio": quality["floor_ratio"],
         "lam_scale": quality["lam_scale"],
-        "val_misfit": history.epochs[-1]["val_misfit"],
+        "val_misfit": epochs[-1]["val_misfit"],
         "collapsed": converged["collapsed"],
-        "epochs": len(history.epochs),
-        "val_loss_curve": [e["val_loss"] for e in history.epochs],
-        "seconds": round(time.perf_counter() - start, 1),
+        "epochs": len(epochs),
+        "val_loss_curve": [e["val_loss"] for e in epochs],
+        "seconds": round(trained + time.perf_counter() - start, 1),
     }
     test = tested.splits["test"]
     row["corr_time_80"] = test.corr_time_80
     if (base := or_none(test.coarse_alone)) is not None:
         row["coarse_alone"] = base.to_json()
-    lam_text = "" if row["lam"] is None else f" λ = {row['lam']:g}"
+    picks = choice_label(row["lam"], row.get("window"))
     line = convergence_warning(
         converged,
-        f"{trial.system_name} {name}{lam_text} seed {seed}",
+        f"{trial.system_name} {name}{f' ({picks})' if picks else ''} seed {seed}",
         "the learning rate (--lr; a collapsed run's row is a broken closure)",
         "--epochs",
     )

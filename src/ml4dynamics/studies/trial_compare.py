@@ -17,7 +17,8 @@ from ml4dynamics.studies.trial_records import recorded, trial_name
 from ml4dynamics.studies.trial_tables import (
     CHOICE_RULE,
     VALIDATION_SETTINGS,
-    choose_lam,
+    choice,
+    choose,
     choose_trial,
     errors_cell,
     mean_std,
@@ -90,7 +91,7 @@ def _trial_rows(
     trial before and the choice) and its runs' validation loss curves to ``curves``."""
     settings, runs = (result := recorded(path))["settings"], result["runs"]
     column = settings["parameter"] or "setting"
-    chosen = choose_lam(runs, column)
+    chosen = choose(runs, column)
     names = settings.get("names") or sorted(settings["estimators"], key=lambda n: n != "ols")
     budget = (
         f"{settings['epochs']} ({optimiser(settings.get('optim')) or 'optimiser not recorded'})"
@@ -100,8 +101,11 @@ def _trial_rows(
     lines = []
     for value in dict.fromkeys(r[column] for r in runs):
         for name in names:
-            lam = chosen.get((value, name))
-            rows = [r for r in runs if (r[column], r["estimator"], r["lam"]) == (value, name, lam)]
+            picks = chosen.get((value, name), (None, None))
+            lam = picks[0]
+            rows = [
+                r for r in runs if (r[column], r["estimator"], choice(r)) == (value, name, picks)
+            ]
             if not rows:
                 continue
             label = (

@@ -14,9 +14,12 @@ from ml4dynamics.core.outputs import write_json
 from ml4dynamics.evaluation.result import report_key
 from ml4dynamics.reporting import figures
 from ml4dynamics.studies.trial_tables import (
-    choose_lam,
+    choice,
+    choice_label,
+    choose,
     cost_table,
     lam_table,
+    picked,
     setting_label,
     stability_table,
     table,
@@ -70,22 +73,25 @@ def merge(paths: list[Path], out: Path) -> dict[str, Any]:
         settings["estimators"] = {**other["estimators"], **settings["estimators"]}
     runs = [row for result in results for row in result["runs"]]
     column = settings["parameter"] or "setting"
-    keys = [(row[column], row["seed"], row["estimator"], row["lam"]) for row in runs]
+    keys = [(row[column], row["seed"], row["estimator"], choice(row)) for row in runs]
     if len(set(keys)) < len(keys):
         raise ML4DError(
-            "the trials ran a seed twice (the same estimator, λ and setting); merge trials of "
-            "different seeds or λ values"
+            "the trials ran a seed twice (the same estimator, λ, window and setting); merge "
+            "trials of different seeds or λ values"
         )
-    seeds: dict[tuple[Any, str], dict[float, set[int]]] = {}
-    for value, seed, name, lam in keys:
-        if lam is not None:
-            seeds.setdefault((value, name), {}).setdefault(lam, set()).add(seed)
-    for (value, name), by_lam in seeds.items():
-        if len({frozenset(s) for s in by_lam.values()}) > 1:
-            ran = "; ".join(f"λ = {lam:g} on {sorted(s)}" for lam, s in sorted(by_lam.items()))
+    seeds: dict[tuple[Any, str], dict[tuple, set[int]]] = {}
+    for value, seed, name, picks in keys:
+        if picks != (None, None):
+            seeds.setdefault((value, name), {}).setdefault(picks, set()).add(seed)
+    for (value, name), by_choice in seeds.items():
+        if len({frozenset(s) for s in by_choice.values()}) > 1:
+            ran = "; ".join(
+                f"{choice_label(*c)} on {sorted(s)}"
+                for c, s in sorted(by_choice.items(), key=lambda i: str(i[0]))
+            )
             raise ML4DError(
-                f"{name} ({setting_label(value)}) ran its λ values on different seeds ({ran}); "
-                "λ is chosen over the same seeds: run the missing seeds first"
+                f"{name} ({setting_label(value)}) ran its candidates on different seeds ({ran}); "
+                "λ and k are chosen over the same seeds: run the missing seeds first"
             )
     merged = {"settings": settings, "runs": runs, "merged_from": [str(p) for p in paths]}
     return tabulated(merged, Path(out))
@@ -129,28 +135,27 @@ def tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     recorded = sorted(settings["estimators"], key=lambda name: name != "ols")
     names = settings.get("names") or recorded
     values = list(dict.fromkeys(r[column] for r in runs))
-    chosen = choose_lam(runs, column)
-    picked = [
-        r for r in runs if r["lam"] is None or chosen[(r[column], r["estimator"])] == r["lam"]
-    ]
+    chosen = choose(runs, column)
+    kept = picked(runs, chosen, column)
     result["chosen_lam"] = [
-        {column: g, "estimator": e, "lam": lam} for (g, e), lam in chosen.items()
+        {column: g, "estimator": e, "lam": lam} | ({} if window is None else {"window": window})
+        for (g, e), (lam, window) in chosen.items()
     ]
     base_key = report_key(settings["report_time"])
-    result["table"] = table(picked, names, values, chosen, column, base_key)
-    result["stability_table"] = stability_table(picked, names, values, column)
-    lams = settings.get("lams")
-    result["lam_table"] = lam_table(runs, values, column, settings["val_score"]) if lams else ""
-    result["cost_table"] = cost_table(picked, names, values, column)
+    result["table"] = table(kept, names, values, chosen, column, base_key)
+    result["stability_table"] = stability_table(kept, names, values, column)
+    choices = settings.get("lams") or any(r.get("window") is not None for r in runs)
+    result["lam_table"] = lam_table(runs, values, column, settings["val_score"]) if choices else ""
+    result["cost_table"] = cost_table(kept, names, values, column)
     write_json(out, result)
     parts = [result["table"], result["stability_table"], result["lam_table"], result["cost_table"]]
     out.with_suffix(".md").write_text("\n\n".join(p for p in parts if p) + "\n")
-    if any("curves" in r for r in picked):
+    if any("curves" in r for r in kept):
         figures.trial_curves(
             trial_curves(out),
-            {setting_label(value): _by_estimator(picked, names, value, column) for value in values},
+            {setting_label(value): _by_estimator(kept, names, value, column) for value in values},
             f"{settings['system']}: the test rollouts of every seed "
-            f"({settings.get('test_samples')} per seed; TR at its chosen λ)",
+            f"({settings.get('test_samples')} per seed; TR at its chosen λ, unrolled at its k)",
         )
     return result
 
@@ -164,7 +169,7 @@ def _by_estimator(
     for name in names:
         rows = [r for r in runs if r[column] == value and r["estimator"] == name and "curves" in r]
         if rows:
-            lam = rows[0]["lam"]
-            label = name if lam is None else f"{name} (λ = {lam:g})"
+            picks = choice_label(*choice(rows[0]))
+            label = f"{name} ({picks})" if picks else name
             grouped[name] = {"label": label, "runs": [r["curves"] for r in rows]}
     return grouped

@@ -47,21 +47,52 @@ def _validation_rank(rows: list[dict[str, Any]]) -> tuple[float, float]:
     )
 
 
-def choose_lam(runs: list[dict[str, Any]], column: str = "gamma_u") -> dict[tuple[Any, str], float]:
-    """Per (setting, TR estimator): the λ with the lowest mean validation score over seeds (a
-    blow-up is infinite error); among equal scores (every λ blew up somewhere) the one whose
-    validation rollouts lasted longest on average, then the smaller λ. Test errors are not
-    used."""
-    chosen: dict[tuple[Any, str], float] = {}
-    keys = {(r[column], r["estimator"]) for r in runs if r["lam"] is not None}
+def choice(row: dict[str, Any]) -> tuple[float | None, int | None]:
+    """What validation chooses among for a run's estimator: its λ (TR-type estimators) and its
+    window length k (unrolled estimators: the curriculum stage whose closure the row evaluates);
+    None for what the estimator does not have."""
+    return row["lam"], row.get("window")
+
+
+def choice_label(lam: float | None, window: int | None) -> str:
+    """``λ = 1, k = 16`` (the parts a choice has)."""
+    parts = [] if lam is None else [f"λ = {lam:g}"]
+    return ", ".join(parts + ([] if window is None else [f"k = {window}"]))
+
+
+def choose(
+    runs: list[dict[str, Any]], column: str = "gamma_u"
+) -> dict[tuple[Any, str], tuple[float | None, int | None]]:
+    """Per (setting, estimator with a choice): the (λ, k) with the lowest mean validation score
+    over seeds (a blow-up is infinite error); among equal scores (every candidate blew up
+    somewhere) the one whose validation rollouts lasted longest on average, then the smaller λ,
+    then the shorter window. Test errors are not used."""
+    chosen: dict[tuple[Any, str], tuple[float | None, int | None]] = {}
+    keys = {(r[column], r["estimator"]) for r in runs if choice(r) != (None, None)}
     for g, e in sorted(keys, key=lambda k: (k[0] is not None, k[0] or 0, k[1])):
-        by_lam: dict[float, list[dict[str, Any]]] = {}
+        by_choice: dict[tuple[float | None, int | None], list[dict[str, Any]]] = {}
         for r in runs:
             if (r[column], r["estimator"]) == (g, e):
-                by_lam.setdefault(r["lam"], []).append(r)
-        means = {lam: _validation_rank(rows) for lam, rows in by_lam.items()}
-        chosen[(g, e)] = min(sorted(means), key=lambda lam: means[lam])
+                by_choice.setdefault(choice(r), []).append(r)
+        means = {c: _validation_rank(rows) for c, rows in by_choice.items()}
+        order = sorted(means, key=lambda c: tuple(-1 if v is None else v for v in c))
+        chosen[(g, e)] = min(order, key=lambda c: means[c])
     return chosen
+
+
+def choose_lam(runs: list[dict[str, Any]], column: str = "gamma_u") -> dict[tuple[Any, str], float]:
+    """Per (setting, TR estimator): the λ ``choose`` picks."""
+    return {k: lam for k, (lam, _) in choose(runs, column).items() if lam is not None}
+
+
+def picked(
+    runs: list[dict[str, Any]],
+    chosen: dict[tuple[Any, str], tuple[float | None, int | None]],
+    column: str,
+) -> list[dict[str, Any]]:
+    """The runs at their estimator's chosen (λ, k) (every run of an estimator without a
+    choice)."""
+    return [r for r in runs if choice(r) == chosen.get((r[column], r["estimator"]), (None, None))]
 
 
 def as_errors(rows: list[dict[str, Any]], key: str) -> np.ndarray:
@@ -98,16 +129,17 @@ def table(
     runs: list[dict[str, Any]],
     names: list[str],
     values: list[Any],
-    chosen: dict[tuple[Any, str], float] | None = None,
+    chosen: dict[tuple[Any, str], tuple[float | None, int | None]] | None = None,
     column: str = "gamma_u",
     base_key: str | None = None,
 ) -> str:
     """Markdown: one row per setting, one column per estimator, mean ± std over seeds of the test
     error at the report time (a run that blew up counts as ∞ and is reported as such); TR columns
-    at the λ chosen on validation (named in the cell); then the floor ratio and the ablation
-    error of the first estimator (the OLS baseline) when the runs carry them; and, on a coarse
-    grid, the coarse solver alone's test error at the report time (``base_key`` of the runs'
-    ``coarse_alone``): the bar a closure must clear to be worth having."""
+    at the λ, unrolled ones at the window length, chosen on validation (named in the cell); then
+    the floor ratio and the ablation error of the first estimator (the OLS baseline) when the runs
+    carry them; and, on a coarse grid, the coarse solver alone's test error at the report time
+    (``base_key`` of the runs' ``coarse_alone``): the bar a closure must clear to be worth
+    having."""
     chosen = chosen or {}
     extra = bool(runs) and "floor_ratio" in runs[0]
     coarse = base_key is not None and any(r.get("coarse_alone") for r in runs)
@@ -120,7 +152,7 @@ def table(
             rows = [r for r in runs if r[column] == value and r["estimator"] == name]
             cell = errors_cell(rows, "error")
             if (value, name) in chosen:
-                cell += f" (λ = {chosen[(value, name)]:g})"
+                cell += f" ({choice_label(*chosen[(value, name)])})"
             cells.append(cell)
         if extra:
             first = [r for r in runs if r[column] == value and r["estimator"] == names[0]]
@@ -234,30 +266,39 @@ def lam_table(
     column: str = "gamma_u",
     val_key: str | None = "error_horizon",
 ) -> str:
-    """Markdown: per setting and TR estimator, the validation score for every λ (mean ± std over
-    seeds) — the numbers λ is chosen from — and beside it the test error, how much of the test
+    """Markdown: per setting and estimator with a choice, the validation score for every λ (TR)
+    and window length k (unrolled; a column only when a run has one), mean ± std over seeds —
+    the numbers they are chosen from — and beside it the test error, how much of the test
     rollouts survived and drifted (the excess shift), and the floor ratio (near 1: the penalty
     is down to the manifold model's own error)."""
     metric = {"error_horizon": "horizon"}.get(val_key or "", val_key)
+    windows = any(r.get("window") is not None for r in runs)
     lines = [
-        f"| {heading(column)} | estimator | λ | validation error ({metric}) "
-        "| validation: time stable | test error (report time) | test: stable fraction "
-        "| test: excess shift | floor ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| {heading(column)} | estimator | λ |{' k |' if windows else ''} validation error "
+        f"({metric}) | validation: time stable | test error (report time) "
+        "| test: stable fraction | test: excess shift | floor ratio |",
+        "|---|---|---|" + ("---|" if windows else "") + "---|---|---|---|---|---|",
     ]
     for value in values:
-        tr = sorted(
+        candidates = sorted(
             {
-                (r["estimator"], r["lam"])
+                (r["estimator"], *choice(r))
                 for r in runs
-                if r[column] == value and r["lam"] is not None
-            }
+                if r[column] == value and choice(r) != (None, None)
+            },
+            key=lambda c: (c[0], *(-1 if v is None else v for v in c[1:])),
         )
-        for name, lam in tr:
-            rows = [r for r in runs if (r[column], r["estimator"], r["lam"]) == (value, name, lam)]
+        for name, lam, window in candidates:
+            rows = [
+                r
+                for r in runs
+                if (r[column], r["estimator"], *choice(r)) == (value, name, lam, window)
+            ]
+            k_cell = (" – |" if window is None else f" {window} |") if windows else ""
             lines.append(
-                f"| {setting_label(value)} | {name} | {lam:g} | "
-                f"{errors_cell(rows, 'val_score')} | {mean_std(rows, 'val_stable_time')} | "
+                f"| {setting_label(value)} | {name} | {'–' if lam is None else f'{lam:g}'} |"
+                f"{k_cell} {errors_cell(rows, 'val_score')} | "
+                f"{mean_std(rows, 'val_stable_time')} | "
                 f"{errors_cell(rows, 'error')} | {mean_std(rows, 'stable_fraction')} | "
                 f"{shift_cell(rows)} | {mean_std(rows, 'floor_ratio')} |"
             )
