@@ -33,8 +33,18 @@ def sh(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 # test_training and test_registry): an experiment on `reg.rd` must rerun TR only. The gates'
 # thresholds are loose enough for tiny trainings to pass, so a champion exists.
 TEST_MODELS = {
-    "rd-ols": {"system": "rd", "estimator": "ols", "weights": "estimators.ols"},
-    "rd-tr-projector": {"system": "rd", "estimator": "tr-projector", "weights": "reg.rd"},
+    "rd-ols": {
+        "system": "rd",
+        "estimator": "ols",
+        "weights": "estimators.ols",
+        "scale": "estimators.ols",
+    },
+    "rd-tr-projector": {
+        "system": "rd",
+        "estimator": "tr-projector",
+        "weights": "reg.rd",
+        "scale": "reg.lam",
+    },
 }
 
 

@@ -255,7 +255,8 @@ SMALL_PARAMS = {
         "tr-gradient": {"kind": "tr", "normal": "gradient"},
         "tr-projector": {"kind": "tr", "normal": "projector"},
     },
-    "reg": {
+    "reg": {"lam": 1.0}  # the factor on every system's λ, as in params.yaml
+    | {
         name: {"lam": 1.0, "eps": 1.0e-8}
         for name in ("linear", "rd", "ns_channel", "ks", "kolmogorov")
     },

@@ -62,6 +62,17 @@ def test_each_experiment_is_a_row_with_its_lam_and_the_numbers_it_is_judged_by()
     assert body[0][ks : ks + 3] == ["0.03", "0.04", "1"]  # chaotic: report time, not horizon
 
 
+def test_a_reg_lam_experiment_shows_each_systems_effective_lam():
+    """`-S reg.lam=3` multiplies every system's own λ: the column shows the product (ks's now
+    differs between the states too)."""
+    scaled = state("bbbbbbb1234567", "x3", 100.0, 0.2)
+    scaled["data"]["params"]["params.yaml"]["data"]["reg"]["lam"] = 3.0
+    record = [state("workspace", None, 100.0, 0.154), scaled]
+    _, labels, body = rows(record)
+    assert labels[:3] == ["experiment", "λ ks", "λ rd"]
+    assert [r[1:3] for r in body] == [["10", "100"], ["30", "300"]]
+
+
 def test_the_table_lines_up_and_fits_a_terminal():
     lines = table(RECORD).splitlines()
     assert max(map(len, lines)) <= 200 and len(lines) == 2 + 4

@@ -52,7 +52,7 @@ def test_stages_read_the_evaluations_of_the_listed_models_only(tmp_path, capsys)
         "vars:\n"
         "  - systems: [rd]\n"
         "  - models:\n"
-        "      rd-ols: {system: rd, estimator: ols, weights: estimators.ols}\n"
+        "      rd-ols: {system: rd, estimator: ols, weights: estimators.ols, scale: estimators.ols}\n"
         "      ns_channel-aols: {system: ns_channel, estimator: aols, weights: estimators.aols}\n"
     )
     layout = Layout(tmp_path)

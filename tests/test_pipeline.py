@@ -92,13 +92,28 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     }
     write_params(repo / "params.yaml", pipeline_params())
 
-    # two queued experiments on lambda, run by two workers: each reruns the TR model through
-    # promotion only (one new training run each, none for OLS), registers its TR closure and
-    # records its gates, and neither moves the champion
+    # λ, the project's knob: reg.lam (the factor on every system's weight) and reg.rd.lam (rd's
+    # own) each invalidate the TR models only
+    for knob in ("reg.lam", "reg.rd.lam"):
+        params = pipeline_params()
+        section = params["reg"] if knob == "reg.lam" else params["reg"]["rd"]
+        section["lam"] = 7.0
+        write_params(repo / "params.yaml", params)
+        assert set(json.loads(sh(["dvc", "status", "--json"], repo, env).stdout)) == {
+            "train@rd-tr-projector",
+            "data.dvc",
+            "promote@rd",
+        }, knob
+    write_params(repo / "params.yaml", pipeline_params())
+
+    # two queued experiments on lambda, `-S reg.lam=...` as the README has it, run by two
+    # workers: each reruns the TR model through promotion only (one new training run each,
+    # none for OLS), registers its TR closure and records its gates, and neither moves the
+    # champion
     promotion_before = (repo / "metrics/rd/promotion.json").read_text()
     for lam in ("2.5", "0.3"):
         sh(
-            ["dvc", "exp", "run", "--queue", "-S", f"reg.rd.lam={lam}", "-n", f"lam-{lam}"],
+            ["dvc", "exp", "run", "--queue", "-S", f"reg.lam={lam}", "-n", f"lam-{lam}"],
             repo,
             env,
         )
@@ -120,7 +135,9 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     for lam in ("2.5", "0.3"):
         # its MLflow runs landed in the workspace's store, tagged with the experiment's name
         tagged = [r for r in runs if r.data.tags.get("dvc_exp_name") == f"lam-{lam}"]
+        # the effective λ (rd's own, 1, times reg.lam) and the factor
         assert len(tagged) == 1 and tagged[0].data.params["reg.lam"] == lam
+        assert tagged[0].data.params["reg.lam_multiplier"] == lam
         assert tagged[0].data.tags["estimator"] == "tr-projector"
         evaluation = client.search_runs(
             [experiment.experiment_id],
@@ -154,7 +171,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     assert applied.returncode == 0 or applied.stderr.split("targets:\n")[1].startswith(
         "data/benchmark\n"
     ), applied.stderr
-    assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["rd"]["lam"] == 2.5
+    assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["lam"] == 2.5
     assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
     # the λ change shows in `dvc metrics diff` as the numbers that moved, nothing else
     moved = json.loads(sh(["dvc", "metrics", "diff", "--json"], repo, env).stdout)

@@ -248,6 +248,40 @@ def test_estimator_configs_are_validated():
     assert dataclasses.asdict(ols.config) == {"kind": "ols"}  # no dummy weights of others
 
 
+@pytest.mark.parametrize("factor", [3.3, 0.0])
+def test_reg_lam_multiplies_every_systems_tr_weight_and_nothing_else(tmp_path, factor):
+    """`-S reg.lam=X`: each estimator that reads `reg` trains at X × its system's own λ; the
+    others are untouched; without the key each system's λ is its own."""
+    from ml4dynamics.config import load_params
+    from ml4dynamics.learning.estimators import estimator, lam_multiplier
+
+    params = small_params()
+    params["reg"]["kolmogorov"]["lam"] = 0.1
+    params["estimators"]["ols-field"] = {"kind": "ols-field"}
+    plain = load_params(write_params(tmp_path / "plain.yaml", params))
+    params["reg"]["lam"] = factor
+    scaled = load_params(write_params(tmp_path / "scaled.yaml", params))
+    assert lam_multiplier(plain) == 1.0 and lam_multiplier(scaled) == factor
+    for system, own in (("rd", 1.0), ("kolmogorov", 0.1)):
+        for name in ("tr-projector", "ols-field"):
+            assert estimator(plain, name, system).config.lam == own
+            assert estimator(scaled, name, system).config.lam == pytest.approx(own * factor)
+        assert estimator(scaled, "ols", system).config == estimator(plain, "ols", system).config
+
+
+@pytest.mark.parametrize("value", [-1.0, "big", float("nan"), True])
+def test_a_bad_reg_lam_is_one_line_naming_the_key(tmp_path, value):
+    from ml4dynamics.config import load_params
+    from ml4dynamics.core.errors import ConfigError
+    from ml4dynamics.learning.estimators import estimator
+
+    params = small_params()
+    params["reg"]["lam"] = value
+    path = write_params(tmp_path / "params.yaml", params)
+    with pytest.raises(ConfigError, match=rf"^{path}: reg.lam: must be a number >= 0, got "):
+        estimator(load_params(path), "tr-projector", "rd")
+
+
 @pytest.mark.slow
 def test_an_unreadable_checkpoint_falls_back_to_an_older_one(straight, tmp_path):
     """Truncated files in the newest checkpoint: one warning line, training resumes from the

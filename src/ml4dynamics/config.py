@@ -11,6 +11,7 @@ and one section per later stage, keyed by system where the stage is per system:
     train.<system>:    {model: {kind, ...}, optim: {...}}   the closure network
     estimators:        the estimators trained side by side, by name: {kind, and its own weight}
     reg.<system>:      the tangent-space penalty of that system's TR estimators (lam, eps)
+    reg.lam:           the factor on every system's lam (1: each system's own)
     evaluate:          hybrid-rollout metrics (bound of the stability check, report time)
     promote:           the thresholds of the registry's promotion gates
     linear_theory:     the λ sweep of the paper's linear experiment

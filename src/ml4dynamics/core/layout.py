@@ -158,6 +158,11 @@ class Layout:
         """``README.md``, whose tables ``ml4d report`` generates (its prose is written)."""
         return self.root / "README.md"
 
+    @property
+    def findings_page(self) -> Path:
+        """``docs/findings.md``: the trials, its tables generated like the README's."""
+        return self.root / "docs" / "findings.md"
+
     # -- trials (`ml4d sweep`: committed outputs of a command, not DVC stages) ------------------
     @property
     def trials(self) -> Path:
@@ -195,7 +200,7 @@ class Layout:
             ],
             "promote": lambda: [self.promotion(s), self.gates(s)],
             "shift-correlation": lambda: [self.shift_correlation],
-            "report": lambda: [self.results_page, self.readme],
+            "report": lambda: [self.results_page, self.readme, self.findings_page],
             "linear-theory": lambda: [
                 self.plots / "linear_theory.png",
                 self.plots / "linear_theory.csv",

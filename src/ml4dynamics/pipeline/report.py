@@ -1,6 +1,7 @@
 """Write docs/results.md from the pipeline's metrics (and sweep/SYSTEM_table.md,
 bench/SYSTEM_train_step.json, bench/solvers.json, bench/SYSTEM_speedup.json and
-bench/SYSTEM_pipeline/ when committed), and the generated tables of README.md.
+bench/SYSTEM_pipeline/ when committed), and the generated blocks of README.md ("What we found")
+and docs/findings.md (the trials' tables).
 
 ``ml4d report`` (stage ``report``): the results page, generated — every table in it is built from
 the files ``dvc repro`` and ``ml4d sweep`` wrote.
@@ -16,6 +17,7 @@ from ml4dynamics.core.layout import Layout, trial_curves
 from ml4dynamics.core.outputs import atomic_file
 from ml4dynamics.evaluation.result import EvaluationResult
 from ml4dynamics.reporting import report
+from ml4dynamics.studies import findings
 
 ARGUMENTS = ()
 
@@ -40,23 +42,26 @@ def main(args: argparse.Namespace) -> int:
         *_trial_sections(layout),
         *_study_sections(layout),
     ]
-    # README.md's tables, from the same files (each block names its own); both files are
-    # composed before either is written, so a bad block leaves both as they were
-    readme = layout.readme
-    filled = (
-        report.fill_readme(
-            readme.read_text(), lambda source: report.generated_text(source, layout.root)
-        )
-        if readme.is_file()
-        else None
-    )
+    # the generated blocks of README.md and docs/findings.md, from the same files (each block
+    # names its own); every file is composed before any is written, so a bad block leaves them
+    # all as they were
+    def render(source: str) -> str:
+        if source == findings.SOURCE:
+            return findings.findings(layout.root)
+        return report.generated_text(source, layout.root)
+
+    filled = {
+        page: report.fill_readme(page.read_text(), render, page.name)
+        for page in (layout.readme, layout.findings_page)
+        if page.is_file()
+    }
     with atomic_file(layout.results_page) as tmp:
         Path(tmp).write_text(report.page(sections))
     print(f"wrote {layout.results_page}")
-    if filled is not None:
-        with atomic_file(readme) as tmp:
-            Path(tmp).write_text(filled)
-        print(f"wrote the generated tables of {readme}")
+    for page, text in filled.items():
+        with atomic_file(page) as tmp:
+            Path(tmp).write_text(text)
+        print(f"wrote the generated blocks of {page}")
     return 0
 
 

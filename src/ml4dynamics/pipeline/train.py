@@ -62,7 +62,11 @@ def _train(args: argparse.Namespace, layout: Layout, name: str, label: str) -> i
     fp = fingerprint(config, [layout.split(name, "train"), layout.split(name, "val"), manifold_dir])
     checkpoint_dir = layout.checkpoints(name, label)
     checkpoints = RunCheckpoints(checkpoint_dir, fp)
-    tracker = _tracker(checkpoint_dir / "mlflow_run.json", fp, name, label, config)
+    logged = config
+    if estimator.shared_section == "reg":  # its λ is reg.<system>.lam × this (reg.lam)
+        multiplier = estimators.lam_multiplier(params)
+        logged = {**config, "reg": {**config["reg"], "lam_multiplier": multiplier}}
+    tracker = _tracker(checkpoint_dir / "mlflow_run.json", fp, name, label, logged)
     model = build_closure(stage.model, system.state_field, system.closure_field, stage.optim.seed)
     history, quality = _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker)
     with replacing(layout.closure(name, label)) as out_dir:  # old or new, never half

@@ -52,8 +52,15 @@ def _states(record: list[Mapping[str, Any]]) -> Iterator[tuple[str, Mapping[str,
 
 
 def _lams(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Each system's effective TR weight: ``reg.<system>.lam`` times ``reg.lam`` (1 if unset)."""
     reg = (params.get("params.yaml") or {}).get("data", {}).get("reg") or {}
-    return {system: section.get("lam") for system, section in reg.items() if "lam" in section}
+    factor = reg.get("lam", 1.0)
+    factor = factor if isinstance(factor, int | float) else 1.0
+    return {
+        system: section["lam"] if factor == 1.0 else float(f"{section['lam'] * factor:.6g}")
+        for system, section in reg.items()
+        if isinstance(section, Mapping) and "lam" in section
+    }
 
 
 def _model_cells(head: Mapping[str, Any] | None, gate: Any) -> list[str]:

@@ -3,12 +3,16 @@
 params.yaml names the estimators trained side by side (``estimators: {<name>: {kind, ...its own
 keys}}``); a kind's shared keys (TR's ``lam`` and ``eps``) come from its shared section, one per
 system (``reg.<system>``: the penalty's natural scale differs by orders of magnitude between
-systems). ``estimator(params, name, system)`` parses and validates one entry into a ready
-``Estimator`` for that system.
+systems). ``reg.lam``, optional, multiplies every system's weight: ``dvc exp run -S reg.lam=3``
+triples each system's λ at once (and reruns exactly the models that read ``reg``), while
+``reg.<system>.lam`` sets one system's. ``estimator(params, name, system)`` parses and validates
+one entry into a ready ``Estimator`` for that system, its λ the product.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,9 +102,38 @@ def estimator(params, name: str, system: str) -> Estimator:
             "add it or use a known name"
         )
     shared = {s: params.raw[s] for s in _shared_sections() if s in params.raw}
-    return params.parse(
+    parsed = params.parse(
         lambda raw, key: parse_estimator(raw, key, shared, system), "estimators", name
     )
+    if parsed.shared_section != "reg" or "lam" not in parsed.shared_keys:
+        return parsed
+    factor = lam_multiplier(params)
+    if factor == 1.0:
+        return parsed
+    return type(parsed)(dataclasses.replace(parsed.config, lam=parsed.config.lam * factor))
+
+
+#: the keys of ``reg`` that are not systems: the factor on every system's λ
+REG_GLOBALS = ("lam",)
+
+
+def lam_multiplier(params) -> float:
+    """``reg.lam``: the factor every system's TR weight ``reg.<system>.lam`` is multiplied by
+    (1 where params.yaml does not set it), checked."""
+    reg = params.raw.get("reg")
+    value = reg.get("lam", 1.0) if isinstance(reg, Mapping) else 1.0
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    try:
+        require(
+            ok and value >= 0,
+            "reg.lam",
+            f"must be a number >= 0, got {value!r} (it multiplies every system's reg.<system>.lam)",
+            "write e.g. reg: {lam: 1.0, ...} (1: each system's own weight)",
+        )
+    except ConfigError as err:
+        err.args = (f"{params.path}: {err.args[0]}",)
+        raise
+    return float(value)
 
 
 def configured(params, system: str) -> dict[str, Estimator]:
@@ -132,6 +165,7 @@ __all__ = [
     "configured",
     "data_misfit",
     "estimator",
+    "lam_multiplier",
     "parse_estimator",
     "reconstruction_error",
     "squared_norm",

@@ -104,7 +104,8 @@ class Estimator(abc.ABC):
     """One estimator kind. ``config_class`` is a frozen dataclass with ``kind`` and exactly the
     keys the estimator uses; keys listed in ``shared_keys`` come from the params.yaml section
     ``shared_section`` instead of the estimator's own entry (so that e.g.
-    ``dvc exp run -S reg.rd.lam=...`` reruns the rd TR models only)."""
+    ``dvc exp run -S reg.rd.lam=...`` reruns the rd TR models only; ``reg.lam`` multiplies every
+    system's ``lam``)."""
 
     kind: ClassVar[str]
     config_class: ClassVar[type]
