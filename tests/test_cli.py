@@ -24,7 +24,7 @@ def test_every_subcommand_has_help(tmp_path, capsys):
         assert done.value.code == 0 and out.startswith(f"usage: ml4d {name}"), out
         description = out.split("\n\n")[1]
         assert len(description) > 40 and "``" not in description  # its module docstring
-    for name in ("generate", "train", "bench", "shift-correlation"):  # system names: registry
+    for name in ("generate", "train", "timing", "shift-correlation"):  # system names: registry
         sub = build_parser(name)._subparsers._group_actions[0].choices[name]  # noqa: SLF001
         assert f"one of {', '.join(SYSTEMS)}" in " ".join(sub.format_help().split()), name
 
@@ -98,9 +98,9 @@ def test_inspect_refuses_a_missing_store(tmp_path):
             ],
             "--out must name a .zarr store",
         ),
-        (["benchmark", "score"], "`ml4d benchmark score` needs --model"),
+        (["golden", "score"], "`ml4d golden score` needs --model"),
         (
-            ["benchmark", "score", "--model", "models:/rd-closure@champion", "--out", "nowhere"],
+            ["golden", "score", "--model", "models:/rd-closure@champion", "--out", "nowhere"],
             "no benchmark at nowhere: fetch it with `dvc pull data.dvc`",
         ),
         (["promote", "rd"], "no evaluations of rd in metrics/rd/evaluate; run `dvc repro`"),
@@ -115,3 +115,25 @@ def test_registry_commands_refuse_bad_input_with_one_line(tmp_path, args, messag
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "r.zarr").exists()
+
+
+def test_the_old_command_names_still_work_and_say_the_new_one(tmp_path):
+    """`bench` and `benchmark` are `timing` and `golden` now; for a release the old names run
+    the new commands, after one line naming them."""
+    for old, new in (("bench", "timing"), ("benchmark", "golden")):
+        result = run_cli([old, "--help"], cwd=tmp_path)
+        assert result.returncode == 0 and f"usage: ml4d {new}" in result.stdout
+        assert result.stderr == (
+            f"ml4d: note: `ml4d {old}` is now `ml4d {new}`; the old name goes in a later release\n"
+        )
+
+
+def test_reading_the_registry_without_a_store_is_one_line_and_creates_nothing(tmp_path):
+    """`ml4d simulate` and `ml4d card` outside a repository, MLFLOW_TRACKING_URI unset: the line
+    says where it looked and how to point it at a store; the folder stays empty."""
+    uri = "models:/rd-closure@champion"
+    for args in (["simulate", "--model", uri, "--steps", "10", "--out", "r.zarr"], ["card", uri]):
+        result = run_cli(args, cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "no MLflow store at" in result.stderr and "MLFLOW_TRACKING_URI" in result.stderr
+        assert list(tmp_path.iterdir()) == []

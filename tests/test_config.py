@@ -203,3 +203,24 @@ def test_configs_are_frozen():
     setup = parse_params(small_params()).setup("rd")
     with pytest.raises(AttributeError):
         setup.system.dt = 1.0  # type: ignore[misc]
+
+
+def test_ml4d_params_prints_the_resolved_configuration_as_yaml(tmp_path, capsys):
+    """YAML a person (or `yaml.safe_load`) reads back: every section with its defaults filled
+    in, each TR weight the effective one (reg.lam × reg.<system>.lam), then the verdict."""
+    import yaml
+
+    from ml4dynamics.cli import main
+
+    params = small_params()
+    params["reg"]["lam"] = 3.0
+    path = write_params(tmp_path / "params.yaml", params)
+    assert main(["params", "--params", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith(f"# {path}: valid\n")
+    resolved = yaml.safe_load(out)
+    assert resolved["rd"]["system"]["gamma_u"] == params["rd"]["system"]["gamma_u"]
+    assert resolved["rd"]["data"]["train"]["trajectories"] == 2
+    assert resolved["estimators"]["rd"]["tr-projector"]["lam"] == 3.0
+    assert resolved["estimators"]["rd"]["ols"] == {"kind": "ols"}
+    assert set(resolved["promote"]) == set(params["promote"])

@@ -234,3 +234,23 @@ def test_a_failed_write_waits_for_zarrs_writes_in_flight_and_leaves_no_temporary
     time.sleep(0.6)  # any write still in flight would have landed by now
     assert failed and tree_digest(target) == before
     assert not [p.name for p in tmp_path.iterdir() if ".new." in p.name or p.name.endswith(".old")]
+
+
+def test_outputs_get_the_mode_of_any_new_file_not_the_temporarys(tmp_path):
+    """Written beside the target and swapped in, an output still gets 0644 / 0755 under the
+    usual umask (tempfile makes its files 0600 and folders 0700)."""
+    import os
+    import stat
+
+    from ml4dynamics.core.atomic import replacing
+    from ml4dynamics.core.outputs import write_json
+
+    before = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with replacing(tmp_path / "store") as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "store").stat().st_mode) == 0o755

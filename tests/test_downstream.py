@@ -61,18 +61,18 @@ def test_the_benchmark_is_frozen_and_scores_registry_versions(workspace):
     """The clone's data.dvc refuses a silent rebuild; removed on purpose, the benchmark is built
     anew (tiny rd only), tracked by data.dvc, and scores registry versions."""
     repo, env = workspace
-    refused_build = ml4d(["benchmark", "build"], repo, env)
+    refused_build = ml4d(["golden", "build"], repo, env)
     assert refused_build.returncode == 2 and "data.dvc already tracks" in refused_build.stderr
     sh(["dvc", "remove", "data.dvc"], repo, env)
-    sh([str(BIN / "ml4d"), "benchmark", "build", "--system", "rd"], repo, env)
+    sh([str(BIN / "ml4d"), "golden", "build", "--system", "rd"], repo, env)
     recipe = yaml.safe_load((repo / "data/benchmark/recipe.yaml").read_text())
     assert recipe["systems"]["rd"]["data"]["test"]["seed"] == 3 + 1000  # its own trajectories
     assert yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["path"] == "data/benchmark"
-    rebuilt = ml4d(["benchmark", "build"], repo, env)
+    rebuilt = ml4d(["golden", "build"], repo, env)
     assert rebuilt.returncode == 2 and "the benchmark is frozen" in rebuilt.stderr
     uris = ["models:/rd-closure@champion", "models:/rd-closure/1"]
     models = [arg for uri in uris for arg in ("--model", uri)]
-    sh([str(BIN / "ml4d"), "benchmark", "score", *models, "--scores", "scores.json"], repo, env)
+    sh([str(BIN / "ml4d"), "golden", "score", *models, "--scores", "scores.json"], repo, env)
     scores = json.loads((repo / "scores.json").read_text())
     assert set(scores["models"]) == set(uris)
     assert scores["benchmark_md5"].endswith(".dir")

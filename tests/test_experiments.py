@@ -9,7 +9,7 @@ from ml4dynamics.reporting.experiments import rows, shown, table
 
 
 def state(rev, name, lam_rd, rd_tr_val, ks_val=0.03):
-    headline = {"val_err_end": 0.2, "test_err_end": 0.3, "stable": 1.0}
+    headline = {"val_t30": 0.2, "test_t10": 0.25, "test_t30": 0.3, "stable": 1.0}
     return {
         "rev": rev,
         "name": name,
@@ -20,18 +20,16 @@ def state(rev, name, lam_rd, rd_tr_val, ks_val=0.03):
             "metrics": {
                 "metrics/rd/headline/ols.json": {"data": headline},
                 "metrics/rd/headline/tr-projector.json": {
-                    "data": {**headline, "val_err_end": rd_tr_val}
+                    "data": {**headline, "val_t30": rd_tr_val}
                 },
                 # a chaotic system's headline: scored at the report time
                 "metrics/ks/headline/ols.json": {
                     "data": {
-                        "val_err": ks_val,
-                        "test_err": 0.04,
-                        "test_err_end": 1.5,
+                        "val_t10": ks_val,
+                        "test_t10": 0.04,
                         "stable": 1.0,
                     }
                 },
-                "metrics/rd/gates.json": {"data": {"ols": "champion", "tr-projector": "refused"}},
             },
         },
     }
@@ -49,8 +47,13 @@ RECORD = [
 ]
 
 
+def gates(rev, system):
+    """The gate outcomes each state's commit holds (rd only)."""
+    return {"ols": "champion", "tr-projector": "refused"} if system == "rd" else {}
+
+
 def test_each_experiment_is_a_row_with_its_lam_and_the_numbers_it_is_judged_by():
-    groups, labels, body = rows(RECORD)
+    groups, labels, body = rows(RECORD, gates)
     assert [g for g, _ in groups] == ["", "rd ols", "rd tr-projector", "ks ols"]
     assert labels[:2] == ["experiment", "λ rd"]  # ks's λ is the same everywhere: no column
     assert [r[0] for r in body] == ["workspace", "main", "└ lam-2.5", "└ aaaaaaa"]
@@ -74,11 +77,42 @@ def test_a_reg_lam_experiment_shows_each_systems_effective_lam():
 
 
 def test_the_table_lines_up_and_fits_a_terminal():
-    lines = table(RECORD).splitlines()
+    lines = table(RECORD, gates).splitlines()
     assert max(map(len, lines)) <= 200 and len(lines) == 2 + 4
     for name in ("rd ols", "rd tr-projector", "ks ols"):
         at = lines[0].index(name)
         assert lines[1][at : at + 3] == "val" and lines[1][at - 2 : at] == "  "
+
+
+def test_gate_outcomes_are_read_from_each_states_commit(tmp_path):
+    """gates.json is not a DVC metric (`dvc metrics show` stays narrow): the workspace's file,
+    or the file as an experiment's commit holds it."""
+    import json
+    import subprocess
+
+    from ml4dynamics.reporting.experiments import committed_gates
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    path = tmp_path / "metrics" / "rd" / "gates.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"ols": "refused"}))
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    rev = git("rev-parse", "HEAD")
+    path.write_text(json.dumps({"ols": "champion"}))
+    read = committed_gates(str(tmp_path))
+    assert read(rev, "rd") == {"ols": "refused"}
+    assert read("workspace", "rd") == {"ols": "champion"}
+    assert read(rev, "ks") == {} and read("workspace", "ks") == {}
 
 
 def test_dvc_failing_is_one_line(tmp_path):

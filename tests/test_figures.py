@@ -66,6 +66,17 @@ def test_the_error_figure_with_blow_ups_renders(rollout, tmp_path):
     image = matplotlib.image.imread(path)
     assert image.shape[0] > image.shape[1] * 0.8  # the stable-fraction panel below the curves
 
+    # nothing blew up: no flat "still stable" panel, a note says so instead
+    calm = figures.curves(
+        tmp_path / "calm.png",
+        {"test": (curves["time"], curves["rel_error"])},
+        "relative L2 error",
+        "no blow-ups",
+        stable={"test": (curves["time"], np.ones_like(curves["time"]), [None, None])},
+    )
+    image = matplotlib.image.imread(calm)
+    assert image.shape[0] < image.shape[1] * 0.8  # one panel
+
 
 def test_snapshot_colours_come_from_the_truth_and_the_channel_lies_horizontal(rollout, tmp_path):
     ds, pred = rollout

@@ -189,14 +189,25 @@ def test_a_bad_configuration_names_its_field(change, field):
 
 
 def test_bench_solvers_measures_ours_exponax_and_the_fft_floor_in_one_run(tmp_path, capsys):
-    """`ml4d bench solvers` (tiny counts and a 24² grid in 2D): every solver single and
+    """`ml4d timing solvers` (tiny counts and a 24² grid in 2D): every solver single and
     batched, and the ratios of the same run, written to the JSON it names."""
     import json
 
     from ml4dynamics.cli import main
 
     out = tmp_path / "solvers.json"
-    args = ["bench", "solvers", "--steps", "3", "--repeats", "1", "--batch", "2", "--out", str(out)]
+    args = [
+        "timing",
+        "solvers",
+        "--steps",
+        "3",
+        "--repeats",
+        "1",
+        "--batch",
+        "2",
+        "--out",
+        str(out),
+    ]
     args += ["--kolmogorov-n", "24", "--kolmogorov-batch", "3", "--kolmogorov-steps", "2"]
     assert main(args) == 0
     report = json.loads(out.read_text())

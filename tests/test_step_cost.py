@@ -1,4 +1,4 @@
-"""`ml4d bench SYSTEM`'s step timings (``step_cost.time_steps``): every estimator of params.yaml
+"""`ml4d timing SYSTEM`'s step timings (``step_cost.time_steps``): every estimator of params.yaml
 in both precisions, the ratios to OLS, and repeats taken round-robin so that a drift of a shared
 machine's speed reaches every estimator alike."""
 

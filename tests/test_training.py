@@ -392,10 +392,10 @@ def test_a_cosine_schedule_decays_the_step_to_zero_over_the_training():
 
 
 def test_bench_times_every_estimator_in_both_precisions(base_project, tmp_path):
-    """`ml4d bench` on the pipeline's files: a median step time for every configured estimator
+    """`ml4d timing` on the pipeline's files: a median step time for every configured estimator
     in float32 and float64 (the same network, dtype replaced), ratios to OLS in one run."""
     out = tmp_path / "bench.json"
-    args = ["bench", "rd", "--repeats", "1", "--steps", "2", "--out", str(out)]
+    args = ["timing", "rd", "--repeats", "1", "--steps", "2", "--out", str(out)]
     result = run_cli(args, cwd=base_project)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())

@@ -183,7 +183,7 @@ def test_rematerialisation_bounds_the_memory_of_a_long_window():
     """XLA's compiled temporary memory of the gradient of a ks window (64 points, the default
     U-Net, batch 32): at k = 32 within 16 MiB, and growing by well under 0.1 MiB per step, where
     storing every step's intermediates needs ~190 MiB (measured: 4.6 MiB and 186 MiB; at
-    k = 4, 3.7 and 25.5). ``ml4d bench`` reports the same numbers for a system's curriculum."""
+    k = 4, 3.7 and 25.5). ``ml4d timing`` reports the same numbers for a system's curriculum."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     cls = system_class("ks")
     system = cls(parse(cls.config_class, params["ks"]["system"], "ks.system"))

@@ -52,13 +52,14 @@ COMMANDS: dict[str, Command] = {
         ),
         ("promote", "promote", "register the evaluated closures; move `champion` past the gates"),
         ("simulate", "simulate", "run a hybrid simulation with a registered closure"),
+        ("card", "card", "print a registered closure's model card: data, training, gates, limits"),
         (
             "speedup",
             "speedup",
             "a registered closure's speed-up over its plain solver at matched accuracy",
         ),
         (
-            "benchmark",
+            "golden",
             "benchmark",
             "the frozen golden benchmark: build it once (data.dvc), score registry versions",
         ),
@@ -78,7 +79,11 @@ COMMANDS: dict[str, Command] = {
             "resolution",
             "the plain coarse solver alone at several coarse grids: where a closure is needed",
         ),
-        ("bench", "bench", "time one training step of every estimator side by side"),
+        (
+            "timing",
+            "bench",
+            "time one training step of every estimator side by side (or our solvers vs peers)",
+        ),
         ("linear-theory", "linear_theory", "the paper's linear experiment: terminal error vs λ"),
         (
             "shift-correlation",
@@ -131,9 +136,28 @@ def _configure(parser: argparse.ArgumentParser, module: Any) -> None:
         module.configure(parser)
 
 
+#: old names kept working for a release (each prints which name to use)
+ALIASES = {"bench": "timing", "benchmark": "golden"}
+
+
 def _chosen(argv: Sequence[str]) -> str | None:
     """The subcommand named on the command line (the first argument that is one), if any."""
     return next((a for a in argv if a in COMMANDS), None)
+
+
+def _renamed(argv: list[str]) -> list[str]:
+    """``argv`` with an old command name (``ALIASES``) replaced by its new one, and a note."""
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS:
+            break
+        if arg in ALIASES:
+            print(
+                f"ml4d: note: `ml4d {arg}` is now `ml4d {ALIASES[arg]}`; the old name goes in a "
+                "later release",
+                file=sys.stderr,
+            )
+            return [*argv[:i], ALIASES[arg], *argv[i + 1 :]]
+    return argv
 
 
 def enable_compilation_cache() -> None:
@@ -148,7 +172,7 @@ def enable_compilation_cache() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _renamed(list(sys.argv[1:] if argv is None else argv))
     enable_compilation_cache()
     try:
         args = build_parser(_chosen(argv)).parse_args(argv)

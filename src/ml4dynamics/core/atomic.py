@@ -76,6 +76,14 @@ def swap_in(new: str | Path, target: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def usual_mode(path: Path, directory: bool = False) -> None:
+    """Give a temporary (made 0600 / 0700 by ``tempfile``) the mode any new file or folder gets
+    (0644 / 0755 under the usual umask) before it becomes an output."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def replacing(target: str | Path) -> Iterator[Path]:
     """An empty temporary sibling of ``target`` to write the new output into; swapped in when
@@ -86,6 +94,7 @@ def replacing(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new.", dir=target.parent))
     try:
         yield tmp
+        usual_mode(tmp, directory=True)
         swap_in(tmp, target)
     except BaseException:
         _remove(tmp)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.mlflow_store import alive, relocate, this_process
 from ml4dynamics.core.provenance import git_revision
 
@@ -47,14 +48,22 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{(root or repo_root()) / 'mlruns' / 'mlflow.db'}"
 
 
-def configured_uri(root: Path | None = None) -> str:
+def configured_uri(root: Path | None = None, create: bool = True) -> str:
     """``$MLFLOW_TRACKING_URI`` (a shared server) or the repository's sqlite store; a sqlite
     store that was copied or moved is first pointed at its own artifacts
-    (``mlflow_store.relocate``)."""
+    (``mlflow_store.relocate``). A reader (``create=False``: ``ml4d simulate``, ``ml4d card``)
+    gets one line, and nothing created, where there is no store."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         uri = os.environ["MLFLOW_TRACKING_URI"]
     else:
         root = root or repo_root()
+        db = root / "mlruns" / "mlflow.db"
+        if not create and not db.is_file():
+            raise ML4DError(
+                f"no MLflow store at {db}: run from the repository whose `dvc repro` registered "
+                "the model, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlruns/"
+                "mlflow.db, or a server's http://...)"
+            )
         (root / "mlruns").mkdir(parents=True, exist_ok=True)
         uri = tracking_uri(root)
     relocate(uri)
@@ -90,15 +99,39 @@ def _mlflow(root: Path):
     return use_store(configured_uri(root))
 
 
+#: what MLflow's UI reads to open an experiment on its training runs (not the GenAI traces view)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def experiment_tags(system: str) -> dict[str, str]:
+    """The tags every experiment of ours carries: its kind, and a description (the text the UI
+    shows above the runs)."""
+    return {
+        EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1],
+        "mlflow.note.content": (
+            f"ML4Dynamics closures of the {system} system: one run per training (`stage` train, "
+            "its loss curves and manifold diagnostics) with its evaluation as a child run "
+            "(`stage` evaluate: the rollout errors per split), and the promotion runs."
+        ),
+    }
+
+
 def experiment_id(system: str, root: Path | None = None) -> str:
-    """The experiment named after the system, created with artifacts under mlruns/."""
+    """The experiment named after the system, created with artifacts under mlruns/ and
+    ``experiment_tags`` (an older experiment gains its kind)."""
     root = root or repo_root()
     mlflow = _mlflow(root)
     found = mlflow.get_experiment_by_name(system)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            client = mlflow.MlflowClient()
+            for key, value in experiment_tags(system).items():
+                client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
     artifacts = (root / "mlruns" / "artifacts" / system).as_uri()
-    return mlflow.create_experiment(system, artifact_location=artifacts)
+    return mlflow.create_experiment(
+        system, artifact_location=artifacts, tags=experiment_tags(system)
+    )
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -181,6 +214,7 @@ class Run:
             run_id = None
         if parent_run_id is not None and not self._exists(parent_run_id):
             parent_run_id = None
+        self.parent_run_id = parent_run_id
         self.resumed = run_id is not None
         self.previous_status = None
         if run_id is not None:
@@ -243,6 +277,19 @@ class Run:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_on_parent(self, metrics: Mapping[str, float]) -> None:
+        """Also log ``metrics`` on the parent run (a training run gets its evaluation's headline,
+        so the runs table shows it without opening the child run); nothing without a parent."""
+        import time
+
+        from mlflow.entities import Metric
+
+        if self.parent_run_id is None:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self.mlflow.MlflowClient().log_batch(self.parent_run_id, metrics=batch)
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=subdir)

@@ -346,24 +346,32 @@ def _significant(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
+def time_key(split: str, time: float) -> str:
+    """``test_t10``: a split's error at a time, named so that the time shows (a dot would nest
+    the key in DVC's tables: ``t0_4`` for t = 0.4)."""
+    return f"{split}_t{time:g}".replace(".", "_")
+
+
 def headline(result: EvaluationResult) -> dict[str, Any]:
-    """The few numbers a person compares across experiments (``dvc exp show``), rounded to three
-    digits: the validation score λ is chosen by (``val_err_end`` at the horizon, or ``val_err``
-    at the report time for a chaotic system), the test and ood errors at the report time and at
-    the horizon, the smaller stable fraction of test and ood, the ood distribution shift and,
-    where the system has one, the test spectrum error (``null``: not defined, e.g. after a
-    blow-up). The full detail stays in the evaluation file."""
+    """The few numbers a person compares across experiments (``dvc metrics show``, ``dvc exp
+    show``), rounded to three digits, each error named with its time: the validation score λ is
+    chosen by (at the horizon, or at the report time for a chaotic system), the test error at the
+    report time and — where it is predictable, i.e. not for a chaotic system — at the horizon, the
+    ood error at the report time, the smaller stable fraction of test and ood, and the ood
+    distribution shift (``null``: not defined, e.g. after a blow-up). The rest — the ood horizon,
+    the spectrum error, every other time — stays in the evaluation file."""
     test, ood = result.splits["test"], result.splits["ood"]
-    val = result.scored_error("val") if "val" in result.splits else None
-    out = {
-        "val_err_end" if result.score_metric == HORIZON else "val_err": _significant(val),
-        "test_err": _significant(test.error_report),
-        "test_err_end": _significant(test.error_horizon),
-        "ood_err": _significant(ood.error_report),
-        "ood_err_end": _significant(ood.error_horizon),
-        "stable": _significant(min(test.stable_fraction, ood.stable_fraction)),
-        "shift": _significant(or_none(ood.excess_shift)),
-    }
-    if test.spectrum_error is not UNMEASURED:  # a system with an energy spectrum
-        out["spec_err"] = _significant(test.spectrum_error)
+    report = result.report_time
+    out: dict[str, Any] = {}
+    if "val" in result.splits:
+        val = result.splits["val"]
+        out[time_key("val", report if result.chaotic else val.horizon)] = _significant(
+            result.scored_error("val")
+        )
+    out[time_key("test", report)] = _significant(test.error_report)
+    if not result.chaotic and test.horizon != report:
+        out[time_key("test", test.horizon)] = _significant(test.error_horizon)
+    out[time_key("ood", report)] = _significant(ood.error_report)
+    out["stable"] = _significant(min(test.stable_fraction, ood.stable_fraction))
+    out["shift"] = _significant(or_none(ood.excess_shift))
     return out

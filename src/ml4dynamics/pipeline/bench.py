@@ -1,9 +1,9 @@
-"""``ml4d bench SYSTEM``: time one optimisation step of each estimator on data/SYSTEM side by
+"""``ml4d timing SYSTEM``: time one optimisation step of each estimator on data/SYSTEM side by
 side, with the closure network in float32 and in float64 (``ml4dynamics.studies.step_cost``), and
 write the medians, their ratios to OLS and the float64 ÷ float32 ratios as JSON. Needs the generate
 and fit_manifold outputs (`dvc repro fit_manifold@SYSTEM`).
 
-``ml4d bench solvers``: our solver steps against the peers (exponax; jax-cfd in 2D) and the FFT
+``ml4d timing solvers``: our solver steps against the peers (exponax; jax-cfd in 2D) and the FFT
 floor, single trajectory and batched, in one run (``ml4dynamics.studies.solver_bench``; needs the
 bench extra), to bench/solvers.json.
 

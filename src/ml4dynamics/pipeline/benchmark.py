@@ -3,7 +3,7 @@ data/benchmark with their recipe, and track them as data.dvc (refuses to overwri
 roll registered closures out on it with the recipe's evaluation settings; write the scores as
 JSON and log them to MLflow.
 
-``ml4d benchmark`` (a command, not a DVC stage): the frozen golden benchmark
+``ml4d golden`` (a command, not a DVC stage): the frozen golden benchmark
 (``data/benchmark``, tracked by the top-level ``data.dvc``).
 
 ``build`` generates reference trajectories once — the test and ood splits of every system in
@@ -82,7 +82,7 @@ def build(params_path: str, out: Path, systems: list[str] | None, track: bool = 
     names = systems or list(params.systems)
     prov = provenance(".", GENERATION_CODE)
     recipe: dict[str, Any] = {
-        "command": f"ml4d benchmark build --params {params_path} --out {out}",
+        "command": f"ml4d golden build --params {params_path} --out {out}",
         "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seed_offset": SEED_OFFSET,
         "evaluate": evaluate.as_dict(),
@@ -157,7 +157,7 @@ def score(model_uris: list[str], root: Path, out: Path) -> dict:
     if not recipe_path.is_file():
         raise ML4DError(
             f"no benchmark at {root}: fetch it with `dvc pull data.dvc` (needs the team's DVC "
-            "remote) or build one with `ml4d benchmark build`"
+            "remote) or build one with `ml4d golden build`"
         )
     recipe = yaml.safe_load(recipe_path.read_text())
     evaluate = parse(EvaluateConfig, recipe["evaluate"], f"{recipe_path}: evaluate")
@@ -225,13 +225,13 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Layout().benchmark
     if args.action == "build":
         if args.model:
-            raise ML4DError("`ml4d benchmark build` takes no --model; use `ml4d benchmark score`")
+            raise ML4DError("`ml4d golden build` takes no --model; use `ml4d golden score`")
         recipe = build(args.params, out, args.system or None)
         print(f"built {out} for {', '.join(recipe['systems'])}; tracked by data.dvc")
         print("commit data.dvc and data/.gitignore; `dvc push` shares it through the remote")
         return 0
     if not args.model:
-        raise ML4DError("`ml4d benchmark score` needs --model models:/<system>-closure@<alias>")
+        raise ML4DError("`ml4d golden score` needs --model models:/<system>-closure@<alias>")
     score(args.model, out, Path(args.scores))
     print(f"wrote {args.scores}")
     return 0

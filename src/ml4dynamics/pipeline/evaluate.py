@@ -80,6 +80,10 @@ def main(args: argparse.Namespace) -> int:
     tracker.log_metrics(
         result.metrics("eval") | ({"eval.score": result.score} if result.score is not None else {})
     )
+    # the headline on the training run too: the runs table shows it beside every training
+    tracker.log_on_parent(
+        {f"headline.{k}": v for k, v in headline(result).items() if isinstance(v, int | float)}
+    )
     kill_point("evaluate-logged")  # fault-injection tests: summaries logged, curves not yet
     for split in ROLLED_OUT_SPLITS:
         stride = frame_stride(datasets[split], system.dt)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 
-from ml4dynamics.reporting.experiments import shown, table
+from ml4dynamics.reporting.experiments import committed_gates, shown, table
 
 ARGUMENTS: tuple[str, ...] = ()
 
 
 def main(args: argparse.Namespace) -> int:
-    print(table(shown()))
+    print(table(shown(), committed_gates()))
     return 0

@@ -37,6 +37,7 @@ from ml4dynamics.evaluation.config import evaluate_config
 from ml4dynamics.evaluation.result import EvaluationResult
 from ml4dynamics.models.io import model_identity
 from ml4dynamics.registry import gates
+from ml4dynamics.registry.card import model_card
 from ml4dynamics.registry.gates import Champion
 from ml4dynamics.registry.packaging import load_closure_dir
 from ml4dynamics.registry.promotion import champion_score
@@ -91,6 +92,11 @@ def _promote(args: argparse.Namespace) -> int:
         else {"version": int(champion.version), "estimator": champion.tags.get("estimator")}
     )
     write_json(metrics_path, report)
+    for estimator, submission in submitted.items():  # each version's model card
+        entry = report["candidates"][estimator]
+        registry.describe(
+            name, submission.version, _card(layout, name, estimator, submission, entry)
+        )
     # one word per model for `dvc exp show` (champion, passed, refused): the detail is above
     outcomes = {e: entry["decision"].split(" ")[0] for e, entry in report["candidates"].items()}
     write_json(layout.gates(system_name), {e: o.rstrip(";") for e, o in outcomes.items()})
@@ -165,6 +171,48 @@ class Submission:
     version: int
     result: EvaluationResult
     system: Any
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # the closure's model.json
+
+
+def _card(
+    layout: Layout, name: str, estimator: str, submission: Submission, entry: dict[str, Any]
+) -> str:
+    """The model card of a candidate, from what the workspace has: its training metrics, the
+    DVC hash of its data (dvc.lock), its speed-up where `ml4d speedup` measured this version."""
+    system = submission.result.system
+    train = layout.train_metrics(system, estimator)
+    speedup_file = layout.root / "bench" / f"{system}_speedup.json"
+    speedup = None
+    if speedup_file.is_file():
+        hybrid = (json.loads(speedup_file.read_text()).get("hybrids") or {}).get(
+            f"{estimator} v{submission.version}"
+        )
+        speedup = ((hybrid or {}).get("equivalent") or {}).get("0.8")
+    return model_card(
+        name=name,
+        version=submission.version,
+        meta=submission.meta,
+        result=submission.result,
+        checks=entry["gates"].values(),
+        decision=entry["decision"],
+        training=json.loads(train.read_text()) if train.is_file() else None,
+        data_hash=_data_hash(layout, system),
+        speedup=speedup,
+    )
+
+
+def _data_hash(layout: Layout, system: str) -> str | None:
+    """The DVC hash of ``data/<system>`` as dvc.lock records it (None without one)."""
+    import yaml
+
+    lock = layout.root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    stage = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(f"generate@{system}")
+    for out in (stage or {}).get("outs", []):
+        if out.get("path") == f"data/{system}":
+            return out.get("md5") or out.get("hash")
+    return None
 
 
 def _entry(submission: Submission, checks: list[gates.Gate], decision: str) -> dict[str, Any]:
@@ -191,9 +239,8 @@ def _gate_tags(
         "gates.decided_in": where,
         "refusal_reason": entry["reason"] or "-",
     }
-    for g in checks:
+    for g in checks:  # (each gate's numbers are in the version's description, its model card)
         tags[f"gate.{g.name}"] = "passed" if g.passed else "failed"
-        tags[f"gate.{g.name}.detail"] = g.detail
     return tags
 
 
@@ -216,7 +263,7 @@ def _register(
         )
     found = registry.version_with_fingerprint(name, identity)
     if found is not None:
-        return Submission(int(found.version), result, system)
+        return Submission(int(found.version), result, system, meta)
     model_run = Run(
         system_name, "promote", f"{system_name}-{estimator}", {}, run_id=meta.get("mlflow_run_id")
     )
@@ -231,4 +278,4 @@ def _register(
             "registered_in": experiment or "workspace",
         },
     )
-    return Submission(int(version), result, system)
+    return Submission(int(version), result, system, meta)

@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
         *_trial_sections(layout),
         *_study_sections(layout),
     ]
+
     # the generated blocks of README.md and docs/findings.md, from the same files (each block
     # names its own); every file is composed before any is written, so a bad block leaves them
     # all as they were

@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     frames, times = ds.u.values[0], ds.time.values
     figures.snapshots(
         png,
-        times - t0,
+        times,  # the store's own times (the figure and `ml4d inspect` agree)
         {"hybrid": frames},
         f"{args.model}\nhybrid simulation",  # (two lines: a narrow 1D figure)
         fields,

@@ -131,6 +131,28 @@ def set_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, str(version), key, str(value))
 
 
+def describe(name: str, version: str | int, text: str) -> None:
+    """Set the version's description (its model card: ``registry.card``)."""
+    client().update_model_version(name, str(version), description=text)
+
+
+def description(model_uri: str) -> str:
+    """The description (model card) of the version ``model_uri`` names; one line where there is
+    none."""
+    from ml4dynamics.core.tracking import configured_uri
+
+    configured_uri(create=False)  # a reader: no store is one line, nothing created
+    version = resolve(model_uri)
+    if version is None:
+        raise ML4DError(f"{model_uri} names no registered version; see `ml4d simulate --help`")
+    if not version.description:
+        raise ML4DError(
+            f"{model_uri} (version {version.version}) has no model card yet; run `dvc repro` "
+            "(promote writes one on every registered version)"
+        )
+    return version.description
+
+
 def set_alias(name: str, version: str | int, alias: str) -> None:
     client().set_registered_model_alias(name, alias, str(version))
 
@@ -167,7 +189,7 @@ def load_registered(model_uri: str):
             f"{model_uri!r} is not a registry URI; use models:/<system>-closure@champion "
             "or models:/<system>-closure/<version>"
         )
-    uri = configured_uri()
+    uri = configured_uri(create=False)  # a reader: no store is one line, nothing created
     use_store(uri)
     # a download bar on stderr would bury the one-line errors that follow the download
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

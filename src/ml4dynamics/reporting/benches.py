@@ -1,5 +1,5 @@
-"""The results page's sections on cost: a training step per estimator (``ml4d bench``), our
-solvers against the peers (``ml4d bench solvers``) and the hybrids' speed-up at matched accuracy
+"""The results page's sections on cost: a training step per estimator (``ml4d timing``), our
+solvers against the peers (``ml4d timing solvers``) and the hybrids' speed-up at matched accuracy
 (``ml4d speedup``), each from its committed record under ``bench/``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ml4dynamics.reporting.tables import markdown_table, number
 
 
 def bench_section(name: str, record: Mapping[str, Any]) -> str:
-    """The cost of one training step of each estimator (``ml4d bench``), both precisions."""
+    """The cost of one training step of each estimator (``ml4d timing``), both precisions."""
     times = record["ms_per_step_median"]
     dtypes = [d for d in ("float32", "float64") if d in times]
     names = list(times[dtypes[0]])
@@ -36,7 +36,7 @@ def bench_section(name: str, record: Mapping[str, Any]) -> str:
     ]
     return "\n\n".join(
         [
-            f"### {name}: cost of a training step (`ml4d bench {name}`, committed "
+            f"### {name}: cost of a training step (`ml4d timing {name}`, committed "
             f"`bench/{name}_train_step.json`)",
             f"{record['what']}, model {record['model']}; medians of {record['repeats']} × "
             f"{record['steps_per_repeat']} steps, all in one run on {record['machine']}.",
@@ -46,9 +46,9 @@ def bench_section(name: str, record: Mapping[str, Any]) -> str:
 
 
 def solver_bench_section(record: Mapping[str, Any]) -> str:
-    """Our solver steps against the peers and the FFT floor (``ml4d bench solvers``)."""
+    """Our solver steps against the peers and the FFT floor (``ml4d timing solvers``)."""
     parts = [
-        "### Solvers against the peers (`ml4d bench solvers`, committed `bench/solvers.json`)",
+        "### Solvers against the peers (`ml4d timing solvers`, committed `bench/solvers.json`)",
         f"Medians of {record['repeats']} × {record['steps_per_repeat']} steps in one compiled "
         f"loop, all in one run on {record['machine']} (jax {record['jax']}); a ratio below 1 "
         "means ours is faster.",

@@ -19,10 +19,12 @@ from typing import Any
 from ml4dynamics.core.errors import ML4DError
 
 HEADLINE = re.compile(r"metrics/(?P<system>[^/]+)/headline/(?P<estimator>[^/]+)\.json$")
-#: per model: the validation score λ is chosen on and the test error beside it — at the report
-#: time for a chaotic system (its headline has ``val_err``), at the horizon otherwise — then the
-#: stable fraction and the gate outcome
+#: per model: the validation score λ is chosen on (the headline's ``val_t<time>``) and the test
+#: error at the same time beside it, then the stable fraction and the gate outcome
 COLUMNS = ("val", "test", "stable", "gate")
+#: the gate outcomes of a system's models (``ml4d promote``; not a DVC metric, so that `dvc
+#: metrics show` stays narrow): read from the state's commit
+GATES = "metrics/{system}/gates.json"
 
 
 def shown(cwd: str = ".") -> list[dict[str, Any]]:
@@ -39,16 +41,41 @@ def shown(cwd: str = ".") -> list[dict[str, Any]]:
     return json.loads(done.stdout)
 
 
-def _states(record: list[Mapping[str, Any]]) -> Iterator[tuple[str, Mapping[str, Any] | None]]:
-    """(label, data) of the workspace, each baseline and each of its experiments."""
+def _states(
+    record: list[Mapping[str, Any]],
+) -> Iterator[tuple[str, str, Mapping[str, Any] | None]]:
+    """(label, revision, data) of the workspace, each baseline and each of its experiments."""
     for commit in record:
         rev = str(commit.get("rev", ""))
         label = commit.get("name") or (rev if rev == "workspace" else rev[:7])
-        yield label, commit.get("data")
+        yield label, rev, commit.get("data")
         for group in commit.get("experiments") or []:
-            for rev in group.get("revs") or []:
-                name = rev.get("name") or group.get("name") or str(rev.get("rev", ""))[:7]
-                yield f"└ {name}", rev.get("data")
+            for exp in group.get("revs") or []:
+                name = exp.get("name") or group.get("name") or str(exp.get("rev", ""))[:7]
+                yield f"└ {name}", str(exp.get("rev", "")), exp.get("data")
+
+
+def committed_gates(cwd: str = "."):
+    """The reader of a state's gate outcomes: the workspace's file, or the file as the state's
+    commit holds it (an experiment is a commit); ``{}`` where there is none."""
+
+    def read(rev: str, system: str) -> Mapping[str, Any]:
+        path = GATES.format(system=system)
+        if rev == "workspace":
+            try:
+                with open(f"{cwd}/{path}") as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                return {}
+        done = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=cwd, capture_output=True, text=True, check=False
+        )
+        try:
+            return json.loads(done.stdout) if done.returncode == 0 else {}
+        except ValueError:
+            return {}
+
+    return read
 
 
 def _lams(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,35 +92,36 @@ def _lams(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def _model_cells(head: Mapping[str, Any] | None, gate: Any) -> list[str]:
     head = head or {}
-    chaotic = "val_err" in head
-    val, test = ("val_err", "test_err") if chaotic else ("val_err_end", "test_err_end")
+    val = next((k for k in head if k.startswith("val_t")), None)
+    test = None if val is None else "test_t" + val.removeprefix("val_t")
     return [_fmt(head.get(val)), _fmt(head.get(test)), _fmt(head.get("stable")), _fmt(gate)]
 
 
 def rows(
-    record: list[Mapping[str, Any]],
+    record: list[Mapping[str, Any]], gates=lambda rev, system: {}
 ) -> tuple[list[tuple[str, int]], list[str], list[list[str]]]:
     """The column groups (label, number of columns), the column labels and one row per state of
-    ``record`` (`dvc exp show --json`). Columns: the experiment; each system's λ where the states
-    differ in it; per (system, estimator) with a headline ``COLUMNS``."""
-    states = [(label, data or {}) for label, data in _states(record)]
-    lams = [_lams(data.get("params") or {}) for _, data in states]
+    ``record`` (`dvc exp show --json`); ``gates(rev, system)`` reads a state's gate outcomes
+    (``committed_gates``). Columns: the experiment; each system's λ where the states differ in
+    it; per (system, estimator) with a headline ``COLUMNS``."""
+    states = [(label, rev, data or {}) for label, rev, data in _states(record)]
+    lams = [_lams(data.get("params") or {}) for _, _, data in states]
     varied = sorted({s for lam in lams for s in lam if len({str(x.get(s)) for x in lams}) > 1})
     models: dict[tuple[str, str], None] = {}
-    for _, data in states:
+    for _, _, data in states:
         for path in data.get("metrics") or {}:
             if m := HEADLINE.search(path):
                 models[(m["system"], m["estimator"])] = None
     groups = [("", 1 + len(varied))] + [(f"{s} {e}", len(COLUMNS)) for s, e in models]
     labels = ["experiment", *(f"λ {s}" for s in varied)] + [*COLUMNS] * len(models)
     body = []
-    for (label, data), lam in zip(states, lams, strict=True):
+    for (label, rev, data), lam in zip(states, lams, strict=True):
         metrics = data.get("metrics") or {}
         line = [label, *(_fmt(lam.get(s)) for s in varied)]
+        outcomes = {system: gates(rev, system) for system in dict.fromkeys(s for s, _ in models)}
         for system, estimator in models:
             head = (metrics.get(f"metrics/{system}/headline/{estimator}.json") or {}).get("data")
-            gates = (metrics.get(f"metrics/{system}/gates.json") or {}).get("data") or {}
-            line += _model_cells(head, gates.get(estimator))
+            line += _model_cells(head, outcomes[system].get(estimator))
         body.append(line)
     return groups, labels, body
 
@@ -104,10 +132,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def table(record: list[Mapping[str, Any]]) -> str:
-    """``rows(record)`` as aligned text: a line of model names over their columns, a line of
-    column labels, one line per state."""
-    groups, labels, body = rows(record)
+def table(record: list[Mapping[str, Any]], gates=lambda rev, system: {}) -> str:
+    """``rows(record, gates)`` as aligned text: a line of model names over their columns, a line
+    of column labels, one line per state."""
+    groups, labels, body = rows(record, gates)
     widths = [max(len(r[i]) for r in (labels, *body)) for i in range(len(labels))]
     top, i = [], 0
     for label, n in groups:

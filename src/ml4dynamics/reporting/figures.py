@@ -34,6 +34,10 @@ ESTIMATOR_COLOURS = {
 }
 
 
+#: every time axis: the systems are solved in their own (non-dimensional) units
+TIME_LABEL = "time since the rollout's start (non-dimensional)"
+
+
 def estimator_colour(name: str) -> str:
     """The colour of estimator ``name`` (``"ols"``, ``"tr-projector"``, …) in every figure."""
     return ESTIMATOR_COLOURS.get(name, "0.5")
@@ -94,7 +98,13 @@ def curves(
     """Curves ``{label: (time, values)}`` on one axis (non-finite points are gaps). With
     ``stable`` (``{label: (time, fraction still stable, blow-up time per trajectory)}``) a lower
     panel shows how many trajectories each curve still describes, with every blow-up marked
-    (an ×), so no curve can look better than it is because the worst runs left it."""
+    (an ×, explained in the legend), so no curve can look better than it is because the worst
+    runs left it; where nothing blew up the panel would be a flat line, and a note says so
+    instead. Times and values are non-dimensional (the system's own units)."""
+    if stable and all(np.all(np.asarray(fraction) >= 1) for _, fraction, _ in stable.values()):
+        stable, every_stable = None, True
+    else:
+        every_stable = False
     if stable:
         fig, (ax, below) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True, height_ratios=(3, 1.2))
     else:
@@ -117,20 +127,21 @@ def curves(
             if times:
                 at = np.interp(times, t, fraction)
                 below.plot(times, at, "x", color=colour, ms=7, mew=2)
+                below.plot([], [], "x", color="0.3", ms=7, mew=2, label="a trajectory blows up")
         below.set_ylim(-0.05, 1.05)
         below.set_ylabel("still stable")
-        below.set_xlabel("time since the rollout's start (× blow-up)")
-        ax.text(
-            0.01,
-            0.01,
-            "median over all trajectories; a blown-up one counts as infinite",
-            transform=ax.transAxes,
-            fontsize=7,
-            color="0.3",
-        )
+        below.set_xlabel(TIME_LABEL)
+        handles, labels = below.get_legend_handles_labels()
+        marker = [(h, lab) for h, lab in zip(handles, labels, strict=True) if "blows up" in lab]
+        if marker:
+            below.legend(*zip(*marker[:1], strict=True), fontsize=7, loc="lower left")
+        note = "median over all trajectories; a blown-up one counts as infinite"
     else:
-        ax.set_xlabel("time since the rollout's start")
-    fig.tight_layout()
+        ax.set_xlabel(TIME_LABEL)
+        note = "median over all trajectories"
+        note += "; every one stayed stable" if every_stable else ""
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
     _save(fig, path, dpi=100)
     plt.close(fig)
     return path
@@ -323,7 +334,7 @@ def trial_curves(
         stable_ax.set_ylabel("fraction still stable")
         stable_ax.set_title("of all seeds × trajectories", fontsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel("time since the rollout's start")
+        ax.set_xlabel(TIME_LABEL)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path, dpi=100)

@@ -1,6 +1,6 @@
 """Our solvers against the peers and the FFT floor, measured side by side in one process.
 
-``ml4d bench solvers`` times one step of each solver inside a compiled loop (``jax.lax.fori_loop``
+``ml4d timing solvers`` times one step of each solver inside a compiled loop (``jax.lax.fori_loop``
 over ``steps`` steps: no Python dispatch per step, as a rollout runs), for a single trajectory
 and for a ``jax.vmap`` batch, the solvers of one case in turn within each repeat, and reports the
 median over ``repeats`` and the ratios in the same run (absolute times on a shared machine are
@@ -59,7 +59,7 @@ def _exponax() -> Any:
         import exponax
     except ImportError as error:
         raise ML4DError(
-            f"`ml4d bench solvers` measures against exponax, which is not installed ({error}); "
+            f"`ml4d timing solvers` measures against exponax, which is not installed ({error}); "
             "install the bench extra: pip install -e '.[bench]'"
         ) from None
     return exponax
@@ -125,7 +125,7 @@ def jax_cfd_kolmogorov_step(
         from jax_cfd.spectral import equations, time_stepping
     except ImportError as error:
         raise ML4DError(
-            f"`ml4d bench solvers` measures against jax-cfd, which is not installed ({error}); "
+            f"`ml4d timing solvers` measures against jax-cfd, which is not installed ({error}); "
             "install the bench extra: pip install -e '.[bench]'"
         ) from None
     grid = grids.Grid((n, n), domain=((0, 2 * math.pi), (0, 2 * math.pi)))

@@ -7,7 +7,7 @@ orientation only. An unrolled estimator is timed on windows of its curriculum's 
 (``window`` in the report), the same batch size; without a curriculum for the system
 (``train.<system>.unroll``) it is left out and named under ``skipped``. Beside the times, the
 memory of that window's gradient as XLA compiles it, with and without rematerialisation.
-``ml4d bench`` writes the result to ``bench/<system>_train_step.json``.
+``ml4d timing`` writes the result to ``bench/<system>_train_step.json``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def time_steps(
     stage = network_stage(params, "train", system_name)
     configured = estimators.configured(params, system_name)
     if "ols" not in configured:
-        raise ML4DError("`ml4d bench` reports ratios to OLS: add `ols: {kind: ols}` to estimators")
+        raise ML4DError("`ml4d timing` reports ratios to OLS: add `ols: {kind: ols}` to estimators")
     ds = open_dataset(data_dir / "train.zarr")
     system = system_of(ds)
     reconstruct = frozen(load_model(manifold_dir, "manifold", system.state_field)[0])
