@@ -190,3 +190,15 @@ def test_trial_curves_pool_every_seed_and_end_an_error_line_at_blow_ups(monkeypa
     np.testing.assert_allclose(fractions[0], [1.0, 0.75, 0.5])  # of both seeds' rollouts
     np.testing.assert_allclose(fractions[1], [1.0, 1.0, 1.0])
     assert len(shift_ax.lines) == 4 + 1  # a line per seed and estimator, and zero
+
+
+def test_trials_are_named_by_what_sets_them_apart():
+    """A budget comparison's legend: "462 epochs", not the file name of the trial."""
+    labels = figures.trial_labels(
+        ["ns_channel", "ns_channel_462_epochs", "ns_channel_tr_1848_epochs, re 300"]
+    )
+    assert labels == {
+        "ns_channel": "the defaults",
+        "ns_channel_462_epochs": "462 epochs",
+        "ns_channel_tr_1848_epochs, re 300": "tr 1848 epochs, re 300",
+    }

@@ -4,6 +4,7 @@ speed-up at matched accuracy and the curves of multi-seed trials."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -219,12 +220,12 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
             label="plain solver (alias-free)",
             capsize=2,
         )
-        for (name, _), xi, yi in zip(solvers.items(), x, y, strict=True):
+        for i, ((name, _), xi, yi) in enumerate(zip(solvers.items(), x, y, strict=True)):
             ax.annotate(
                 name.split()[-1],
                 (xi, yi),
                 textcoords="offset points",
-                xytext=(4, -10),
+                xytext=(4, -10 if i % 2 == 0 else 5),  # alternate, so neighbours do not overlap
                 fontsize=7,
                 color="0.35",
             )
@@ -245,9 +246,13 @@ def speedup(path: Path, result: Mapping[str, Any]) -> Path:
             if "accuracy" not in entry:  # the reference: its cost only
                 ax.axvline(entry["cost_ms_per_time_unit"], ls=":", color="0.3", lw=1, label=name)
         ax.set_xscale("log")
+        # ticks at 1, 2 and 5 of every decade, written plainly: a span under a decade still gets
+        # several
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("wall time per simulated time unit, batch (ms)")
-        ax.set_ylabel(f"mean time until correlation < {level}")
+        ax.set_ylabel(f"mean time until correlation < {level} (non-dimensional)")
         ax.set_title(f"{result['system']}: correlation >= {level}")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -342,6 +347,21 @@ def trial_curves(
     return path
 
 
+def trial_labels(trials: Sequence[str]) -> dict[str, str]:
+    """Legends for trials named like ``ns_channel_462_epochs`` (a trial id, possibly with its
+    setting after a comma): the part the names do not share, in words ("462 epochs"); the
+    trial named after the system alone is "the defaults"."""
+    stems = [t.split(",")[0] for t in trials]
+    prefix = os.path.commonprefix([s + "_" for s in stems])
+    prefix = prefix[: prefix.rfind("_") + 1] if len(stems) > 1 else ""
+    out = {}
+    for trial, stem in zip(trials, stems, strict=True):
+        rest = stem[len(prefix) :].replace("_", " ").strip() or "the defaults"
+        setting = trial.partition(",")[2].strip()
+        out[trial] = f"{rest}, {setting}" if setting else rest
+    return out
+
+
 def budget_curves(
     path: Path, trials: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], title: str
 ) -> Path:
@@ -353,12 +373,16 @@ def budget_curves(
     fig, axes = plt.subplots(
         1, len(names), figsize=(5.0 * len(names), 3.6), squeeze=False, sharey=True
     )
-    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(trials), 1)))
+    # distinct colours (a sequential map makes neighbouring trials look alike), and each trial
+    # named by what sets it apart from the others, not by its file name
+    colours = [plt.get_cmap("tab10")(i % 10) for i in range(len(trials))]
+    labels = trial_labels(list(trials))
     for ax, name in zip(axes[0], names, strict=True):
         for colour, (trial, curves) in zip(colours, trials.items(), strict=True):
             for k, curve in enumerate(curves.get(name, [])):
                 epochs = np.arange(1, len(curve) + 1)
-                ax.plot(epochs, _curve(curve), color=colour, lw=1, label=trial if k == 0 else None)
+                label = labels[trial] if k == 0 else None
+                ax.plot(epochs, _curve(curve), color=colour, lw=1, label=label)
         ax.set_yscale("log")
         ax.set_title(f"{name}: one line per seed", fontsize=9)
         ax.set_xlabel("epoch")
