@@ -39,6 +39,25 @@ ESTIMATOR_COLOURS = {
 TIME_LABEL = "time since the rollout's start (non-dimensional)"
 
 
+#: line styles of the kinds of curve in ``curves``
+_STYLES = {"closure": "-", "ablation": "--", "reference": ":"}
+
+
+def _kind_class(kind: str) -> str:
+    if "ablation" in kind:
+        return "ablation"
+    if "alone" in kind or "truth" in kind:
+        return "reference"
+    return "closure"
+
+
+def _group_and_kind(label: str) -> tuple[str, str]:
+    """``("val", "the alias-free coarse solver alone")`` of ``"val: the alias-free coarse solver
+    alone"`` (``"test hybrid"``: ``("test", "hybrid")``)."""
+    group, _, kind = label.replace(": ", " ", 1).partition(" ")
+    return group, kind.strip()
+
+
 def estimator_colour(name: str) -> str:
     """The colour of estimator ``name`` (``"ols"``, ``"tr-projector"``, …) in every figure."""
     return ESTIMATOR_COLOURS.get(name, "0.5")
@@ -110,16 +129,34 @@ def curves(
         fig, (ax, below) = plt.subplots(2, 1, figsize=(6, 5.2), sharex=True, height_ratios=(3, 1.2))
     else:
         fig, ax = plt.subplots(figsize=(6, 4))
+    # one colour per split, one line style per kind of curve (the closure's, the ablation's, the
+    # solver alone's or the truth's), and a legend for each: nine curves stay readable
+    groups: dict[str, str] = {}
+    kinds: dict[str, str] = {}
     colours: dict[str, str] = {}
-    for i, (label, (t, values)) in enumerate(series.items()):
-        style = ":" if "truth" in label else "-"
-        (line,) = ax.plot(t, values, style, label=label, color=f"C{i}")
-        colours[label] = line.get_color()
+    for label, (t, values) in series.items():
+        group, kind = _group_and_kind(label)
+        colour = groups.setdefault(group, f"C{len(groups)}")
+        style = kinds.setdefault(kind, _STYLES.get(_kind_class(kind), "-"))
+        ax.plot(t, values, style, color=colour)
+        colours[label] = colour
     if log:
         ax.set_yscale("log")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    from matplotlib.lines import Line2D
+
+    first = ax.legend(
+        [Line2D([], [], color=c) for c in groups.values()], list(groups), fontsize=8, loc=1
+    )
+    if len(kinds) > 1:
+        ax.add_artist(first)
+        ax.legend(
+            [Line2D([], [], color="0.3", ls=s) for s in kinds.values()],
+            [k or "the hybrid" for k in kinds],
+            fontsize=7,
+            loc=4,
+        )
     if stable:
         for i, (label, (t, fraction, blowups)) in enumerate(stable.items()):
             colour = colours.get(label, f"C{i}")
