@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from ml4dynamics.evaluation.scoring import score_split
-from ml4dynamics.reporting import figures, snapshot_panels
+from ml4dynamics.reporting import figures, snapshot_panels, trial_figures
 
 
 def dataset(truth: np.ndarray, dims: tuple[str, str], lengths: tuple[float, float]) -> xr.Dataset:
@@ -176,7 +176,7 @@ def test_trial_curves_pool_every_seed_and_end_an_error_line_at_blow_ups(monkeypa
         "ols": {"label": "ols", "runs": [ok, blown]},
         "tr-projector": {"label": "tr-projector (λ = 10)", "runs": [ok, ok]},
     }
-    figures.trial_curves(tmp_path / "c.png", {"params.yaml": groups}, "rd")
+    trial_figures.trial_curves(tmp_path / "c.png", {"params.yaml": groups}, "rd")
     (fig,) = saved
     err_ax, shift_ax, stable_ax = fig.axes
     solid = [line for line in err_ax.lines if line.get_linestyle() == "-"]
@@ -194,7 +194,7 @@ def test_trial_curves_pool_every_seed_and_end_an_error_line_at_blow_ups(monkeypa
 
 def test_trials_are_named_by_what_sets_them_apart():
     """A budget comparison's legend: "462 epochs", not the file name of the trial."""
-    labels = figures.trial_labels(
+    labels = trial_figures.trial_labels(
         ["ns_channel", "ns_channel_462_epochs", "ns_channel_tr_1848_epochs, re 300"]
     )
     assert labels == {

@@ -83,7 +83,13 @@ def test_champion_is_scored_on_the_candidates_data(store, generated):
 
 def test_an_unknown_model_is_one_clear_error(store):
     from ml4dynamics.core.errors import ML4DError
+    from ml4dynamics.core.tracking import experiment_id
 
+    # no store at all: said as such, and none is created by asking
+    with pytest.raises(ML4DError, match="no MLflow store at .*mlruns/mlflow.db: run from"):
+        registry.load_registered("models:/rd-closure@champion")
+    assert not (store / "mlruns").exists()
+    experiment_id("rd")  # a store (as any stage that writes creates it), without that model
     with pytest.raises(ML4DError, match="no registered model 'rd-closure' in sqlite:///"):
         registry.load_registered("models:/rd-closure@champion")
 

@@ -294,9 +294,11 @@ def test_trials_compare_side_by_side_with_each_trials_own_lam_choice(tmp_path, m
     paths[1].write_text(json.dumps(_trial(120, optim, runs)))
     out = tmp_path / "cmp.md"
     drawn = {}
-    draw = trial_compare.figures.budget_curves
+    draw = trial_compare.trial_figures.budget_curves
     monkeypatch.setattr(
-        trial_compare.figures, "budget_curves", lambda p, c, t: drawn.update(c) or draw(p, c, t)
+        trial_compare.trial_figures,
+        "budget_curves",
+        lambda p, c, t: drawn.update(c) or draw(p, c, t),
     )
     text = compare(paths, out, "ml4d sweep --compare …")
     assert (tmp_path / "cmp.png").is_file()

@@ -156,11 +156,12 @@ def _unrolled(root: Path) -> str:
         1: "it costs accuracy",
     }[unrolled.compare(long_ols)]
     return (
-        f"**Training through the solver on ks: {verdict}.** {trial.named('unrolled')} errs "
-        f"{unrolled}; OLS {trial.error('ols')} at {trial.settings['epochs']} epochs and "
-        f"{long_ols} at {control.settings['epochs']}, {unrolled.against(long_ols)} as "
-        f"unrolled; without the solver's gradient {trial.error('unrolled-nog')}, with "
-        f"tangency on top ({trial.named('unrolled-tr')}) {trial.error('unrolled-tr')} "
+        f"**Training through the solver on ks: {verdict}.** The closure trained through "
+        f"windows of the solver ({trial.named('unrolled')}) errs {unrolled}; OLS "
+        f"{trial.error('ols')} at {trial.settings['epochs']} epochs and {long_ols} at "
+        f"{control.settings['epochs']}, {unrolled.against(long_ols)} as unrolled; without the "
+        f"solver's gradient {trial.error('unrolled-nog')}, with tangency on top "
+        f"({trial.named('unrolled-tr')}) {trial.error('unrolled-tr')} "
         f"({trial.link()}, {control.link()})."
     )
 

@@ -12,7 +12,7 @@ from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.layout import trial_curves
 from ml4dynamics.core.outputs import write_json
 from ml4dynamics.evaluation.result import report_key
-from ml4dynamics.reporting import figures
+from ml4dynamics.reporting import trial_figures
 from ml4dynamics.studies.trial_tables import (
     choice,
     choice_label,
@@ -151,7 +151,7 @@ def tabulated(result: dict[str, Any], out: Path) -> dict[str, Any]:
     parts = [result["table"], result["stability_table"], result["lam_table"], result["cost_table"]]
     out.with_suffix(".md").write_text("\n\n".join(p for p in parts if p) + "\n")
     if any("curves" in r for r in kept):
-        figures.trial_curves(
+        trial_figures.trial_curves(
             trial_curves(out),
             {setting_label(value): _by_estimator(kept, names, value, column) for value in values},
             f"{settings['system']}: the test rollouts of every seed "
