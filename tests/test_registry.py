@@ -204,3 +204,47 @@ def test_the_code_registered_versions_carry_still_imports():
     assert imports == [("ml4dynamics.registry.packaging", "load_closure_dir")]
     for module, name in imports:
         assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_a_model_card_says_what_a_user_needs_before_running_a_closure():
+    """System, data (with its DVC hash), estimator and λ, training, every split's rollouts,
+    every gate against its threshold, the speed-up, and the limits: the drawn parameters'
+    training range, the failed gates, the splits whose rollouts blew up."""
+    from ml4dynamics.registry.card import model_card
+    from tests.results import result, summary
+
+    meta = {
+        "system": "ns_channel",
+        "system_config": {"n": 32, "dt": 0.01},
+        "estimator": "tr-projector",
+        "reg": {"kind": "tr", "normal": "projector", "lam": 1.0, "eps": 1e-8},
+        "model": {"kind": "unet"},
+        "data": {"split": "train", "steps": 100, "store_every": 25, "seed": 1}
+        | {"trajectories_per_variant": 2, "system.re": [100.0, 300.0, 500.0]},
+    }
+    blown = summary(stable_fraction=0.5, blowup_times=(2.8, None), error_horizon=None)
+    evaluated = result({"val": summary(), "test": blown, "ood": summary()}, system="ns_channel")
+    gates = [
+        {"name": "finite_and_bounded", "passed": False, "detail": "test: 1 of 2 blow up"},
+        {"name": "shift", "passed": True, "detail": "test shift 0.5 <= 2"},
+    ]
+    card = model_card(
+        name="ns_channel-closure",
+        version=7,
+        meta=meta,
+        result=evaluated,
+        checks=gates,
+        decision="refused",
+        training={"epochs": 924, "train_loss": 0.1, "val_loss": 0.2, "val_misfit": 0.02},
+        data_hash="abc123.dir",
+        speedup={"speedup": 0.3, "resolution": 17.5},
+    )
+    assert card.startswith("# ns_channel-closure v7\n")
+    assert "re = " not in card and "n = 32" in card  # the system's own parameters
+    assert "every 25 steps stored" in card and "`abc123.dir`" in card
+    assert "lam = 1" in card and "924 epochs" in card and "0.3×" in card
+    assert "| test | 0.1 | not finite | 0.5 | 0.5 |" in card
+    assert "| finite_and_bounded | failed | test: 1 of 2 blow up |" in card
+    limits = card.split("**Known limits**")[1]
+    assert "re in [100, 500]" in limits and "finite_and_bounded: test: 1 of 2" in limits
+    assert "rollouts blow up on test" in limits
