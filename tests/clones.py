@@ -58,6 +58,29 @@ def pipeline_params() -> dict:
 CHAMPION_ONLY = {"rd-ols": TEST_MODELS["rd-ols"]}
 
 
+def _plots_of(plots: list, models: dict, with_linear: bool) -> list:
+    """The top-level plot definitions that draw files of ``models`` (and of the linear toy)."""
+    owned = tuple(
+        prefix
+        for m in models.values()
+        for prefix in (
+            f"plots/{m['system']}/train/{m['estimator']}.",
+            f"plots/{m['system']}/evaluate/{m['estimator']}/",
+        )
+    ) + (("plots/linear_theory.",) if with_linear else ())
+    kept = []
+    for entry in plots:
+        if isinstance(entry, str):
+            if entry.startswith(owned):
+                kept.append(entry)
+            continue
+        ((title, spec),) = entry.items()
+        y = {path: column for path, column in spec["y"].items() if path.startswith(owned)}
+        if y:
+            kept.append({title: {**spec, "y": y}})
+    return kept
+
+
 def make_clone(
     tmp_path: Path, models: dict | None = None, with_linear: bool = True
 ) -> tuple[Path, dict[str, str]]:
@@ -86,6 +109,7 @@ def make_clone(
         {"models": models or TEST_MODELS},
         {"registered": ["rd"]},
     ]
+    pipeline["plots"] = _plots_of(pipeline["plots"], models or TEST_MODELS, with_linear)
     if not with_linear:
         pipeline["stages"].pop("linear_theory")  # it reads data/linear
     pipeline["stages"].pop("shift_correlation")  # it pools the default systems' evaluations
