@@ -248,3 +248,16 @@ def test_a_model_card_says_what_a_user_needs_before_running_a_closure():
     limits = card.split("**Known limits**")[1]
     assert "re in [100, 500]" in limits and "finite_and_bounded: test: 1 of 2" in limits
     assert "rollouts blow up on test" in limits
+
+
+def test_the_report_that_made_a_champion_is_kept_beside_it_not_in_a_tag(store, generated):
+    """The promotion report travels with the version as a JSON artifact of its run; the
+    version's tags stay short values a person can read (no raw JSON on the version page)."""
+    system = system_of(open_dataset(generated / "rd" / "test.zarr"))
+    _, champion = register(store, system, seed=5, data_fingerprint="d")
+    assert registry.champion_report(champion) is None  # none recorded yet
+    report = {"version": int(champion.version), "passed": True, "gates": {"a": {"value": 1.5}}}
+    registry.record_champion_report("rd-closure", champion.version, report)
+    again = registry.version_by_alias("rd-closure", registry.CHAMPION)
+    assert registry.champion_report(again) == report
+    assert not any(value.lstrip().startswith(("{", "[")) for value in again.tags.values())

@@ -122,9 +122,8 @@ def _move_champion(name: str, submitted: Iterable[Submission], gate: Gating) -> 
             # the report that made it champion stays with it (promotion.json repeats it)
             entry = _entry(submission, checks, "champion")
             tags = _gate_tags(submission, entry, checks, "workspace")
-            registry.set_tags(
-                name, submission.version, tags | {"champion.report": json.dumps(entry)}
-            )
+            registry.set_tags(name, submission.version, tags)
+            registry.record_champion_report(name, submission.version, entry)
             registry.set_alias(name, submission.version, registry.CHAMPION)
 
 
@@ -134,8 +133,8 @@ def _candidate(
     """One candidate's entry of promotion.json against ``champion`` (the champion's own: the
     report that made it champion); the gate results become its version's tags."""
     if champion is not None and int(champion.version) == submission.version:
-        recorded = champion.tags.get("champion.report")
-        return json.loads(recorded) if recorded else _entry(submission, [], "champion")
+        recorded = registry.champion_report(champion)
+        return recorded if recorded is not None else _entry(submission, [], "champion")
     checks = gate(submission, champion)
     if not all(g.passed for g in checks):
         decision = "refused"

@@ -131,6 +131,30 @@ def set_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, str(version), key, str(value))
 
 
+def record_champion_report(name: str, version: str | int, report: dict[str, Any]) -> None:
+    """Keep the promotion report that made ``version`` champion with it: a JSON file among the
+    artifacts of the run that registered it (the version page stays readable; the card and the
+    gate tags are the human form)."""
+    c = client()
+    found = c.get_model_version(name, str(version))
+    c.log_dict(found.run_id, report, f"promotion/{name}-v{version}.json")
+
+
+def champion_report(found) -> dict[str, Any] | None:
+    """The report recorded when the version ``found`` became champion (None where none was:
+    a version registered before reports were kept reads its old ``champion.report`` tag)."""
+    import json
+
+    if found.tags.get("champion.report"):
+        return json.loads(found.tags["champion.report"])
+    c = client()
+    path = f"promotion/{found.name}-v{found.version}.json"
+    if path not in {item.path for item in c.list_artifacts(found.run_id, "promotion")}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(c.download_artifacts(found.run_id, path, tmp)).read_text())
+
+
 def describe(name: str, version: str | int, text: str) -> None:
     """Set the version's description (its model card: ``registry.card``)."""
     client().update_model_version(name, str(version), description=text)
