@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ml4dynamics.cli import main
-from ml4dynamics.config import parse_params
+from ml4dynamics.config import StrictLoader, load_params, parse_params
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.learning import estimators
 from ml4dynamics.systems import SYSTEMS
 from tests.conftest import REPO, run_cli, small_params, write_params
@@ -171,8 +172,83 @@ def test_missing_and_malformed_parameter_files(tmp_path, capsys):
     assert "is not valid YAML at line" in capsys.readouterr().err
 
 
+NESTED_TWICE = """\
+rd:
+  system: {}
+train:
+  rd:
+    optim:
+      lr: 0.1
+      epochs: 2
+      lr: 0.2
+"""
+
+
+def test_a_key_given_twice_at_any_depth_is_one_error_naming_it_and_both_lines(tmp_path, capsys):
+    """YAML itself keeps the last value silently; params.yaml refuses it before any parsing."""
+    path = tmp_path / "params.yaml"
+    path.write_text(NESTED_TWICE)
+    with pytest.raises(ConfigError) as refused:
+        load_params(path)
+    assert str(refused.value) == (
+        f"{path}: key 'train.rd.optim.lr' is given twice (lines 6 and 8); keep one"
+    )
+    text = write_params(path, small_params()).read_text()  # a valid file, then a section again
+    line = text.count("\n") + 1
+    path.write_text(text + "reg:\n  lam: 2.0\n")
+    first = text.splitlines().index("reg:") + 1
+    assert main(["params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ml4d: error: {path}: key 'reg' is given twice (lines {first} and {line}); keep one\n"
+    ), err
+    path.write_text("rd: {system: {dt: 0.1, dt: 0.2}}\n")  # flow style too
+    with pytest.raises(ConfigError, match=r"key 'rd.system.dt' is given twice \(lines 1 and 1\)"):
+        load_params(path)
+
+
+def test_a_key_merged_in_may_be_overridden():
+    """``<<: *anchor`` then the key itself is YAML's way to override, not a duplicate."""
+    import yaml
+
+    text = "x: &base {a: 1, b: 2}\ny:\n  <<: *base\n  a: 3\n"
+    assert yaml.load(text, Loader=StrictLoader) == {"x": {"a": 1, "b": 2}, "y": {"a": 3, "b": 2}}
+    with pytest.raises(ConfigError, match=r"key 'y.a' is given twice \(lines 4 and 5\)"):
+        yaml.load(text + "  a: 4\n", Loader=StrictLoader)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "\n\n", "# only comments\n# here\n", "---\n", "{}\n"], ids=repr
+)
+def test_an_empty_parameter_file_is_refused(tmp_path, capsys, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert main(["params", "--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"ml4d: error: {path} is empty: "), err
+    assert f"restore it with `git checkout {path}`" in err, err
+
+
+@pytest.mark.parametrize(
+    ("twice", "problem"), [(False, "is empty: "), (True, "key 'reg' is given twice (lines")]
+)
+def test_ml4d_params_refuses_a_bad_file_in_one_line(tmp_path, twice, problem):
+    """Through the console script, reading ./params.yaml as a user does: a comments-only file,
+    and a valid one whose section ``reg`` is given a second time."""
+    path = tmp_path / "params.yaml"
+    if twice:
+        write_params(path, small_params())
+        path.write_text(path.read_text() + "reg:\n  lam: 2.0\n")
+    else:
+        path.write_text("# nothing here\n")
+    result = run_cli(["params"], cwd=tmp_path)
+    assert result.returncode != 0 and result.stdout == "", result.stdout
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"ml4d: error: params.yaml{':' if twice else ''} {problem}")
+
+
 def test_the_repository_params_are_valid():
-    params = parse_params(__import__("yaml").safe_load((REPO / "params.yaml").read_text()))
+    params = load_params(REPO / "params.yaml")  # the strict loader: no key given twice either
     rd = params.setup("rd").system
     # the paper's reaction-diffusion domain and rates, in its pattern-forming regime: the
     # uniform state is Turing-unstable (|α| = 0.001, γ_v = 2γ_u)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import re
 import shutil
 import time
 from pathlib import Path
@@ -188,6 +189,50 @@ def test_a_lost_coordinate_chunk_is_refused_naming_it(generated, tmp_path, coord
     result = run_cli(["inspect", str(store)], cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"coordinate '{coordinate}' has" in result.stderr and "non-finite" in result.stderr
+
+
+@pytest.mark.parametrize(("coordinate", "fill"), [("sample", "0, 0"), ("field", "'', ''")])
+def test_a_lost_index_coordinate_chunk_is_refused_naming_it(store, tmp_path, coordinate, fill):
+    """The integer ``sample`` and the string ``field`` read back as 0 0 and '' '' without their
+    chunks (their fill values, not NaN): refused all the same, in one line naming the store and
+    the coordinate, with the way to a good copy."""
+    chunks = chunk_files(store, coordinate)
+    assert chunks, f"no chunk files for {coordinate}"
+    for chunk in chunks:
+        chunk.unlink()
+    with pytest.raises(DatasetError) as refused:
+        open_dataset(store)
+    assert str(refused.value).startswith(f"{store}: coordinate '{coordinate}' has "), refused.value
+    assert f"({fill})" in str(refused.value)
+    assert str(refused.value).endswith("(`dvc repro -s generate@rd`, or `dvc pull`)")
+    result = run_cli(["inspect", str(store)], cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"ml4d: error: {store}: coordinate '{coordinate}' has ")
+
+
+BAD_COORDINATES = [
+    ("field", ["u", "u"], "coordinate 'field' has duplicate values ('u', 'u')"),
+    ("field", ["u", ""], "coordinate 'field' has empty or non-string names ('u', '')"),
+    ("sample", [1, 1], "coordinate 'sample' has duplicate values (1, 1)"),
+    ("sample", [-1, 0], "coordinate 'sample' has negative values (-1, 0)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("coordinate", "values", "message"),
+    BAD_COORDINATES,
+    ids=[f"{c}={v}" for c, v, _ in BAD_COORDINATES],
+)
+def test_duplicate_empty_or_negative_index_values_are_refused(store, coordinate, values, message):
+    ds = xr.open_zarr(store, consolidated=False).load()
+    dtype = object if coordinate == "field" else np.int64
+    bad = ds.assign_coords({coordinate: np.array(values, dtype=dtype)})
+    rewrite(store, bad)
+    with pytest.raises(DatasetError, match=re.escape(f"{store}: {message}")):
+        open_dataset(store)
+    with pytest.raises(DatasetError, match=re.escape(f"(before writing): {message}")):
+        write_store(bad, store.with_name("again.zarr"))  # nor is it written
+    assert not store.with_name("again.zarr").exists()
 
 
 def test_a_write_killed_between_its_renames_is_recovered(generated, tmp_path):

@@ -105,9 +105,9 @@ def test_blow_up_is_detected_and_poisons_only_what_follows():
         "shift": None,  # blown up: not defined
     }
     # a chaotic system's λ is chosen on the validation error at the report time, and its
-    # horizon error (decorrelated: round-off decides it) is left out
+    # horizon error and its shift (decorrelated: round-off decides them) are left out
     chaotic = headline(_evaluated({"val": good, "test": good, "ood": summary}, chaotic=True))
-    assert list(chaotic) == ["val_t0_5", "test_t0_5", "ood_t0_5", "stable", "shift"]
+    assert list(chaotic) == ["val_t0_5", "test_t0_5", "ood_t0_5", "stable"]
 
 
 def _evaluated(splits, chaotic: bool = False) -> EvaluationResult:
@@ -325,9 +325,9 @@ def test_a_result_tells_what_was_not_measured_from_what_blew_up():
 def test_the_chaotic_headline_survives_a_round_off_perturbation():
     """ks as params.yaml sets it up (64 points closed by 512, scored at t = 10): the headline
     the evaluate stage commits is the same to its last digit when every rollout starts from a
-    state perturbed by 1e-13 (the size of the round-off another CPU's FFTs make), and it holds
-    no error at the horizon, where a chaotic rollout's error is decided by such differences
-    once they have grown."""
+    state perturbed by 1e-7 of its size (the relative difference another CPU's float32 training
+    leaves in a closure's weights), and it holds no error at the horizon and no shift, which a
+    chaotic rollout's differences decide once they have grown."""
     import jax.numpy as jnp
     import yaml
     from flax import nnx
@@ -354,11 +354,12 @@ def test_the_chaotic_headline_survives_a_round_off_perturbation():
     perturbed = {}
     for split, ds in data.items():
         u = ds.u.values.copy()
-        u[:, 0] += 1e-13 * noise.standard_normal(u[:, 0].shape)
+        u[:, 0] *= 1 + 1e-7 * noise.standard_normal(u[:, 0].shape)
         perturbed[split] = ds.copy(data={"u": u, **{k: ds[k].values for k in ds if k != "u"}})
     again, curves_again, _ = evaluate_closure(perturbed, Nothing(), config, with_ablation=False)
     assert headline(again) == headline(result)
     assert "test_t10" in headline(result) and "test_t50" not in headline(result)
-    # the perturbation did reach the rollouts: it grows along them (~1e-9 relative by t = 50)
+    assert "shift" not in headline(result)
+    # the perturbation did reach the rollouts: it grows along them
     late = np.abs(curves["test"]["rel_error"][-1] - curves_again["test"]["rel_error"][-1])
     assert late > 0

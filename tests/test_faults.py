@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -146,9 +147,12 @@ def test_sigkill_loses_nothing(workspace, tmp_path, stage):
     if stage == "train":  # no finished checkpoints to resume from: it trains anew
         shutil.rmtree(root / "models" / "rd" / "checkpoints")
     before = {out: digest(root / out) for out in outputs}
+    evaluations = {r.info.run_id for r in runs(root) if r.data.tags.get("stage") == "evaluate"}
 
     killed = ml4d(root, *command, kill_at=point)
     assert killed.returncode == -9, killed.stderr[-2000:]
+    # the complete evaluation stays until a new one is complete (never deleted first)
+    assert evaluations <= {r.info.run_id for r in runs(root) if r.info.status == "FINISHED"}
     for out in outputs:
         intact_or_new(root / out, before[out])
     running = [r for r in runs(root) if r.info.status == "RUNNING"]
@@ -230,3 +234,186 @@ def test_a_copied_or_moved_workspace_works_on_its_own_store(workspace, tmp_path)
     copy.rename(moved)
     ok(ml4d(moved, *simulate, "--out", "run2.zarr"))
     assert all(str(moved / "mlruns") in loc for loc in locations(moved))
+
+
+def one_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The single `ml4d: error:` line of a failed command (and nothing else on stderr but notes
+    and warnings)."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("ml4d: note")]
+    assert result.returncode == code and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("ml4d: error: "), lines[0]
+    return lines[0]
+
+
+def test_simulate_never_replaces_what_a_user_has(workspace, tmp_path):
+    """`simulate --out` onto a user's folder, a user's file or a DVC-tracked dataset is one line
+    and leaves each byte for byte, with or without --overwrite; a store simulate wrote is
+    replaced only with --overwrite."""
+    root = copy_of(workspace, tmp_path / "ws")
+    subprocess.run(["dvc", "init", "-q", "--no-scm"], cwd=root, check=True, env=os.environ)
+    (root / "dvc.yaml").write_text(
+        "stages:\n  generate:\n    cmd: ml4d generate rd\n    outs:\n      - data/rd\n"
+    )
+    notes = root / "notes.zarr"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("a user's notes")
+    (root / "existing.zarr").write_text("a user's file")
+    simulate = ("simulate", "--model", "models:/rd-closure@champion", "--steps", "2")
+    before = {p: digest(root / p) for p in ("notes.zarr", "existing.zarr", "data/rd")}
+    for out, why in (
+        ("notes.zarr", "already exists"),
+        ("existing.zarr", "already exists"),
+        ("data/rd/test.zarr", "DVC tracks"),
+        ("data/rd/new.zarr", "DVC tracks"),
+    ):
+        for extra in ((), ("--overwrite",)):
+            line = one_error(ml4d(root, *simulate, "--out", out, *extra))
+            assert (why if not extra or why == "DVC tracks" else "not a store") in line, line
+    assert {p: digest(root / p) for p in before} == before
+    assert not leftovers(root) and not (root / "notes.png").exists()
+
+    ok(ml4d(root, *simulate, "--out", "run.zarr"))
+    first = digest(root / "run.zarr")
+    assert "already exists" in one_error(ml4d(root, *simulate, "--out", "run.zarr"))
+    assert digest(root / "run.zarr") == first
+    ok(ml4d(root, *simulate, "--seed", "3", "--out", "run.zarr", "--overwrite"))
+    assert digest(root / "run.zarr") != first and not leftovers(root)
+
+
+WRITERS = {
+    # command: (the lock it takes, its outputs)
+    "generate": (("generate", "rd"), "data", "data/rd"),
+    "fit-manifold": (("fit-manifold", "rd"), "manifold", "models/rd/manifold"),
+    "train": (("train", "rd", "--estimator", "ols"), "model-ols", "models/rd/closures/ols"),
+    "evaluate": (("evaluate", "rd", "--estimator", "ols"), "model-ols", "metrics/rd/evaluate"),
+    "promote": (("promote", "rd"), "promotion", "metrics/rd/promotion.json"),
+}
+
+
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_a_second_writer_stops_at_once_naming_the_first(workspace, tmp_path, command):
+    """While a writer holds its outputs' lock (training and evaluating a model share one), the
+    same command stops at once with one line naming the holder's process, writing nothing."""
+    from ml4dynamics.core.layout import Layout
+    from ml4dynamics.core.outputs import exclusive
+
+    root = copy_of(workspace, tmp_path / "ws")
+    argv, lock, output = WRITERS[command]
+    before, count = digest(root / output), len(runs(root))
+    holder = "`ml4d train rd --estimator ols`" if lock == "model-ols" else "the first one"
+    with exclusive(Layout(root).lock("rd", lock), holder):
+        line = one_error(ml4d(root, *argv))
+    assert f"pid {os.getpid()} ({holder}) is writing the same outputs" in line, line
+    assert digest(root / output) == before and len(runs(root)) == count
+
+
+def test_damaged_files_and_stores_are_one_line_with_the_way_back(workspace, tmp_path):
+    """A damaged closure parameter file, then a damaged `mlflow.db`: one line each, naming the
+    file and how to restore it (the store from the backup promotion took)."""
+    root = copy_of(workspace, tmp_path / "ws")
+    for chunk in (root / "models/rd/closures/ols/params").rglob("*"):
+        if chunk.is_file() and chunk.parent.name == "d":  # every data file of the checkpoint
+            chunk.write_bytes(chunk.read_bytes()[:20])
+    line = one_error(ml4d(root, "evaluate", "rd", "--estimator", "ols"))
+    assert "models/rd/closures/ols/params cannot be read" in line and "dvc checkout" in line
+
+    backups = sorted((root / "mlruns" / "backups").glob("mlflow-*.db"))
+    assert backups  # the promotion that made the champion took one
+    (root / "mlruns" / "mlflow.db").write_bytes(b"not a database" * 100)
+    line = one_error(ml4d(root, "card", "models:/rd-closure@champion"), code=1)
+    assert "is damaged" in line and f"cp {backups[-1]}" in line, line
+    shutil.copy(backups[-1], root / "mlruns" / "mlflow.db")
+    assert ok(ml4d(root, "card", "models:/rd-closure@champion")).stdout.startswith("# rd-closure")
+
+
+def test_a_full_disk_during_training_is_one_line(workspace, tmp_path):
+    """Training with no room to write (checkpoints, the export, the store) ends in one line, the
+    previous closure intact."""
+    root = copy_of(workspace, tmp_path / "ws")
+    ok(ml4d(root, "card", "models:/rd-closure@champion"))  # (the copied store's paths fixed)
+    shutil.rmtree(root / "models" / "rd" / "checkpoints")
+    before = digest(root / "models/rd/closures/ols")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4_000, 4_000))
+
+    result = ml4d(root, "train", "rd", "--estimator", "ols", preexec_fn=limit)
+    line = one_error(result, code=1)
+    assert "earlier outputs are left as they were" in line, line
+    assert digest(root / "models/rd/closures/ols") == before
+
+
+def test_promote_drops_a_champion_it_cannot_load(workspace, tmp_path):
+    """The champion's files deleted from the store: promote says so in one warning, removes the
+    alias, registers the workspace's closure anew and makes that champion; simulate works."""
+    root = copy_of(workspace, tmp_path / "ws")
+    ok(ml4d(root, "card", "models:/rd-closure@champion"))  # (the copied store's paths fixed)
+    c = client(root)
+    champion = c.get_model_version_by_alias("rd-closure", "champion")
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as con:
+        (stored,) = con.execute(
+            "SELECT storage_location FROM model_versions WHERE version = ?", (champion.version,)
+        ).fetchone()
+    files = Path(stored.removeprefix("file://"))
+    assert root in files.parents  # the copy's own files, never the original's
+    shutil.rmtree(files)
+    result = ok(ml4d(root, "promote", "rd"))
+    warning = [line for line in result.stderr.splitlines() if line.startswith("ml4d: warning")]
+    assert len(warning) == 1 and f"champion v{champion.version} of rd-closure" in warning[0]
+    now = client(root).get_model_version_by_alias("rd-closure", "champion")
+    assert int(now.version) > int(champion.version) and f"v{now.version} is champion" in warning[0]
+    assert client(root).get_model_version("rd-closure", champion.version).tags["unloadable"]
+    ok(
+        ml4d(
+            root,
+            "simulate",
+            "--model",
+            "models:/rd-closure@champion",
+            "--steps",
+            "2",
+            "--out",
+            "after.zarr",
+        )
+    )
+
+
+def test_ml4d_ui_points_a_copied_store_at_its_own_artifacts_before_mlflow_opens_it(
+    workspace, tmp_path
+):
+    """The README's way to browse a copied workspace: `ml4d ui` fixes the store's artifact
+    paths first (plain `mlflow ui` in the copy would serve, and write into, the original's),
+    then serves MLflow's UI on it."""
+    import socket
+    import time
+    import urllib.request
+
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(workspace), str(copy)], check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    ui = subprocess.Popen(
+        [str(BIN / "ml4d"), "ui", "--port", str(port)],
+        cwd=copy,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # (MLflow's server runs in children: stopped as a group)
+    )
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the UI did not answer")
+        assert all(str(copy / "mlruns") in loc for loc in locations(copy))
+        assert not any(str(workspace / "mlruns") in loc for loc in locations(copy))
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    assert "MLflow UI at http://127.0.0.1" in ui.stderr.read()

@@ -308,14 +308,15 @@ def test_an_unreadable_checkpoint_falls_back_to_an_older_one(straight, tmp_path)
 def test_a_second_training_of_the_same_model_stops_at_once(base_project, tmp_path):
     """One writer per model: while a training holds the lock, another stops with one line and
     touches nothing."""
+    from ml4dynamics.core.layout import Layout
     from ml4dynamics.core.outputs import exclusive
 
     root, env = copy_project(base_project, tmp_path / "p")
-    lock = root / "models" / "rd" / "checkpoints" / ".ols.lock"
-    with exclusive(lock, "the first training"):
+    with exclusive(Layout(root).lock("rd", "model-ols"), "the first training"):
         result = run_cli(["train", "rd", "--estimator", "ols"], cwd=root, env=env)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "`ml4d train rd --estimator ols` is already running in this workspace" in result.stderr
+    assert "cannot start `ml4d train rd --estimator ols`" in result.stderr
+    assert "the first training) is writing the same outputs" in result.stderr
     assert not (root / "models" / "rd" / "checkpoints" / "ols").exists()
     assert not (root / "models" / "rd" / "closures" / "ols").exists()
 

@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import importlib
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.lifeline import watch_dvc
 from ml4dynamics.pipeline import estimator_argument, params_argument, system_argument
 
 EXIT_USER_ERROR = 2
@@ -53,6 +55,7 @@ COMMANDS: dict[str, Command] = {
         ("promote", "promote", "register the evaluated closures; move `champion` past the gates"),
         ("simulate", "simulate", "run a hybrid simulation with a registered closure"),
         ("card", "card", "print a registered closure's model card: data, training, gates, limits"),
+        ("ui", "ui", "start MLflow's web UI on this workspace's runs and registry"),
         (
             "speedup",
             "speedup",
@@ -172,8 +175,12 @@ def enable_compilation_cache() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    watch_dvc()  # a stage of `dvc repro` ends when that dvc dies (never a second copy beside it)
     argv = _renamed(list(sys.argv[1:] if argv is None else argv))
     enable_compilation_cache()
+    # MLflow logs a failed store query with its SQL before raising it: the one line below (or
+    # the traceback of a bug) reports it instead
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
         args = build_parser(_chosen(argv)).parse_args(argv)
         return importlib.import_module(COMMANDS[args.command].module).main(args)
@@ -184,6 +191,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # the machine, not the code: a full disk, a read-only folder, ...
         print(f"ml4d: error: {os_error(err)}", file=sys.stderr)
         return EXIT_SYSTEM_ERROR
+    except Exception as err:
+        line = _known_failure(err)
+        if line is None:
+            raise
+        print(f"ml4d: error: {line}", file=sys.stderr)
+        return EXIT_SYSTEM_ERROR
+
+
+def _known_failure(err: Exception) -> str | None:
+    """One line for a failure of the machine or of the store that a library reported in its own
+    exception (a full disk inside Orbax, a damaged ``mlflow.db`` inside SQLAlchemy); None for
+    anything else (a bug: its traceback is the report)."""
+    from ml4dynamics.core import store_backup
+
+    if store_backup.damaged(err):
+        from ml4dynamics.core.tracking import tracking_uri
+
+        return store_backup.damaged_message(os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri())
+    cause = system_cause(err)
+    return None if cause is None else os_error(cause)
+
+
+#: what the machine can refuse a write for, as libraries word it in their own exceptions
+#: (Orbax and TensorStore report a full disk as a plain Exception carrying the system's text)
+SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def system_cause(err: BaseException) -> OSError | None:
+    """The operating-system failure behind ``err``: an OSError in its chain of causes, or the
+    system's wording of a full disk, a quota, a size limit or a read-only folder in its text."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err
+        text = str(err)
+        if "database or disk is full" in text:  # SQLite's wording (the MLflow store)
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if "disk I/O error" in text:  # SQLite's, e.g. for a write past the size limit
+            return OSError(errno.EIO, "the MLflow store could not be written (disk I/O error)")
+        for number in SYSTEM_ERRNOS:
+            if os.strerror(number) in text:
+                return OSError(number, os.strerror(number))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def os_error(err: OSError) -> str:
@@ -197,6 +249,7 @@ def os_error(err: OSError) -> str:
         errno.EFBIG: "a file grew past the size limit (`ulimit -f`); raise it and run again",
         errno.EROFS: "the folder is read-only; run from a writable copy",
         errno.EACCES: "check the permissions of that path",
+        errno.EIO: "check that the disk has room and is writable, and run again",
     }
     hint = hints.get(err.errno, "fix the cause and run again")
     return f"{what}{where}; {hint} (earlier outputs are left as they were)"

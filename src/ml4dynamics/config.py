@@ -255,20 +255,89 @@ def parse_params(raw: Any, path: str = "params.yaml") -> Params:
     return Params(systems=systems, raw=dict(raw), path=path)
 
 
+class DuplicateKeyError(ConfigError):
+    """A key given twice in one mapping of a YAML file (plain YAML keeps the last one, silently)."""
+
+    def __init__(self, key: str, first: int, second: int):
+        super().__init__(key, f"is given twice (lines {first} and {second})", "keep one")
+        self.args = (f"key {key!r} is given twice (lines {first} and {second}); keep one",)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose mappings refuse a key given twice, at any depth, with
+    ``DuplicateKeyError`` naming the key's dotted path and both lines. A key merged in with
+    ``<<: *anchor`` may still be overridden, as YAML intends."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._root, self._checked = node, set()
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
+        self._check_unique(node)  # before flattening, which puts the merged keys in front
+        return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        self._check_unique(node)  # a merged-in mapping too, before its own merges are flattened
+        super().flatten_mapping(node)
+
+    def _check_unique(self, node: yaml.MappingNode) -> None:
+        if id(node) in self._checked:
+            return
+        self._checked.add(id(node))
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor refuses it with its own error
+                continue
+            if first is not None:
+                where = _key_path(self._root, node)
+                raise DuplicateKeyError(f"{where}.{key}" if where else str(key), first, line)
+            seen[key] = line
+
+
+def _key_path(root: yaml.Node, target: yaml.Node, path: str = "", seen=None) -> str | None:
+    """The dotted path from ``root`` to the node ``target`` (``a.b[2].c``), None if not below."""
+    seen = set() if seen is None else seen
+    if root is target:
+        return path
+    if id(root) in seen:  # an alias back to a node above (``&a [*a]``)
+        return None
+    seen.add(id(root))
+    if isinstance(root, yaml.MappingNode):
+        children = [(f"{path}.{k.value}" if path else str(k.value), v) for k, v in root.value]
+    elif isinstance(root, yaml.SequenceNode):
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(root.value)]
+    else:
+        return None
+    for sub, child in children:
+        if (found := _key_path(child, target, sub, seen)) is not None:
+            return found
+    return None
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read, check and parse ``path``: a key given twice, an empty file or bad YAML is one error."""
     path = Path(path)
     if not path.is_file():
         raise ML4DError(
             f"no parameter file at {path}; run from the repository root or pass --params"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=StrictLoader)  # a SafeLoader
+        if raw is None or raw == {}:
+            raise ML4DError(
+                f"{path} is empty: it configures nothing; restore it with `git checkout {path}` "
+                "or write its sections (see the repository's params.yaml)"
+            )
+        return parse_params(raw, str(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ML4DError(f"{path} is not valid YAML{where}; fix the syntax") from None
-    try:
-        return parse_params(raw if raw is not None else {}, str(path))
     except ConfigError as err:
         err.args = (f"{path}: {err.args[0]}",)  # name the file as well as the key
         raise

@@ -48,6 +48,14 @@ class Layout:
         count that as a change."""
         return self.root / "models" / system / "checkpoints" / estimator
 
+    # -- locks ------------------------------------------------------------------------------
+    def lock(self, system: str, what: str) -> Path:
+        """The lock a writer holds while it writes ``what`` of ``system`` (``data``,
+        ``manifold``, ``model-<estimator>`` for training and evaluation alike, ``promotion``):
+        one writer at a time, a second stops at once (``core.outputs.exclusive``). Not a DVC
+        output, and gitignored."""
+        return self.root / ".ml4d" / "locks" / f"{system}.{what}.lock"
+
     # -- metrics and plots ------------------------------------------------------------------
     def manifold_metrics(self, system: str) -> Path:
         return self.root / "metrics" / system / "manifold.json"

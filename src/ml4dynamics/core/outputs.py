@@ -66,11 +66,18 @@ def fingerprint(config: Any, paths: Iterable[str | Path] = ()) -> str:
     return h.hexdigest()
 
 
+def lock_beside(path: str | Path) -> Path:
+    """The lock file of a writer of ``path`` outside the workspace's layout: hidden beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
 @contextlib.contextmanager
 def exclusive(lock: str | Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``lock`` for the duration: a second process that
-    wants it stops at once with one line (``what`` names the work), disturbing nothing. The lock
-    dies with its process, so a killed run never leaves a stale one."""
+    wants it stops at once with one line naming the holder (its pid and what it runs), disturbing
+    nothing. ``what`` names this process's work. The lock dies with its process, so a killed run
+    never leaves a stale one."""
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as handle:
@@ -80,12 +87,12 @@ def exclusive(lock: str | Path, what: str) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise ML4DError(
-                f"{what} is already running in this workspace ({holder}, lock {lock}); wait for "
-                "it to finish or stop it, then run again"
+                f"cannot start {what}: {holder} is writing the same outputs in this workspace "
+                f"(lock {lock}); wait for it to finish or stop it, then run again"
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()}")
+        handle.write(f"pid {os.getpid()} ({what})")
         handle.flush()
         try:
             yield

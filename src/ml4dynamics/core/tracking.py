@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.faults import kill_point
 from ml4dynamics.core.mlflow_store import alive, relocate, this_process
 from ml4dynamics.core.provenance import git_revision
 
@@ -159,18 +160,39 @@ def run_tags(stage: str, extra: Mapping[str, str] | None = None) -> dict[str, st
     return tags
 
 
+#: a RUNNING run without ``PROCESS_TAG`` older than this (by start time) is ended by the sweep:
+#: runs are tagged as they are created, so it is one of older code, or of another tool that
+#: was killed
+UNTAGGED_GRACE_S = 600
+
+
+def _dead(run, now_ms: int) -> str | None:
+    """Why a RUNNING run is dead (its process died, or it never recorded one and is older than
+    ``UNTAGGED_GRACE_S``); None while it may still be alive."""
+    process = run.data.tags.get(PROCESS_TAG)
+    if process is not None:
+        return None if alive(process) else f"process {process} died"
+    if now_ms - (run.info.start_time or 0) > UNTAGGED_GRACE_S * 1000:
+        return f"no process recorded, started over {UNTAGGED_GRACE_S // 60} min ago"
+    return None
+
+
 def end_dead_runs(client, experiment_ids: list[str]) -> list[str]:
-    """End every RUNNING run whose recorded process has died: KILLED, or the status a resumed run
-    had before it was reopened (a stage that dies never rewrites a run it did not start). Runs
-    without a recorded process (another tool's) are left alone. Returns the names ended."""
+    """End every RUNNING run whose recorded process has died, or that recorded no process and
+    started more than ``UNTAGGED_GRACE_S`` ago: KILLED, or the status a resumed run had before
+    it was reopened (a stage that dies never rewrites a run it did not start). Returns the
+    names ended."""
+    import time
+
     ended = []
+    now_ms = int(time.time() * 1000)
     for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'"):
-        process = run.data.tags.get(PROCESS_TAG)
-        if process is None or alive(process):
+        why = _dead(run, now_ms)
+        if why is None:
             continue
         before = run.data.tags.get(STATUS_BEFORE_TAG)
         status = before if before in ("FINISHED", "FAILED", "KILLED") else "KILLED"
-        client.set_tag(run.info.run_id, "ml4d.ended", f"process {process} died; ended {status}")
+        client.set_tag(run.info.run_id, "ml4d.ended", f"{why}; ended {status}")
         client.set_terminated(run.info.run_id, status)
         ended.append(f"{run.info.run_name} ({status})")
     return ended
@@ -183,8 +205,9 @@ class Run:
     under ``<stage>.`` so the run keeps saying which stage created it. An id the store does not
     know (``mlruns/`` deleted) starts a new run instead. A stage that records a result about
     another run (``evaluate``) starts a child run of it (``parent_run_id``); with
-    ``replace=True`` the earlier child runs of the same stage are deleted, so a re-evaluation
-    replaces the previous one instead of adding a second history.
+    ``replace=True`` the earlier child runs of the same stage are deleted once this one ends
+    FINISHED (never before: a failed or killed re-evaluation leaves the previous one), so a
+    re-evaluation replaces the previous one instead of adding a second history.
 
     Starting a Run first ends the runs of the store whose process died (``end_dead_runs``).
     """
@@ -214,39 +237,40 @@ class Run:
             run_id = None
         if parent_run_id is not None and not self._exists(parent_run_id):
             parent_run_id = None
-        self.parent_run_id = parent_run_id
+        self.parent_run_id, self.replace = parent_run_id, replace
         self.resumed = run_id is not None
         self.previous_status = None
         if run_id is not None:
-            self.previous_status = self.mlflow.get_run(run_id).info.status
-            self.run = self.mlflow.start_run(run_id=run_id)
-            created_by = self.run.data.tags.get("stage")
+            self.run = self._reopen(client, run_id, stage, tags)
         else:
-            if parent_run_id is not None and replace:
-                for old in client.search_runs(
-                    [exp],
-                    filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                    f"and tags.stage = '{stage}'",
-                ):
-                    client.delete_run(old.info.run_id)
+            # created with its process: a kill at any moment leaves a run the sweep can end
+            all_tags = {**run_tags(stage, tags), PROCESS_TAG: this_process()}
+            if parent_run_id:
+                all_tags["mlflow.parentRunId"] = parent_run_id
             self.run = self.mlflow.start_run(
-                experiment_id=exp,
-                run_name=display_name(run_name),
-                tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None,
+                experiment_id=exp, run_name=display_name(run_name), tags=all_tags
             )
-            flat = {k: str(v) for k, v in flatten(params).items()}
-            items = list(flat.items())
+        kill_point("run_created")  # fault-injection tests: the run exists, nothing logged yet
+        if not self.resumed:
+            items = [(k, str(v)) for k, v in flatten(params).items()]
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
                 self.mlflow.log_params(dict(items[i : i + 100]))
-            created_by = stage
+        self.run_id = self.run.info.run_id
+
+    def _reopen(self, client, run_id: str, stage: str, tags: Mapping[str, str] | None):
+        """Reopen run ``run_id``: its tags (under ``<stage>.`` when another stage created it),
+        this process and the status it had are recorded first, then it is set RUNNING."""
+        from mlflow.entities import RunTag
+
+        existing = self.mlflow.get_run(run_id)
+        self.previous_status = existing.info.status
         all_tags = run_tags(stage, tags)
-        if created_by != stage:
+        if existing.data.tags.get("stage") != stage:
             all_tags = {f"{stage}.{k}": v for k, v in all_tags.items()}
         all_tags[PROCESS_TAG] = this_process()
-        if self.previous_status is not None:
-            all_tags[STATUS_BEFORE_TAG] = self.previous_status
-        self.mlflow.set_tags(all_tags)
-        self.run_id = self.run.info.run_id
+        all_tags[STATUS_BEFORE_TAG] = self.previous_status
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+        return self.mlflow.start_run(run_id=run_id)
 
     def _exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -296,6 +320,21 @@ class Run:
 
     def end(self, status: str = "FINISHED") -> None:
         self.mlflow.end_run(status=status)
+        if status == "FINISHED" and self.replace and self.parent_run_id is not None:
+            self._delete_earlier_siblings()
+
+    def _delete_earlier_siblings(self) -> None:
+        """Delete the other child runs of this run's parent made by the same stage (the runs
+        this complete one replaces: earlier, failed or killed ones)."""
+        client = self.mlflow.MlflowClient()
+        stage = client.get_run(self.run_id).data.tags.get("stage")
+        for old in client.search_runs(
+            [self.run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' "
+            f"and tags.stage = '{stage}'",
+        ):
+            if old.info.run_id != self.run_id:
+                client.delete_run(old.info.run_id)
 
     def fail(self) -> None:
         """End after a failure: FAILED for a run this process started; a resumed run keeps the

@@ -146,15 +146,47 @@ def validate_dataset(ds: xr.Dataset, where: str) -> None:
             )
     if "time" not in ds.coords:
         raise DatasetError(f"{where}: missing coordinate 'time'; regenerate the dataset")
-    for name, coord in ds.coords.items():  # a lost coordinate chunk reads back as NaN
-        if coord.dtype.kind in "fc" and not np.isfinite(coord.values).all():
-            bad = int((~np.isfinite(coord.values)).sum())
-            raise DatasetError(
-                f"{where}: coordinate {name!r} has {bad} non-finite values; regenerate the dataset"
-            )
+    for name, coord in ds.coords.items():
+        _validate_coordinate(ds, str(name), coord, where)
     time = ds.time.values
     if time.dtype.kind not in "fiu" or (len(time) > 1 and not (np.diff(time) > 0).all()):
         raise DatasetError(f"{where}: coordinate 'time' is not increasing; regenerate the dataset")
     for key in REQUIRED_ATTRS:
         if key not in ds.attrs:
             raise DatasetError(f"{where}: missing attribute {key!r}; regenerate the dataset")
+
+
+def _regenerate(ds: xr.Dataset) -> str:
+    """How to get a good copy of the store ``ds`` was read from."""
+    if ds.attrs.get("split") == "simulate":
+        return "regenerate the dataset (run `ml4d simulate` again)"
+    system = ds.attrs.get("system", "SYSTEM")
+    return f"regenerate the dataset (`dvc repro -s generate@{system}`, or `dvc pull`)"
+
+
+def _shown(values: np.ndarray, most: int = 6) -> str:
+    items = [repr(v) for v in values[:most].tolist()]
+    return ", ".join(items) + (", ..." if len(values) > most else "")
+
+
+def _validate_coordinate(ds: xr.Dataset, name: str, coord: xr.DataArray, where: str) -> None:
+    """Refuse a coordinate no writer of ours makes. A chunk of a coordinate lost from a store
+    reads back as the array's fill value (zarr writes no chunk that holds only it, so a missing
+    chunk file alone proves nothing): NaN for numbers, 0 for integers, '' for strings. So
+    numbers must be finite, strings non-empty, and an index (a coordinate along its own
+    dimension: ``sample``, ``field``, ``component``, ...) distinct, non-negative if integer."""
+    values = np.asarray(coord.values).ravel()
+    kind = values.dtype.kind
+    problem = None
+    if kind in "fc" and not np.isfinite(values).all():
+        problem = f"has {int((~np.isfinite(values)).sum())} non-finite values"
+    elif kind in "OUST" and not all(isinstance(v, str | bytes) and v for v in values.tolist()):
+        problem = f"has empty or non-string names ({_shown(values)})"
+    elif kind in "iu" and coord.dims == (name,) and (values < 0).any():
+        problem = f"has negative values ({_shown(values)}), but an index counts from 0"
+    elif kind in "iuOUST" and coord.dims == (name,) and len(set(values.tolist())) < len(values):
+        problem = f"has duplicate values ({_shown(values)}), but an index holds each once"
+    if problem is not None:
+        raise DatasetError(
+            f"{where}: coordinate {name!r} {problem} (is a chunk of it lost?); {_regenerate(ds)}"
+        )

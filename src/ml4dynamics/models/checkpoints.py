@@ -12,10 +12,14 @@ dtypes in the metadata; a resumed run restores them instead of generating them a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import shutil
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from ml4dynamics.core.errors import warn
+from ml4dynamics.core.errors import ML4DError, warn
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
 
@@ -197,9 +201,50 @@ def load_params(directory: str | Path, model: nnx.Module) -> nnx.Module:
     """Load parameters exported by ``save_params`` into ``model`` (same architecture)."""
     directory = Path(directory).absolute()
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.state(model, nnx.Param))
-    with ocp.StandardCheckpointer() as ckpt:
-        nnx.update(model, ckpt.restore(directory, abstract))
+    failure = None
+    with _muted_stderr():
+        try:
+            with ocp.StandardCheckpointer() as ckpt:
+                restored = ckpt.restore(directory, abstract)
+        except Exception as err:  # Orbax and TensorStore raise plain Exceptions for damage
+            failure = _brief(err)
+            # the reads still in flight finish after Orbax's event loop closed, each printing a
+            # traceback from TensorStore's threads: let them finish while stderr is muted
+            time.sleep(_SETTLE_SECONDS)
+    if failure is not None:
+        raise DamagedModelError(directory, failure)
+    nnx.update(model, restored)
     return model
+
+
+_SETTLE_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def _muted_stderr() -> Iterator[None]:
+    """Send what is written to file descriptor 2 (C++ threads included) to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class DamagedModelError(ML4DError):
+    """An exported model whose parameter files cannot be read (``reason``: the reader's
+    complaint, one line)."""
+
+    def __init__(self, directory: Path, reason: str):
+        self.directory, self.reason = directory, reason
+        super().__init__(
+            f"the parameters in {directory} cannot be read ({reason}): the files are damaged or "
+            "incomplete; restore them with `dvc checkout` (DVC's cached copy) or recreate them "
+            "with `dvc repro`"
+        )
 
 
 def _brief(err: BaseException) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from ml4dynamics.config import ROLLED_OUT_SPLITS, SCORED_SPLITS, load_params
 from ml4dynamics.core.faults import kill_point
 from ml4dynamics.core.layout import Layout
-from ml4dynamics.core.outputs import fingerprint, write_csv, write_json
+from ml4dynamics.core.outputs import exclusive, fingerprint, write_csv, write_json
 from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import system_of
@@ -42,6 +42,13 @@ ARGUMENTS = ("system", "estimator", "params")
 
 def main(args: argparse.Namespace) -> int:
     layout, name, label = Layout(), args.system, args.estimator
+    # the model's lock, the one its training holds: one writer of a model's outputs at a time
+    lock = layout.lock(name, f"model-{label}")
+    with exclusive(lock, f"`ml4d evaluate {name} --estimator {label}`"):
+        return _evaluate(args, layout, name, label)
+
+
+def _evaluate(args: argparse.Namespace, layout: Layout, name: str, label: str) -> int:
     params = load_params(args.params)
     estimators.estimator(params, label, name)  # an unknown name fails here, naming the known ones
     config = evaluate_config(params, name)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.core.layout import Layout
+from ml4dynamics.core.outputs import exclusive, lock_beside
 from ml4dynamics.core.provenance import provenance
 from ml4dynamics.datasets import generate_split, write_datasets
 from ml4dynamics.datasets.generation import GENERATION_CODE
@@ -24,7 +25,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     setup = load_params(args.params).setup(args.system)  # validates every system section first
-    out = Path(args.out) if args.out else Layout().data(args.system)
+    layout = Layout()
+    out = Path(args.out) if args.out else layout.data(args.system)
+    # one writer of the data at a time: a second generation stops at once, touching nothing
+    lock = lock_beside(out) if args.out else layout.lock(args.system, "data")
+    with exclusive(lock, f"`ml4d generate {args.system}`"):
+        return _generate(args, setup, out)
+
+
+def _generate(args: argparse.Namespace, setup, out: Path) -> int:
     prov = provenance(".", GENERATION_CODE)
     datasets = {}
     for split in SPLITS:

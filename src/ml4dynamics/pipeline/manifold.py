@@ -15,7 +15,7 @@ import numpy as np
 from ml4dynamics.config import SPLITS, load_params
 from ml4dynamics.core.atomic import replacing
 from ml4dynamics.core.layout import Layout
-from ml4dynamics.core.outputs import write_json
+from ml4dynamics.core.outputs import exclusive, write_json
 from ml4dynamics.core.tracking import Run
 from ml4dynamics.datasets import open_splits
 from ml4dynamics.datasets.pairs import as_pairs, system_of
@@ -31,6 +31,11 @@ ARGUMENTS = ("system", "params")
 
 def main(args: argparse.Namespace) -> int:
     layout, name = Layout(), args.system
+    with exclusive(layout.lock(name, "manifold"), f"`ml4d fit-manifold {name}`"):
+        return _fit(args, layout, name)
+
+
+def _fit(args: argparse.Namespace, layout: Layout, name: str) -> int:
     stage = network_stage(load_params(args.params), "manifold", name)
     splits = open_splits(layout.data(name), SPLITS)
     system = system_of(splits["train"])

@@ -23,16 +23,18 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ml4dynamics import registry
 from ml4dynamics.config import load_params
+from ml4dynamics.core import store_backup
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.faults import kill_point
 from ml4dynamics.core.layout import Layout
-from ml4dynamics.core.outputs import write_json
-from ml4dynamics.core.tracking import Run
+from ml4dynamics.core.outputs import exclusive, write_json
+from ml4dynamics.core.tracking import Run, configured_uri
 from ml4dynamics.evaluation.config import evaluate_config
 from ml4dynamics.evaluation.result import EvaluationResult
 from ml4dynamics.models.io import model_identity
@@ -46,8 +48,10 @@ ARGUMENTS = ("system", "params")
 
 
 def main(args: argparse.Namespace) -> int:
-    # one promotion at a time per store: queued experiments run promote side by side
-    with registry.exclusive():
+    # one promotion per workspace (a second stops at once), and one at a time per store
+    # (queued experiments, each in its own workspace, run promote side by side: they wait)
+    lock = Layout().lock(args.system, "promotion")
+    with exclusive(lock, f"`ml4d promote {args.system}`"), registry.exclusive():
         return _promote(args)
 
 
@@ -61,6 +65,10 @@ def _promote(args: argparse.Namespace) -> int:
     metrics_path = layout.promotion(system_name)
     name = registry.registered_name(system_name)
     results = layout.current_evaluations(system_name)
+    lost = None
+    if experiment is None:  # the workspace's promotion changes aliases: back the store up first
+        store_backup.backup(configured_uri())
+        lost = _unloadable_champion(name)  # (before registering: its closure registers anew)
     submitted = {
         path.stem: _register(layout, system_name, path, name, experiment) for path in results
     }
@@ -77,6 +85,10 @@ def _promote(args: argparse.Namespace) -> int:
 
     if experiment is None:  # decide: the workspace's pipeline moves the aliases
         _move_champion(name, submitted.values(), gate)
+        if lost is not None:
+            now = registry.version_by_alias(name, registry.CHAMPION)
+            fallback = f"v{now.version} is champion now" if now else "no version is champion now"
+            print(f"ml4d: warning: {lost}; {fallback}", file=sys.stderr)
     # report every candidate against the champion as it now stands: the same state gives the
     # same report, so a repeated run leaves promotion.json (and dvc.lock) unchanged
     champion = registry.version_by_alias(name, registry.CHAMPION)
@@ -101,12 +113,29 @@ def _promote(args: argparse.Namespace) -> int:
     outcomes = {e: entry["decision"].split(" ")[0] for e, entry in report["candidates"].items()}
     write_json(layout.gates(system_name), {e: o.rstrip(";") for e, o in outcomes.items()})
     _log_summary(system_name, thresholds, report, metrics_path)
+    if experiment is None:
+        store_backup.backup(configured_uri())  # and the state this promotion left
     print(json.dumps(report["champion"]))
     return 0
 
 
 #: the gates of a submission against a champion (the champion's score computed once per run)
 Gating = Callable[["Submission", Any], list[gates.Gate]]
+
+
+def _unloadable_champion(name: str) -> str | None:
+    """Drop the ``champion`` alias from a version that can no longer be loaded (its files or
+    its run deleted): the gates then choose again among the candidates. Says what was dropped."""
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None:
+        return None
+    try:
+        registry.load_registered(f"models:/{name}/{champion.version}")
+    except ML4DError as err:
+        registry.delete_alias(name, registry.CHAMPION)
+        registry.set_tags(name, champion.version, {registry.UNLOADABLE: "true"})
+        return f"champion v{champion.version} of {name} cannot be loaded ({err}); alias removed"
+    return None
 
 
 def _move_champion(name: str, submitted: Iterable[Submission], gate: Gating) -> None:

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from ml4dynamics import registry
 from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.outputs import exclusive, lock_beside
 from ml4dynamics.datasets.store import write_store
 from ml4dynamics.pipeline import print_json
 from ml4dynamics.reporting import figures
 from ml4dynamics.simulation.downstream import hybrid_simulation, initial_state
+from ml4dynamics.simulation.outputs import SIMULATE_MARKER, safe_out
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +26,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="registry URI, e.g. models:/rd-closure@champion"
     )
     parser.add_argument("--steps", type=int, required=True, help="solver steps to simulate")
-    parser.add_argument("--out", required=True, help="output zarr store, e.g. run.zarr")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output zarr store, e.g. run.zarr (a new path; see --overwrite), and a PNG beside it",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out (and its PNG) if it is a store an earlier `ml4d simulate` wrote; "
+        "anything else is never replaced",
+    )
     parser.add_argument("--seed", type=int, help="random initial state from this seed (default 0)")
     parser.add_argument("--init", help="start from the last frame of a trajectory in this store")
     parser.add_argument("--sample", type=int, default=0, help="trajectory of --init (default 0)")
@@ -70,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
         )
     if out.suffix != ".zarr":
         raise ML4DError(f"--out must name a .zarr store, got {out}")
+    safe_out(out, args.overwrite)
     overrides = _param_overrides(args.param or [])
     seed = 0 if args.seed is None else args.seed
     init = None if args.init is None else Path(args.init)
@@ -93,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
         store_every,
         {
             "split": "simulate",
+            "created_by": SIMULATE_MARKER,
             "seed": -1 if init is not None else int(seed),
             "model_uri": args.model,
             # what the URI resolved to when this ran (an alias moves; the version does not)
@@ -107,7 +121,9 @@ def main(args: argparse.Namespace) -> int:
             "git_revision": str(meta.get("git_revision", "unknown")),
         },
     )
-    write_store(ds, out)
+    with exclusive(lock_beside(out), f"`ml4d simulate --out {out}`"):
+        safe_out(out, args.overwrite)  # (again: another process may have written it meanwhile)
+        write_store(ds, out)
     png = out.with_suffix(".png")
     fields = [str(f) for f in ds.coords["field"].values] if "field" in ds.coords else []
     frames, times = ds.u.values[0], ds.time.values

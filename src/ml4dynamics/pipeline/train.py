@@ -42,8 +42,8 @@ ARGUMENTS = ("system", "estimator", "params")
 
 def main(args: argparse.Namespace) -> int:
     layout, name, label = Layout(), args.system, args.estimator
-    # one writer per model: a second training of it stops at once, disturbing nothing
-    lock = layout.checkpoints(name, label).with_name(f".{label}.lock")
+    # one writer per model (training or evaluating it): a second stops at once, disturbing nothing
+    lock = layout.lock(name, f"model-{label}")
     with exclusive(lock, f"`ml4d train {name} --estimator {label}`"):
         return _train(args, layout, name, label)
 

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.models.checkpoints import DamagedModelError
 from ml4dynamics.registry.packaging import load_closure_dir
 from ml4dynamics.systems import System
 
 CANDIDATE, CHAMPION = "candidate", "champion"
+UNLOADABLE = "unloadable"  # version tag: its files or run are gone (promotion found it so)
 MODEL_FILE = Path(__file__).with_name("closure_model.py")
 _REQUIREMENTS = ("jax", "jaxlib", "flax", "orbax-checkpoint", "numpy", "mlflow", "ml4dynamics")
 
@@ -82,11 +84,14 @@ def requirements() -> list[str]:
 
 
 def version_with_fingerprint(name: str, fingerprint: str):
-    """The registered version of ``name`` whose closure has ``fingerprint``, or None."""
+    """The registered version of ``name`` whose closure has ``fingerprint``, or None (versions
+    marked ``unloadable``, whose files or run were deleted, do not count: it is registered
+    anew)."""
     found = client().search_model_versions(
         f"name = '{name}' and tags.closure_fingerprint = '{fingerprint}'"
     )
-    return found[0] if found else None
+    found = [v for v in found if v.tags.get(UNLOADABLE) != "true"]
+    return max(found, key=lambda v: int(v.version)) if found else None
 
 
 def version_by_alias(name: str, alias: str):
@@ -181,6 +186,10 @@ def set_alias(name: str, version: str | int, alias: str) -> None:
     client().set_registered_model_alias(name, alias, str(version))
 
 
+def delete_alias(name: str, alias: str) -> None:
+    client().delete_registered_model_alias(name, alias)
+
+
 def _closure_artifact(model_dir: Path, model_uri: str) -> Path:
     """The ``closure`` artifact of a downloaded pyfunc, located through its MLmodel file."""
     import yaml
@@ -235,7 +244,14 @@ def load_registered(model_uri: str):
                 f"{str(err).splitlines()[0] if str(err) else 'missing'}); re-register it with "
                 "`dvc repro -f promote@<system>` or use another version"
             ) from None
-        model, system, meta = load_closure_dir(_closure_artifact(Path(local), model_uri))
+        try:
+            model, system, meta = load_closure_dir(_closure_artifact(Path(local), model_uri))
+        except DamagedModelError as err:  # a registered version's files cannot be repaired
+            raise ML4DError(
+                f"{model_uri}: the registered closure's files are damaged ({err.reason}); "
+                "use another version, or register the workspace's closure again with "
+                "`dvc repro -f promote@<system>`"
+            ) from None
     if version is not None:  # what the URI resolved to, for the records of whoever loads it
         meta = {
             **meta,
