@@ -307,6 +307,28 @@ def test_a_second_writer_stops_at_once_naming_the_first(workspace, tmp_path, com
     assert digest(root / output) == before and len(runs(root)) == count
 
 
+def test_an_evaluation_that_fails_leaves_the_previous_one(workspace, tmp_path):
+    """A disk that fills while `evaluate` logs its run: one line, the new run FAILED (not
+    FINISHED without its metrics) and the previous evaluation run still there, complete."""
+    root = copy_of(workspace, tmp_path / "ws")
+    previous = [r for r in runs(root) if r.data.tags.get("stage") == "evaluate"]
+    assert [r.info.status for r in previous] == ["FINISHED"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env["ML4D_FAIL_AT"] = "evaluate-logged"
+    failed = subprocess.run(
+        [str(BIN / "ml4d"), "evaluate", "rd", "--estimator", "ols"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "No space left on device" in one_error(failed, code=1)
+    after = {r.info.run_id: r for r in runs(root) if r.data.tags.get("stage") == "evaluate"}
+    assert after[previous[0].info.run_id].info.status == "FINISHED"
+    (new,) = [r for i, r in after.items() if i != previous[0].info.run_id]
+    assert new.info.status == "FAILED"
+
+
 def test_damaged_files_and_stores_are_one_line_with_the_way_back(workspace, tmp_path):
     """A damaged closure parameter file, then a damaged `mlflow.db`: one line each, naming the
     file and how to restore it (the store from the backup promotion took)."""

@@ -7,7 +7,8 @@ that `dvc repro` converging to the outputs of an uninterrupted run.
 It builds the tests' small rd pipeline (data, manifold, OLS and TR closures, evaluation,
 promotion; tests/clones.py) in a temporary folder, runs it once uninterrupted (the reference
 outputs and each stage's duration), then for every stage and each of ``--kills`` instants drawn
-uniformly within the stage's duration: `dvc repro -f -s STAGE`, SIGKILL to `dvc` alone (its
+uniformly within 90 % of the stage's duration after its `ml4d` started: `dvc repro -f -s STAGE`,
+SIGKILL to `dvc` alone (its
 children are left to fend for themselves, as after a crash or an OOM kill), a check for
 surviving `ml4d` processes of the workspace, and a plain `dvc repro` after it. Writes one JSON
 record per kill and the totals; exits 1 when any check failed.
@@ -98,7 +99,8 @@ def timed_repro(repo: Path, env: dict[str, str]) -> dict[str, float]:
 
 
 def kill_once(repo: Path, env: dict[str, str], stage: str, delay: float) -> dict:
-    """`dvc repro -f -s stage`, SIGKILL to dvc after ``delay`` s, then the checks."""
+    """`dvc repro -f -s stage`, SIGKILL to dvc ``delay`` s after the stage's `ml4d` started,
+    then the checks."""
     dvc = subprocess.Popen(
         ["dvc", "repro", "-f", "-s", stage],
         cwd=repo,
@@ -106,6 +108,9 @@ def kill_once(repo: Path, env: dict[str, str], stage: str, delay: float) -> dict
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 300
+    while not ml4d_processes(repo) and dvc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(delay)
     finished_first = dvc.poll() is not None
     if not finished_first:
@@ -146,7 +151,7 @@ def main() -> int:
         records = []
         for stage, seconds in durations.items():
             for _ in range(args.kills):
-                record = kill_once(repo, env, stage, draw.uniform(0.5, max(seconds, 1.0)))
+                record = kill_once(repo, env, stage, draw.uniform(0.0, 0.9 * seconds))
                 record["converged"] = record.pop("outputs") == reference
                 records.append(record)
                 print(json.dumps(record), flush=True)

@@ -84,6 +84,18 @@ def _evaluate(args: argparse.Namespace, layout: Layout, name: str, label: str) -
         parent_run_id=meta.get("mlflow_run_id"),
         replace=True,
     )
+    try:
+        _log(tracker, result, curves, datasets, system, pngs)
+    except BaseException:  # FAILED, and the previous evaluation run stays (MLflow would end
+        tracker.fail()  # an unfinished run FINISHED at exit)
+        raise
+    print_json(result.to_json())
+    return 0
+
+
+def _log(tracker: Run, result, curves, datasets, system, pngs) -> None:
+    """The evaluation's numbers, curves and figures into its run; ended FINISHED, which makes it
+    replace the earlier evaluation runs of the model."""
     tracker.log_metrics(
         result.metrics("eval") | ({"eval.score": result.score} if result.score is not None else {})
     )
@@ -100,8 +112,6 @@ def _evaluate(args: argparse.Namespace, layout: Layout, name: str, label: str) -
     for png in pngs:
         tracker.log_artifact(png, "evaluation")
     tracker.end()
-    print_json(result.to_json())
-    return 0
 
 
 def _figures(plots_dir, title: str, datasets, result, curves, frames) -> list:
