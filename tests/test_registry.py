@@ -261,3 +261,21 @@ def test_the_report_that_made_a_champion_is_kept_beside_it_not_in_a_tag(store, g
     again = registry.version_by_alias("rd-closure", registry.CHAMPION)
     assert registry.champion_report(again) == report
     assert not any(value.lstrip().startswith(("{", "[")) for value in again.tags.values())
+
+
+def test_a_registered_closure_with_damaged_files_is_one_line(store, generated):
+    """The parameter files of a registered version damaged in the artifact store: one line
+    naming the version and the way out (another version, or register again), no traceback."""
+    from ml4dynamics.core.errors import ML4DError
+
+    system = system_of(open_dataset(generated / "rd" / "test.zarr"))
+    register(store, system, seed=6, data_fingerprint="x")
+    models = store / "mlruns" / "artifacts" / "rd" / "models"
+    for chunk in models.rglob("*"):
+        if chunk.is_file() and chunk.parent.name == "d":  # the checkpoint's data files
+            chunk.write_bytes(chunk.read_bytes()[:20])
+    with pytest.raises(ML4DError) as damaged:
+        registry.load_registered("models:/rd-closure@champion")
+    message = str(damaged.value)
+    assert "\n" not in message and "the registered closure's files are damaged" in message
+    assert "use another version" in message
