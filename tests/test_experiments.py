@@ -118,3 +118,14 @@ def test_gate_outcomes_are_read_from_each_states_commit(tmp_path):
 def test_dvc_failing_is_one_line(tmp_path):
     with pytest.raises(ML4DError, match="`dvc exp show --json` failed: "):
         shown(str(tmp_path))  # not a DVC repository
+
+
+def test_systems_without_a_model_get_no_lam_column():
+    """`reg.lam` scales the weight of every system params.yaml knows; only those with a model in
+    the pipeline (a headline) get a λ column."""
+    scaled = state("bbbbbbb1234567", "x3", 100.0, 0.2)
+    for one in (scaled, base := state("workspace", None, 100.0, 0.154)):
+        one["data"]["params"]["params.yaml"]["data"]["reg"]["burgers"] = {"lam": 1.0}
+    scaled["data"]["params"]["params.yaml"]["data"]["reg"]["lam"] = 3.0
+    _, labels, _ = rows([base, scaled])
+    assert labels[:3] == ["experiment", "λ ks", "λ rd"] and "λ burgers" not in labels

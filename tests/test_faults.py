@@ -245,37 +245,45 @@ def one_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
     return lines[0]
 
 
-def test_simulate_never_replaces_what_a_user_has(workspace, tmp_path):
+def test_simulate_never_replaces_what_a_user_has(workspace, tmp_path, monkeypatch):
     """`simulate --out` onto a user's folder, a user's file or a DVC-tracked dataset is one line
     and leaves each byte for byte, with or without --overwrite; a store simulate wrote is
     replaced only with --overwrite."""
+    from ml4dynamics.core.errors import ML4DError
+    from ml4dynamics.simulation.outputs import safe_out
+
     root = copy_of(workspace, tmp_path / "ws")
     subprocess.run(["dvc", "init", "-q", "--no-scm"], cwd=root, check=True, env=os.environ)
-    (root / "dvc.yaml").write_text(
-        "stages:\n  generate:\n    cmd: ml4d generate rd\n    outs:\n      - data/rd\n"
-    )
+    stage = "stages:\n  generate:\n    cmd: ml4d generate rd\n    outs:\n      - data/rd\n"
+    (root / "dvc.yaml").write_text(stage)
     notes = root / "notes.zarr"
     notes.mkdir()
     (notes / "mine.txt").write_text("a user's notes")
     (root / "existing.zarr").write_text("a user's file")
-    simulate = ("simulate", "--model", "models:/rd-closure@champion", "--steps", "2")
     before = {p: digest(root / p) for p in ("notes.zarr", "existing.zarr", "data/rd")}
+    monkeypatch.chdir(root)
     for out, why in (
         ("notes.zarr", "already exists"),
         ("existing.zarr", "already exists"),
         ("data/rd/test.zarr", "DVC tracks"),
         ("data/rd/new.zarr", "DVC tracks"),
     ):
-        for extra in ((), ("--overwrite",)):
-            line = one_error(ml4d(root, *simulate, "--out", out, *extra))
-            assert (why if not extra or why == "DVC tracks" else "not a store") in line, line
+        for overwrite in (False, True):
+            with pytest.raises(ML4DError) as refused:
+                safe_out(Path(out), overwrite)
+            wanted = "not a store" if overwrite and why != "DVC tracks" else why
+            assert wanted in str(refused.value) and "\n" not in str(refused.value)
+    # through the command: one line, before anything is computed or written
+    simulate = ("simulate", "--model", "models:/rd-closure@champion", "--steps", "2")
+    assert "not a store" in one_error(ml4d(root, *simulate, "--out", "notes.zarr", "--overwrite"))
     assert {p: digest(root / p) for p in before} == before
     assert not leftovers(root) and not (root / "notes.png").exists()
 
     ok(ml4d(root, *simulate, "--out", "run.zarr"))
     first = digest(root / "run.zarr")
-    assert "already exists" in one_error(ml4d(root, *simulate, "--out", "run.zarr"))
-    assert digest(root / "run.zarr") == first
+    with pytest.raises(ML4DError, match="already exists"):
+        safe_out(Path("run.zarr"), overwrite=False)
+    safe_out(Path("run.zarr"), overwrite=True)  # a store simulate wrote: replaceable
     ok(ml4d(root, *simulate, "--seed", "3", "--out", "run.zarr", "--overwrite"))
     assert digest(root / "run.zarr") != first and not leftovers(root)
 

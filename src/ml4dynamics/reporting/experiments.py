@@ -102,16 +102,19 @@ def rows(
 ) -> tuple[list[tuple[str, int]], list[str], list[list[str]]]:
     """The column groups (label, number of columns), the column labels and one row per state of
     ``record`` (`dvc exp show --json`); ``gates(rev, system)`` reads a state's gate outcomes
-    (``committed_gates``). Columns: the experiment; each system's λ where the states differ in
-    it; per (system, estimator) with a headline ``COLUMNS``."""
+    (``committed_gates``). Columns: the experiment; the λ of each system with a model where the
+    states differ in it; per (system, estimator) with a headline ``COLUMNS``."""
     states = [(label, rev, data or {}) for label, rev, data in _states(record)]
     lams = [_lams(data.get("params") or {}) for _, _, data in states]
-    varied = sorted({s for lam in lams for s in lam if len({str(x.get(s)) for x in lams}) > 1})
     models: dict[tuple[str, str], None] = {}
     for _, _, data in states:
         for path in data.get("metrics") or {}:
             if m := HEADLINE.search(path):
                 models[(m["system"], m["estimator"])] = None
+    trained = {system for system, _ in models}  # (`reg.lam` scales every system's weight)
+    varied = sorted(
+        {s for lam in lams for s in lam if s in trained and len({str(x.get(s)) for x in lams}) > 1}
+    )
     groups = [("", 1 + len(varied))] + [(f"{s} {e}", len(COLUMNS)) for s, e in models]
     labels = ["experiment", *(f"λ {s}" for s in varied)] + [*COLUMNS] * len(models)
     body = []
