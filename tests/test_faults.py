@@ -298,21 +298,30 @@ WRITERS = {
 }
 
 
-@pytest.mark.parametrize("command", list(WRITERS))
-def test_a_second_writer_stops_at_once_naming_the_first(workspace, tmp_path, command):
+def test_a_second_writer_stops_at_once_naming_the_first(workspace, tmp_path, monkeypatch, capsys):
     """While a writer holds its outputs' lock (training and evaluating a model share one), the
-    same command stops at once with one line naming the holder's process, writing nothing."""
+    same command stops at once with one line naming the holder's process, writing nothing.
+    (In this process: the refusal comes before any work, so a subprocess would only add its
+    start-up.)"""
+    from ml4dynamics.cli import main
     from ml4dynamics.core.layout import Layout
     from ml4dynamics.core.outputs import exclusive
 
     root = copy_of(workspace, tmp_path / "ws")
-    argv, lock, output = WRITERS[command]
-    before, count = digest(root / output), len(runs(root))
-    holder = "`ml4d train rd --estimator ols`" if lock == "model-ols" else "the first one"
-    with exclusive(Layout(root).lock("rd", lock), holder):
-        line = one_error(ml4d(root, *argv))
-    assert f"pid {os.getpid()} ({holder}) is writing the same outputs" in line, line
-    assert digest(root / output) == before and len(runs(root)) == count
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # (what `main` sets, put back after)
+    monkeypatch.chdir(root)
+    before, count = {out: digest(root / out) for *_, out in WRITERS.values()}, len(runs(root))
+    for argv, lock, _ in WRITERS.values():
+        holder = "`ml4d train rd --estimator ols`" if lock == "model-ols" else "the first one"
+        with exclusive(Layout(root).lock("rd", lock), holder):
+            code = main(list(argv))
+        lines = capsys.readouterr().err.splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("ml4d: error: "), lines
+        assert f"pid {os.getpid()} ({holder}) is writing the same outputs" in lines[0]
+    assert {out: digest(root / out) for out in before} == before and len(runs(root)) == count
 
 
 def test_an_evaluation_that_fails_leaves_the_previous_one(workspace, tmp_path):
