@@ -65,9 +65,13 @@ def test_a_process_identity_outlives_pid_reuse():
     )
     gone = child.communicate()[0].strip()
     assert gone.rsplit(":", 2)[1] == str(child.pid) and not alive(gone)
-    boot, pid, ticks = me.rsplit(":", 2)
-    assert not alive(f"another-boot:{pid}:{ticks}")
-    assert not alive(f"{boot}:{pid}:{int(ticks) + 1}")  # the pid reused by a later process
+    where, pid, ticks = me.rsplit(":", 2)
+    host, boot = where.split("/")
+    assert not alive(f"{host}/another-boot:{pid}:{ticks}")
+    assert not alive(f"{where}:{pid}:{int(ticks) + 1}")  # the pid reused by a later process
+    assert not alive(f"{boot}:{child.pid}:{ticks}")  # written before hosts were recorded
+    # a shared server's run of another machine: only that machine can tell, so it is kept
+    assert alive(f"another-host/{boot}:{child.pid}:{ticks}")
 
 
 def test_one_process_two_workspaces_each_keeps_its_own_store(tmp_path, monkeypatch):
@@ -97,3 +101,23 @@ def test_one_process_two_workspaces_each_keeps_its_own_store(tmp_path, monkeypat
         check=True,
     )
     assert child.stdout.strip() == "None"
+
+
+def test_a_server_that_does_not_answer_is_one_line_at_once(tmp_path):
+    """MLFLOW_TRACKING_URI naming a server that is down: one line naming it and the way out, not
+    MLflow's minutes of retries and a traceback."""
+    import socket
+    import time
+
+    from tests.conftest import run_cli
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    start = time.monotonic()
+    result = run_cli(["card", "models:/rd-closure@champion"], tmp_path, env)
+    assert result.returncode == 2 and time.monotonic() - start < 60
+    (line,) = result.stderr.splitlines()
+    assert f"no MLflow server answers at MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in line
+    assert "ml4d server --help" in line and "unset MLFLOW_TRACKING_URI" in line

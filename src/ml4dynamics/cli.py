@@ -57,6 +57,11 @@ COMMANDS: dict[str, Command] = {
         ("card", "card", "print a registered closure's model card: data, training, gates, limits"),
         ("ui", "ui", "start MLflow's web UI on this workspace's runs and registry"),
         (
+            "server",
+            "server",
+            "start a team's MLflow server (PostgreSQL, artifacts served) that every machine uses",
+        ),
+        (
             "speedup",
             "speedup",
             "a registered closure's speed-up over its plain solver at matched accuracy",

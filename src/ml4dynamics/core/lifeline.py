@@ -11,7 +11,7 @@ mistaken for it), asks the kernel for SIGTERM when the parent dies where that pa
 (``prctl(PR_SET_PDEATHSIG)``), and starts a daemon thread that checks the ancestor every second:
 once it is gone, the process sends itself SIGTERM (a training saves its step and ends its run
 KILLED; other commands die on it, their outputs being written atomically and their run ended
-by the next stage's sweep, ``tracking.end_dead_runs``) and SIGKILL if it still runs a minute
+by the next stage's sweep, ``mlflow_store.end_dead_runs``) and SIGKILL if it still runs a minute
 later. Linux only (``/proc``); elsewhere, and outside DVC, nothing happens.
 """
 

@@ -8,9 +8,11 @@ original. ``relocate`` detects that (an experiment's location lies under another
 folder) and rewrites every such path to the same place under the store's own folder, saying so in
 one line. Locations outside any ``mlruns`` folder are left alone.
 
-**Process identity.** A run records the process that holds it open (boot id, pid and the
-process's start time, so a reused pid is not mistaken for the original); ``alive`` tells whether
-that process still exists.
+**Process identity and the runs of dead processes.** A run records the process that holds it
+open (host, boot id, pid and the process's start time, so a reused pid is not mistaken for the
+original); ``alive`` tells whether that process still exists. A process of another host (a
+team's shared server) is never judged dead here: only its own machine can tell.
+``end_dead_runs`` ends the RUNNING runs whose process died.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import socket
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -31,6 +34,9 @@ LOCATION_COLUMNS = (
     ("model_versions", "source"),
     ("model_versions", "storage_location"),
 )
+# the process holding a run open, and the status a resumed run had before it was reopened: a
+# run left RUNNING by a dead process is ended with that status (or KILLED) by the next Run
+PROCESS_TAG, STATUS_BEFORE_TAG = "ml4d.process", "ml4d.status_before"
 STORE_DIR = "mlruns"
 _checked: set[Path] = set()
 
@@ -129,18 +135,23 @@ def _start_ticks(pid: int) -> str | None:
 
 
 def this_process() -> str:
-    """``<boot id>:<pid>:<start ticks>`` of the running process."""
+    """``<host>/<boot id>:<pid>:<start ticks>`` of the running process."""
     pid = os.getpid()
-    return f"{_boot_id()}:{pid}:{_start_ticks(pid) or '-'}"
+    return f"{socket.gethostname()}/{_boot_id()}:{pid}:{_start_ticks(pid) or '-'}"
 
 
 def alive(identity: str) -> bool:
     """Whether the process ``this_process()`` returned as ``identity`` still runs. A process of
-    another boot (or another machine) is dead to this one; an unreadable identity is kept alive."""
+    another host is kept alive (a shared server's runs of other machines are theirs to end); one
+    of an earlier boot of this host is dead; an unreadable identity is kept alive. (Identities
+    written before the host was recorded, ``<boot id>:<pid>:<ticks>``, are read as this host's.)"""
     try:
-        boot, pid_text, ticks = identity.rsplit(":", 2)
+        where, pid_text, ticks = identity.rsplit(":", 2)
         pid = int(pid_text)
     except ValueError:
+        return True
+    host, _, boot = where.rpartition("/")
+    if host and host != socket.gethostname():
         return True
     if boot != _boot_id():
         return False
@@ -154,3 +165,39 @@ def alive(identity: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: a RUNNING run without ``PROCESS_TAG`` older than this (by start time) is ended by the sweep:
+#: runs are tagged as they are created, so it is one of older code, or of another tool that
+#: was killed
+UNTAGGED_GRACE_S = 600
+
+
+def _dead(run, now_ms: int) -> str | None:
+    """Why a RUNNING run is dead (its process died, or it never recorded one and is older than
+    ``UNTAGGED_GRACE_S``); None while it may still be alive."""
+    process = run.data.tags.get(PROCESS_TAG)
+    if process is not None:
+        return None if alive(process) else f"process {process} died"
+    if now_ms - (run.info.start_time or 0) > UNTAGGED_GRACE_S * 1000:
+        return f"no process recorded, started over {UNTAGGED_GRACE_S // 60} min ago"
+    return None
+
+
+def end_dead_runs(client, experiment_ids: list[str]) -> list[str]:
+    """End every RUNNING run whose recorded process has died, or that recorded no process and
+    started more than ``UNTAGGED_GRACE_S`` ago: KILLED, or the status a resumed run had before
+    it was reopened (a stage that dies never rewrites a run it did not start). Returns the
+    names ended."""
+    ended = []
+    now_ms = int(time.time() * 1000)
+    for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'"):
+        why = _dead(run, now_ms)
+        if why is None:
+            continue
+        before = run.data.tags.get(STATUS_BEFORE_TAG)
+        status = before if before in ("FINISHED", "FAILED", "KILLED") else "KILLED"
+        client.set_tag(run.info.run_id, "ml4d.ended", f"{why}; ended {status}")
+        client.set_terminated(run.info.run_id, status)
+        ended.append(f"{run.info.run_name} ({status})")
+    return ended

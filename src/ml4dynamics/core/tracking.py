@@ -1,8 +1,11 @@
-"""MLflow tracking: a sqlite store under the repository root, one experiment per system.
+"""MLflow tracking: a sqlite store under the repository root, or a team's server
+(``$MLFLOW_TRACKING_URI``), one experiment per system.
 
 The root comes from ``$DVC_ROOT`` when DVC runs the stage (queued and ``--temp`` experiments run
 in a copy under .dvc/tmp, and a relative URI would lose their runs), else from git, else the
-working directory. Runs are tagged with the code revision and DVC's experiment variables.
+working directory. Runs are tagged with the code revision, DVC's experiment variables and the
+backend JAX computes on. On a server every call is a round trip (~50 ms): metrics logged per
+step are sent in batches (``Run.log_metrics``).
 """
 
 from __future__ import annotations
@@ -10,13 +13,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ml4dynamics.core import tracking_server
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.faults import kill_point
-from ml4dynamics.core.mlflow_store import alive, relocate, this_process
+from ml4dynamics.core.mlflow_store import (  # noqa: F401 (the run tags' names, used here)
+    PROCESS_TAG,
+    STATUS_BEFORE_TAG,
+    UNTAGGED_GRACE_S,
+    end_dead_runs,
+    relocate,
+    this_process,
+)
 from ml4dynamics.core.provenance import git_revision
 
 DVC_TAGS = {
@@ -24,9 +36,6 @@ DVC_TAGS = {
     "dvc_exp_baseline_rev": "DVC_EXP_BASELINE_REV",
     "dvc_stage": "DVC_STAGE",
 }
-# the process holding a run open, and the status a resumed run had before it was reopened: a
-# run left RUNNING by a dead process is ended with that status (or KILLED) by the next Run
-PROCESS_TAG, STATUS_BEFORE_TAG = "ml4d.process", "ml4d.status_before"
 
 
 def repo_root() -> Path:
@@ -56,6 +65,8 @@ def configured_uri(root: Path | None = None, create: bool = True) -> str:
     gets one line, and nothing created, where there is no store."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         uri = os.environ["MLFLOW_TRACKING_URI"]
+        if is_server(uri):
+            tracking_server.require_answer(uri)
     else:
         root = root or repo_root()
         db = root / "mlruns" / "mlflow.db"
@@ -100,6 +111,12 @@ def _mlflow(root: Path):
     return use_store(configured_uri(root))
 
 
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server (its artifacts go through it: clients need no shared
+    folder), not a store on this machine's disk."""
+    return uri.startswith(("http://", "https://"))
+
+
 #: what MLflow's UI reads to open an experiment on its training runs (not the GenAI traces view)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
@@ -118,10 +135,14 @@ def experiment_tags(system: str) -> dict[str, str]:
 
 
 def experiment_id(system: str, root: Path | None = None) -> str:
-    """The experiment named after the system, created with artifacts under mlruns/ and
-    ``experiment_tags`` (an older experiment gains its kind)."""
+    """The experiment named after the system, created with ``experiment_tags`` (an older
+    experiment gains its kind): its artifacts under mlruns/ in a local store, where the server
+    keeps them on a server. Two processes creating it at once both get the one that was made."""
+    from mlflow.exceptions import MlflowException
+
     root = root or repo_root()
-    mlflow = _mlflow(root)
+    uri = configured_uri(root)
+    mlflow = use_store(uri)
     found = mlflow.get_experiment_by_name(system)
     if found is not None:
         if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
@@ -129,10 +150,17 @@ def experiment_id(system: str, root: Path | None = None) -> str:
             for key, value in experiment_tags(system).items():
                 client.set_experiment_tag(found.experiment_id, key, value)
         return found.experiment_id
-    artifacts = (root / "mlruns" / "artifacts" / system).as_uri()
-    return mlflow.create_experiment(
-        system, artifact_location=artifacts, tags=experiment_tags(system)
+    where = (
+        {}
+        if is_server(uri)
+        else {"artifact_location": (root / "mlruns" / "artifacts" / system).as_uri()}
     )
+    try:
+        return mlflow.create_experiment(system, tags=experiment_tags(system), **where)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(system).experiment_id  # another writer made it
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -153,49 +181,24 @@ def display_name(run_name: str) -> str:
     return f"{run_name} ({experiment})" if experiment else run_name
 
 
+def backend_tags() -> dict[str, str]:
+    """What JAX computes on in this process: backend (cpu, gpu, tpu), devices and version."""
+    import jax
+
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return {
+        "jax.backend": jax.default_backend(),
+        "jax.devices": f"{len(devices)} x {', '.join(kinds)}",
+        "jax.version": jax.__version__,
+    }
+
+
 def run_tags(stage: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    tags = {"stage": stage, "git_revision": git_revision(repo_root())}
+    tags = {"stage": stage, "git_revision": git_revision(repo_root()), **backend_tags()}
     tags.update({tag: os.environ[var] for tag, var in DVC_TAGS.items() if os.environ.get(var)})
     tags.update(extra or {})
     return tags
-
-
-#: a RUNNING run without ``PROCESS_TAG`` older than this (by start time) is ended by the sweep:
-#: runs are tagged as they are created, so it is one of older code, or of another tool that
-#: was killed
-UNTAGGED_GRACE_S = 600
-
-
-def _dead(run, now_ms: int) -> str | None:
-    """Why a RUNNING run is dead (its process died, or it never recorded one and is older than
-    ``UNTAGGED_GRACE_S``); None while it may still be alive."""
-    process = run.data.tags.get(PROCESS_TAG)
-    if process is not None:
-        return None if alive(process) else f"process {process} died"
-    if now_ms - (run.info.start_time or 0) > UNTAGGED_GRACE_S * 1000:
-        return f"no process recorded, started over {UNTAGGED_GRACE_S // 60} min ago"
-    return None
-
-
-def end_dead_runs(client, experiment_ids: list[str]) -> list[str]:
-    """End every RUNNING run whose recorded process has died, or that recorded no process and
-    started more than ``UNTAGGED_GRACE_S`` ago: KILLED, or the status a resumed run had before
-    it was reopened (a stage that dies never rewrites a run it did not start). Returns the
-    names ended."""
-    import time
-
-    ended = []
-    now_ms = int(time.time() * 1000)
-    for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'"):
-        why = _dead(run, now_ms)
-        if why is None:
-            continue
-        before = run.data.tags.get(STATUS_BEFORE_TAG)
-        status = before if before in ("FINISHED", "FAILED", "KILLED") else "KILLED"
-        client.set_tag(run.info.run_id, "ml4d.ended", f"{why}; ended {status}")
-        client.set_terminated(run.info.run_id, status)
-        ended.append(f"{run.info.run_name} ({status})")
-    return ended
 
 
 class Run:
@@ -256,6 +259,8 @@ class Run:
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
                 self.mlflow.log_params(dict(items[i : i + 100]))
         self.run_id = self.run.info.run_id
+        self._pending: list = []  # per-step metrics not yet sent (``log_metrics``)
+        self._sent_at = time.monotonic()
 
     def _reopen(self, client, run_id: str, stage: str, tags: Mapping[str, str] | None):
         """Reopen run ``run_id``: its tags (under ``<stage>.`` when another stage created it),
@@ -284,7 +289,6 @@ class Run:
     def log_series(self, curves: Mapping[str, Any], steps: Any, prefix: str = "") -> None:
         """Per-frame curves as step metrics in one batch (non-finite points are skipped)."""
         import math
-        import time
 
         from mlflow.entities import Metric
 
@@ -299,14 +303,35 @@ class Run:
         for i in range(0, len(metrics), 1000):  # the store's batch limit
             client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
 
+    #: per-step metrics are sent once this many are waiting or this many seconds have passed
+    BATCH_POINTS, BATCH_SECONDS = 1000, 5.0
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        """Log ``metrics``; with a ``step`` (a curve, logged in a loop) they are sent in
+        batches, within ``BATCH_SECONDS`` (the UI's curves follow a training live), and at the
+        latest when the run ends."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if (
+            step is None
+            or len(self._pending) >= self.BATCH_POINTS
+            or time.monotonic() - self._sent_at >= self.BATCH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the metrics ``log_metrics`` holds back (one call per 1000 points)."""
+        client = self.mlflow.MlflowClient()
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), 1000):  # the store's batch limit
+            client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+        self._sent_at = time.monotonic()
 
     def log_on_parent(self, metrics: Mapping[str, float]) -> None:
         """Also log ``metrics`` on the parent run (a training run gets its evaluation's headline,
         so the runs table shows it without opening the child run); nothing without a parent."""
-        import time
-
         from mlflow.entities import Metric
 
         if self.parent_run_id is None:
@@ -319,6 +344,7 @@ class Run:
         self.mlflow.log_artifact(str(path), artifact_path=subdir)
 
     def end(self, status: str = "FINISHED") -> None:
+        self.flush()
         self.mlflow.end_run(status=status)
         if status == "FINISHED" and self.replace and self.parent_run_id is not None:
             self._delete_earlier_siblings()

@@ -15,23 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-import zarr
-from zarr.core import sync as zarr_sync
 
 from ml4dynamics.core.atomic import replacing
 from ml4dynamics.core.errors import DatasetError
 
 REQUIRED_VARIABLES = ("u", "y")
 REQUIRED_ATTRS = ("system", "split", "seed", "scheme", "ml4dynamics_version", "git_revision")
-_COMPRESSOR = zarr.codecs.ZstdCodec(level=3)
 
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict]:
-    """One chunk per trajectory; fixed codec so bytes do not depend on library defaults."""
+    """One chunk per trajectory; fixed codec so bytes do not depend on library defaults. (zarr
+    is imported where a store is written or read: the numerics import without it, as on GPU
+    images that lack it.)"""
+    import zarr
+
+    compressor = zarr.codecs.ZstdCodec(level=3)
     enc = {}
     for name, var in ds.data_vars.items():
         chunks = tuple(1 if d == "sample" else n for d, n in zip(var.dims, var.shape, strict=True))
-        enc[name] = {"chunks": chunks, "compressors": [_COMPRESSOR]}
+        enc[name] = {"chunks": chunks, "compressors": [compressor]}
     return enc
 
 
@@ -44,6 +46,8 @@ def settle_zarr_writes(timeout: float = SETTLE_SECONDS) -> None:
     disk), zarr raises at once while the writes gathered with it go on in its IO thread; one that
     lands after the temporary directory was removed creates it again (a leftover beside the old
     data). Returns at once when zarr has not started its loop."""
+    from zarr.core import sync as zarr_sync
+
     loop = zarr_sync.loop[0]
     if loop is None or loop.is_closed():
         return
