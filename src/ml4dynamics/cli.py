@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.errors import ML4DError, causes
 from ml4dynamics.core.lifeline import watch_dvc
 from ml4dynamics.pipeline import estimator_argument, params_argument, system_argument
 
@@ -226,12 +226,10 @@ SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 def system_cause(err: BaseException) -> OSError | None:
     """The operating-system failure behind ``err``: an OSError in its chain of causes, or the
     system's wording of a full disk, a quota, a size limit or a read-only folder in its text."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError):
-            return err
-        text = str(err)
+    for link in causes(err):
+        if isinstance(link, OSError):
+            return link
+        text = str(link)
         if "database or disk is full" in text:  # SQLite's wording (the MLflow store)
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if "disk I/O error" in text:  # SQLite's, e.g. for a write past the size limit
@@ -239,7 +237,6 @@ def system_cause(err: BaseException) -> OSError | None:
         for number in SYSTEM_ERRNOS:
             if os.strerror(number) in text:
                 return OSError(number, os.strerror(number))
-        err = err.__cause__ or err.__context__
     return None
 
 

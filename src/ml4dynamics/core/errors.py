@@ -2,6 +2,7 @@
 on stderr, the run goes on."""
 
 import sys
+from collections.abc import Iterator
 
 
 class ML4DError(Exception):
@@ -23,3 +24,12 @@ class DatasetError(ML4DError):
 def warn(message: str) -> None:
     """One line on stderr that a user should read (the run goes on)."""
     print(f"ml4d: warning: {message}", file=sys.stderr)
+
+
+def causes(err: BaseException | None) -> Iterator[BaseException]:
+    """``err`` and the exceptions behind it (``__cause__``, else ``__context__``), each once."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__

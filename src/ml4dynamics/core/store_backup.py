@@ -14,6 +14,8 @@ import datetime
 import sqlite3
 from pathlib import Path
 
+from ml4dynamics.core.errors import causes
+
 KEEP = 5
 DAMAGED = ("file is not a database", "database disk image is malformed")
 
@@ -53,13 +55,7 @@ def backup(uri: str) -> Path | None:
 
 def damaged(err: BaseException) -> bool:
     """Whether ``err`` (or an exception in its chain) is SQLite reporting a damaged file."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if any(text in str(err) for text in DAMAGED):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
+    return any(text in str(e) for e in causes(err) for text in DAMAGED)
 
 
 def damaged_message(uri: str) -> str:
