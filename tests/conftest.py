@@ -360,6 +360,7 @@ def generated(tmp_path_factory, worker_id) -> Path:
 # running alone at the end.
 FIRST = (
     "test_pipeline.py",
+    "test_team.py",
     "test_downstream.py",
     "test_ns_channel_pipeline.py",
     "test_faults.py",

@@ -252,3 +252,24 @@ def test_four_parallel_writers_lose_no_metric_point(server, tmp_path):
         assert sorted(m.value for m in loss) == [s + 0.5 for s in range(400)]
         assert len(client.get_metric_history(run_id, "other")) == 400
         assert len(client.get_metric_history(run_id, "curve")) == 250
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_before_any_server_starts(tmp_path):
+    """`ml4d server` on a team's database that is down: one line naming it, nothing started."""
+    from tests.conftest import run_cli
+
+    port = _free_port()
+    result = run_cli(
+        ["server", "--backend-store-uri", f"postgresql://mlflow@127.0.0.1:{port}/mlflow"],
+        tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    # the driver SQLAlchemy 2.1 needs is filled in
+    assert line.startswith(
+        f"ml4d: error: cannot reach the database postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
+    )
+    assert "start it" in line and not (tmp_path / "mlartifacts").exists()
+    missing = run_cli(["server"], tmp_path)
+    assert missing.returncode == 2 and "--backend-store-uri" in missing.stderr
