@@ -100,7 +100,7 @@ def _wait_for_queue(repo: Path, env: dict[str, str], timeout: float = 900) -> st
         if not any(word in table for word in ("Queued", "Running")):
             return table
         assert time.monotonic() < deadline, table
-        time.sleep(2)
+        time.sleep(8)  # (each look costs a second of CPU the experiments need)
 
 
 def test_a_team_shares_server_remote_and_experiments(server, tmp_path):
