@@ -168,6 +168,12 @@ def test_sigkill_loses_nothing(workspace, tmp_path, stage):
         # ended KILLED; the rerun of `train` then resumed it and finished it, the rerun of
         # `evaluate` replaced (deleted) it
         assert c.get_run(zombie.info.run_id).info.status in ("KILLED", "FINISHED")
+    if stage == "train":  # the resumed run's curves: every epoch, once (the epochs up to the
+        # checkpoint it resumed from were sent before that checkpoint was written)
+        (resumed,) = running  # killed, ended KILLED, then resumed by the rerun
+        epochs = json.loads((root / "metrics/rd/train/ols.json").read_text())["epochs"]
+        steps = sorted(m.step for m in c.get_metric_history(resumed.info.run_id, "train_loss"))
+        assert steps == list(range(epochs)), steps
     if stage == "evaluate":  # the re-evaluation replaced the killed one: one history
         (training,) = [r for r in runs(root) if r.data.tags.get("stage") == "train"]
         evaluations = c.search_runs(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,15 @@ def _tracker(run_file: Path, fp: str, name: str, label: str, config: dict[str, A
     return tracker
 
 
+def _log_epoch(tracker: Run, optim, epoch: int, metrics: dict) -> None:
+    """An epoch's metrics into the run; sent at once before a checkpoint is written (training
+    saves one after this epoch), so a training killed later and resumed from it has every
+    epoch's point in its run, not only those after it."""
+    tracker.log_metrics(metrics, step=epoch)
+    if (epoch + 1) % optim.checkpoint_every == 0 or (epoch + 1) % optim.epochs == 0:
+        tracker.flush()
+
+
 def _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker: Run):
     """(history, manifold quality): train ``model`` in place with checkpoints, logging every
     epoch, then measure the floor diagnostic. Checkpoints are closed either way; on an error the
@@ -151,7 +161,7 @@ def _fit(system, model, estimator, stage, splits, manifold, checkpoints, tracker
             val,
             reconstruct=reconstruct,
             checkpoints=checkpoints,
-            on_epoch=lambda e, m: tracker.log_metrics(m, step=e),
+            on_epoch=partial(_log_epoch, tracker, stage.optim),
             grow=aggregation.for_estimator(estimator, splits["train"], stage.optim.seed),
             windows=windows,
         )
