@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml4dynamics.core.tracking import PROCESS_TAG, UNTAGGED_GRACE_S, Run, experiment_id
+from ml4dynamics.core.mlflow_store import UNTAGGED_GRACE_S
+from ml4dynamics.core.tracking import PROCESS_TAG, Run, experiment_id
 from tests.conftest import BIN, mlflow_client
 
 CREATE = "from ml4dynamics.core.tracking import Run; Run('rd', 'train', 'rd-ols', {'lr': 0.1})"

@@ -21,10 +21,9 @@ from typing import Any
 from ml4dynamics.core import tracking_server
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.faults import kill_point
-from ml4dynamics.core.mlflow_store import (  # noqa: F401 (the run tags' names, used here)
+from ml4dynamics.core.mlflow_store import (
     PROCESS_TAG,
     STATUS_BEFORE_TAG,
-    UNTAGGED_GRACE_S,
     end_dead_runs,
     relocate,
     this_process,

@@ -108,21 +108,11 @@ def command(
     return args + (["--allowed-hosts", allowed_hosts] if allowed_hosts else [])
 
 
-def start(args: list[str], log: Path | None = None) -> subprocess.Popen:
+def start(args: list[str]) -> subprocess.Popen:
     """Start the server (``command``) in a process group of its own (``mlflow server`` runs
-    its web workers as child processes: ``stop`` ends them all); its output goes to ``log``
-    (else this process's)."""
-    out = open(log, "ab") if log is not None else None  # noqa: SIM115 (the child holds it)
-    try:
-        return subprocess.Popen(
-            args,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,
-        )
-    finally:
-        if out is not None:
-            out.close()
+    its web workers as child processes: ``stop`` ends them all), writing to this process's
+    output."""
+    return subprocess.Popen(args, start_new_session=True)
 
 
 def url(host: str, port: int) -> str:
