@@ -159,6 +159,7 @@ def reproduced(
         "fit_manifold@rd",
         *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in models or TEST_MODELS),
         "promote@rd",
+        "envelope@rd",
     }
     assert ran(first) == expected
     sh(["git", "add", "-A"], repo, env)

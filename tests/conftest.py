@@ -263,6 +263,14 @@ SMALL_PARAMS = {
     # kolmogorov's splits end at t = 0.8: it is scored at its own report time
     "evaluate": {"bound": 10.0, "report_time": 2.0, "report_times": {"kolmogorov": 0.4}},
     # "promote": params.yaml's, added by small_params (promote_thresholds)
+    # the test pipeline's envelope: gamma_u's ends and the training value, one refinement
+    "envelope": {
+        "trajectories": 1,
+        "seed": 91,
+        "refinements": 1,
+        "error_jump": 3.0,
+        "points": {"rd": {"gamma_u": 2}},
+    },
     "linear_theory": {"lams": [1, 4, 16], "horizon": 50, "samples": 2},
 }
 

@@ -5,6 +5,7 @@ that blows up refused. (The pipeline and experiments themselves: tests/test_pipe
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.clones import (
     TEST_MODELS,
     load_in_fresh_process,
     pipeline_params,
+    ran,
     registry,
     reproduced,
     sh,
@@ -122,3 +124,98 @@ def test_a_closure_that_blows_up_is_refused_and_the_champion_stays(workspace):
         f"ml4d: warning: {uri} is version {refused.version}, which failed its gates "
         f"({', '.join(failed)}): the registry refused it as a champion"
     ]
+
+
+def test_the_champion_carries_its_envelope_and_simulate_warns_outside_it(workspace, tmp_path):
+    """`dvc repro` measured the champion's validity envelope (stage envelope@rd): the JSON and
+    figure are logged on its version, the tags and the model card summarise it. `ml4d simulate
+    --param` runs at any physical parameter: silently inside the trusted region, after one
+    warning line naming the nearest trusted point outside it; a parameter rd does not have is
+    one line, before anything loads, with nothing written."""
+    repo, env = workspace
+    envelope = json.loads((repo / "metrics/rd/envelope.json").read_text())
+    client = registry(repo)
+    champion = client.get_model_version_by_alias("rd-closure", "champion")
+    assert envelope["model"]["version"] == int(champion.version)
+    assert envelope["training"] == {"gamma_u": 0.05}
+    scanned = sorted(p["params"]["gamma_u"] for p in envelope["points"])
+    assert {0.0125, 0.05, 0.4} <= set(scanned)
+    assert len(envelope["points"]) in (3, 4)  # grid ends + training value, one refinement
+    assert (repo / "plots/rd/envelope.png").read_bytes()[:4] == b"\x89PNG"
+    tags = champion.tags
+    assert tags["envelope.points"] == str(len(envelope["points"]))
+    assert tags["envelope.key"] == envelope["key"] and "envelope.trusted.gamma_u" in tags
+    logged = {a.path for a in client.list_artifacts(champion.run_id, "envelope")}
+    assert {f"envelope/rd-closure-v{champion.version}.json", "envelope/envelope.png"} <= logged
+    card = sh([str(BIN / "ml4d"), "card", "models:/rd-closure@champion"], repo, env).stdout
+    assert card.count("**Validity envelope**") == 1 and "gamma_u " in card
+
+    model = ["--model", "models:/rd-closure@champion", "--steps", "10", "--store-every", "10"]
+    store = {**env, **store_env(repo)}
+    inside = ml4d(
+        ["simulate", *model, "--param", "gamma_u=0.05", "--out", "a.zarr"], tmp_path, store
+    )
+    assert inside.returncode == 0 and "warning" not in inside.stderr, inside.stderr
+    beyond = ml4d(
+        ["simulate", *model, "--param", "gamma_u=0.5", "--out", "b.zarr"], tmp_path, store
+    )
+    assert beyond.returncode == 0, beyond.stderr
+    (line,) = [s for s in beyond.stderr.splitlines() if "warning" in s]
+    assert line.startswith("ml4d: warning: gamma_u=0.5, alpha=0.01 is outside the validity ")
+    assert f"rd-closure v{champion.version}; nearest trusted point: " in line
+    from ml4dynamics.datasets import open_dataset
+
+    ran_at = open_dataset(tmp_path / "b.zarr").attrs
+    assert ran_at["system.gamma_u"] == 0.5 and ran_at["system.n"] == 32
+    for bad, message in (
+        ("nonsense=1", "--param nonsense: rd has no such parameter; its parameters are: "
+         "gamma_u, alpha"),
+        ("gamma_u=-1", "--param gamma_u=-1: must be >= 0"),
+    ):  # fmt: skip
+        refused = ml4d(["simulate", *model, "--param", bad, "--out", "c.zarr"], tmp_path, store)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"ml4d: error: {message}")
+        assert len(refused.stderr.splitlines()) == 1 and not (tmp_path / "c.zarr").exists()
+
+
+def test_a_fresh_registry_gets_the_envelope_without_a_second_scan(workspace, tmp_path):
+    """The registry lives outside DVC: with mlruns/ gone, `dvc repro` registers the closure anew
+    (promote) and the envelope stage records the envelope it already has on the new version,
+    rolling nothing out (its JSON, and so dvc.lock, stay byte for byte)."""
+    repo, env = workspace
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy, symlinks=True)
+    shutil.rmtree(copy / "mlruns")
+    sh(["git", "checkout", "--", "dvc.yaml"], copy, env)  # (another test lists a model there)
+    before = (copy / "metrics/rd/envelope.json").read_text()
+    result = sh(["dvc", "repro"], copy, env)
+    assert ran(result) == {"promote@rd", "envelope@rd"}
+    assert (copy / "metrics/rd/envelope.json").read_text() == before
+    champion = registry(copy).get_model_version_by_alias("rd-closure", "champion")
+    assert champion.tags["envelope.key"] == json.loads(before)["key"]
+
+
+def test_envelope_refuses_bad_input_in_one_line_before_rolling_out(workspace, tmp_path):
+    repo, env = workspace
+    store = {**env, **store_env(repo)}
+    uri = "models:/rd-closure@champion"
+    (tmp_path / "mine.json").write_text('{"a user": "file"}\n')
+    (tmp_path / "old.json").write_text((repo / "metrics/rd/envelope.json").read_text())
+    for args, message in (
+        ([uri, "--points", "nonsense=2"], "--points nonsense: not a physical parameter of rd"),
+        ([uri, "--points", "gamma_u=1"], "--points 'gamma_u=1': write NAME=COUNT with COUNT >= 2"),
+        ([uri, "--out", "mine.json"], "--out mine.json: mine.json already exists"),
+        ([uri, "--out", "mine.json", "--overwrite"], "is not an envelope `ml4d envelope` wrote"),
+        ([uri, "--out", "x.txt"], "--out must name a .json file"),
+        (["rd-closure"], "'rd-closure' is neither a registry URI"),
+    ):
+        result = ml4d(["envelope", *args], tmp_path, store)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+    assert (tmp_path / "mine.json").read_text() == '{"a user": "file"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "old.json"]
+    # an earlier envelope is replaced with --overwrite (here: one point, no refinement)
+    args = [uri, "--out", "old.json", "--overwrite", "--points", "gamma_u=2", "--refinements", "0"]
+    result = ml4d(["envelope", *args, "--trajectories", "1"], tmp_path, store)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads((tmp_path / "old.json").read_text())["points"]) == 3
+    assert (tmp_path / "old.png").is_file()

@@ -35,7 +35,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     # `dvc repro` above ran regardless, as a fresh clone of the project must). Promotion always
     # runs: the registry lives outside DVC.
     status = json.loads(sh(["dvc", "status", "--json", "dvc.yaml"], repo, env).stdout)
-    assert status == {"promote@rd": ["always changed"]}
+    assert status == {"promote@rd": ["always changed"], "envelope@rd": ["always changed"]}
     lock = (repo / "dvc.lock").read_text()
     code = sh(["git", "rev-parse", "HEAD~1"], repo, env).stdout.strip()  # before the outputs
     attrs = json.loads((repo / "data/rd/train.zarr/zarr.json").read_text())["attributes"]
@@ -90,7 +90,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
     # a second repro does nothing but reconcile the registry (nothing new to register)
     # (byte-identical regeneration: tests/test_datasets.py)
     versions = client.search_model_versions("name = 'rd-closure'")
-    assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
+    assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd", "envelope@rd"}
     assert len(client.search_model_versions("name = 'rd-closure'")) == len(versions) == 2
     assert (repo / "dvc.lock").read_text() == lock
 
@@ -102,6 +102,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
         "generate@rd",
         "data.dvc",  # the benchmark: tracked, but not in this clone's cache (no remote)
         "promote@rd",  # always
+        "envelope@rd",  # always
     }
     write_params(repo / "params.yaml", pipeline_params())
 
@@ -116,6 +117,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
             "train@rd-tr-projector",
             "data.dvc",
             "promote@rd",
+            "envelope@rd",
         }, knob
     write_params(repo / "params.yaml", pipeline_params())
 
@@ -191,7 +193,7 @@ def test_repro_champion_and_queued_experiments(tmp_path):
         "data/benchmark\n"
     ), applied.stderr
     assert yaml.safe_load((repo / "params.yaml").read_text())["reg"]["lam"] == 2.5
-    assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd"}
+    assert ran(sh(["dvc", "repro"], repo, env)) == {"promote@rd", "envelope@rd"}
     # the λ change shows in `dvc metrics diff` as the numbers that moved, nothing else
     moved = json.loads(sh(["dvc", "metrics", "diff", "--json"], repo, env).stdout)
     assert set(moved) <= {"metrics/rd/headline/tr-projector.json"}

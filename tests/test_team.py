@@ -127,6 +127,7 @@ def test_a_team_shares_server_remote_and_experiments(server, tmp_path):
         "train@rd-tr-projector",
         "evaluate@rd-tr-projector",
         "promote@rd",
+        "envelope@rd",
     }
     assert not (a / "mlruns").exists()  # nothing tracked locally
     client = _client(server)
@@ -149,9 +150,12 @@ def test_a_team_shares_server_remote_and_experiments(server, tmp_path):
     b_env = _machine(env, server)
     sh(["dvc", "pull"], b, b_env)
     status = json.loads(sh(["dvc", "status", "--json"], b, b_env).stdout)
-    assert status == {"promote@rd": ["always changed"]}  # (the registry lives outside DVC)
+    assert status == {
+        "promote@rd": ["always changed"],
+        "envelope@rd": ["always changed"],
+    }  # (the registry lives outside DVC)
     versions = len(client.search_model_versions("name = 'rd-closure'"))
-    assert ran(sh(["dvc", "repro"], b, b_env)) == {"promote@rd"}
+    assert ran(sh(["dvc", "repro"], b, b_env)) == {"promote@rd", "envelope@rd"}
     assert len(client.search_model_versions("name = 'rd-closure'")) == versions
     assert sh(["git", "status", "--porcelain"], b, env).stdout == ""
 

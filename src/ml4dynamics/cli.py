@@ -53,6 +53,11 @@ COMMANDS: dict[str, Command] = {
             "hybrid rollouts of a trained closure on val, test and ood: errors, stability, shift",
         ),
         ("promote", "promote", "register the evaluated closures; move `champion` past the gates"),
+        (
+            "envelope",
+            "envelope",
+            "where a registered closure can be trusted over its system's physical parameters",
+        ),
         ("simulate", "simulate", "run a hybrid simulation with a registered closure"),
         ("card", "card", "print a registered closure's model card: data, training, gates, limits"),
         ("ui", "ui", "start MLflow's web UI on this workspace's runs and registry"),

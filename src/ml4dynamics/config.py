@@ -155,6 +155,7 @@ STAGE_SECTIONS = (
     "estimators",
     "reg",
     "evaluate",
+    "envelope",
     "promote",
     "linear_theory",
 )

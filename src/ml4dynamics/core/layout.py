@@ -143,6 +143,13 @@ class Layout:
     def promotion(self, system: str) -> Path:
         return self.root / "metrics" / system / "promotion.json"
 
+    def envelope(self, system: str) -> Path:
+        """The validity envelope of the system's champion (``ml4d envelope SYSTEM``)."""
+        return self.root / "metrics" / system / "envelope.json"
+
+    def envelope_plot(self, system: str) -> Path:
+        return self.root / "plots" / system / "envelope.png"
+
     @property
     def shift_correlation(self) -> Path:
         return self.root / "metrics" / "shift_correlation.json"
@@ -207,6 +214,7 @@ class Layout:
                 self.headline(s, e),
             ],
             "promote": lambda: [self.promotion(s), self.gates(s)],
+            "envelope": lambda: [self.envelope(s), self.envelope_plot(s)],
             "shift-correlation": lambda: [self.shift_correlation],
             "report": lambda: [self.results_page, self.readme, self.findings_page],
             "linear-theory": lambda: [

@@ -59,3 +59,48 @@ def evaluate_config(params, system: str | None = None) -> EvaluateConfig:
     system (``EvaluateConfig.for_system``)."""
     config = params.parse(lambda raw, key: parse(EvaluateConfig, raw, key), "evaluate")
     return config if system is None else config.for_system(system)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvelopeConfig:
+    """params.yaml ``envelope``: how a closure's validity envelope is scanned (``envelope.py``)."""
+
+    trajectories: int  # fresh reference trajectories per point
+    seed: int  # of their initial states (not a seed of the data splits)
+    refinements: int  # points the refinement may add
+    error_jump: float  # neighbours whose errors differ by this factor are split too
+    #: per system, per physical parameter: the number of grid values over its range (the
+    #: training value is added); a parameter left out is held at its training value
+    points: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.trajectories >= 1, "trajectories", "must be >= 1", "e.g. 2")
+        require(self.seed >= 0, "seed", "must be >= 0", "a non-negative integer")
+        require(self.refinements >= 0, "refinements", "must be >= 0", "e.g. 4")
+        require(self.error_jump > 1, "error_jump", "must be > 1", "e.g. 3 (a factor)")
+        for system, grid in self.points.items():
+            require(
+                system in SYSTEMS,
+                f"points.{system}",
+                "is not a system",
+                f"use one of: {', '.join(sorted(SYSTEMS))}",
+            )
+            known = SYSTEMS[system].physical_params
+            for name, count in grid.items():
+                require(
+                    name in known,
+                    f"points.{system}.{name}",
+                    f"is not a physical parameter of {system}",
+                    f"use one of: {', '.join(known) or 'none'}",
+                )
+                require(
+                    isinstance(count, int) and count >= 2,
+                    f"points.{system}.{name}",
+                    f"must be a whole number >= 2, got {count!r}",
+                    "e.g. 5 (the range's ends and three between)",
+                )
+
+
+def envelope_config(params) -> EnvelopeConfig:
+    """The ``envelope`` section of params.yaml, validated."""
+    return params.parse(lambda raw, key: parse(EnvelopeConfig, raw, key), "envelope")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import yaml
 
 from ml4dynamics.config import SPLITS, jsonable, load_params
-from ml4dynamics.evaluation.config import evaluate_config
+from ml4dynamics.evaluation.config import envelope_config, evaluate_config
 from ml4dynamics.learning import estimators
 from ml4dynamics.learning.network_config import all_network_stages
 from ml4dynamics.registry import gates
@@ -61,6 +61,8 @@ def resolved(params) -> dict:
         }
     if params.has("evaluate"):
         out["evaluate"] = _plain(evaluate_config(params))
+    if params.has("envelope"):
+        out["envelope"] = _plain(envelope_config(params))
     if params.has("promote"):
         out["promote"] = _plain(gates.configured(params))
     if params.has("linear_theory"):

@@ -206,7 +206,8 @@ def _card(
     layout: Layout, name: str, estimator: str, submission: Submission, entry: dict[str, Any]
 ) -> str:
     """The model card of a candidate, from what the workspace has: its training metrics, the
-    DVC hash of its data (dvc.lock), its speed-up where `ml4d speedup` measured this version."""
+    DVC hash of its data (dvc.lock), its speed-up where `ml4d speedup` measured this version,
+    its validity envelope where `ml4d envelope` measured it (the version's tags)."""
     system = submission.result.system
     train = layout.train_metrics(system, estimator)
     speedup_file = layout.root / "bench" / f"{system}_speedup.json"
@@ -226,6 +227,7 @@ def _card(
         training=json.loads(train.read_text()) if train.is_file() else None,
         data_hash=_data_hash(layout, system),
         speedup=speedup,
+        tags=registry.client().get_model_version(name, str(submission.version)).tags,
     )
 
 

@@ -12,13 +12,16 @@ import sys
 from pathlib import Path
 
 from ml4dynamics import registry
-from ml4dynamics.core.errors import ML4DError
+from ml4dynamics.core.errors import ConfigError, ML4DError
 from ml4dynamics.core.outputs import exclusive, lock_beside
 from ml4dynamics.datasets.store import write_store
+from ml4dynamics.evaluation.envelope import describe_point, verdict
 from ml4dynamics.pipeline import print_json
+from ml4dynamics.registry import envelope_record
 from ml4dynamics.reporting import figures
 from ml4dynamics.simulation.downstream import hybrid_simulation, initial_state
 from ml4dynamics.simulation.outputs import SIMULATE_MARKER, safe_out
+from ml4dynamics.systems import SYSTEMS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--param",
         action="append",
         metavar="NAME=VALUE",
-        help="a sample parameter of the trajectory, e.g. --param re=300 --param y0=0.4 "
-        "(ns_channel; default: the model's training system, y0 drawn from the seed)",
+        help="a physical parameter of the system, e.g. --param gamma_u=0.1 (rd), --param "
+        "re=300 --param y0=0.4 (ns_channel; default: the model's training system, y0 drawn from "
+        "the seed); outside the closure's validity envelope it warns and runs",
     )
 
 
@@ -70,6 +74,73 @@ def _param_overrides(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _known_params(uri: str, overrides: dict[str, float], system=None) -> None:
+    """One line for a --param the system does not have (``system`` None: the one the registered
+    name names, where it names one)."""
+    if system is None:
+        name = uri.removeprefix("models:/").split("@")[0].split("/")[0].removesuffix("-closure")
+        if name not in SYSTEMS:
+            return
+        cls = SYSTEMS[name]
+    else:
+        cls = type(system)
+    unknown = sorted(set(overrides) - set(cls.physical_params) - set(cls.sample_params))
+    if unknown:
+        known = ", ".join(dict.fromkeys([*cls.physical_params, *cls.sample_params])) or "none"
+        raise ML4DError(
+            f"--param {unknown[0]}: {cls.name} has no such parameter; its parameters are: {known}"
+        )
+
+
+def _outside_envelope(uri: str, resolved: dict, values: dict, trained: dict) -> str | None:
+    """Why the physical parameters ``values`` are outside the closure's trusted region (one
+    line naming the nearest trusted point), or None inside it."""
+    at = describe_point(values)
+    where = f"{resolved.get('name', uri)} v{resolved.get('version', '?')}"
+    recorded = (
+        envelope_record.recorded(resolved["name"], resolved["version"], resolved["run_id"])
+        if resolved.get("run_id")
+        else None
+    )
+    if recorded is None:
+        return (
+            f"{at}: {where} has no validity envelope (measure one with `ml4d envelope {uri}`); "
+            f"it was trained at {describe_point(trained)}"
+        )
+    inside, nearest = verdict(recorded, values)
+    if inside:
+        return None
+    near = describe_point(nearest) if nearest else "none (no point of the envelope is trusted)"
+    return f"{at} is outside the validity envelope of {where}; nearest trusted point: {near}"
+
+
+def _warn_if_refused(uri: str, resolved: dict) -> None:
+    if resolved.get("gates") == "failed":
+        print(
+            f"ml4d: warning: {uri} is version {resolved['version']}, which failed its "
+            f"gates ({', '.join(resolved['failed_gates']) or 'see its tags'}): the registry "
+            "refused it as a champion",
+            file=sys.stderr,
+        )
+
+
+def _at_params(uri: str, system, resolved: dict, overrides: dict[str, float]):
+    """The model's system with the physical parameters of ``overrides``; one line on stderr
+    where they leave the closure's trusted region."""
+    _known_params(uri, overrides, system)
+    trained = system.physical_values()
+    physical = {k: v for k, v in overrides.items() if k in system.physical_params}
+    try:
+        system = system.with_physical(physical)
+    except ConfigError as err:
+        raise ML4DError(f"--param {err.key}={overrides[err.key]:g}: {err.problem}") from None
+    if any(v != trained[k] for k, v in physical.items()):
+        outside = _outside_envelope(uri, resolved, system.physical_values(), trained)
+        if outside:
+            print(f"ml4d: warning: {outside}", file=sys.stderr)
+    return system
+
+
 def main(args: argparse.Namespace) -> int:
     if args.seed is not None and args.init is not None:
         raise ML4DError("give either --seed or --init, not both")
@@ -84,18 +155,15 @@ def main(args: argparse.Namespace) -> int:
         raise ML4DError(f"--out must name a .zarr store, got {out}")
     safe_out(out, args.overwrite)
     overrides = _param_overrides(args.param or [])
+    _known_params(args.model, overrides)  # before the model loads: a typo costs nothing
     seed = 0 if args.seed is None else args.seed
     init = None if args.init is None else Path(args.init)
     model, system, meta = registry.load_registered(args.model)
     resolved = meta.get("registry", {})
-    if resolved.get("gates") == "failed":
-        print(
-            f"ml4d: warning: {args.model} is version {resolved['version']}, which failed its "
-            f"gates ({', '.join(resolved['failed_gates']) or 'see its tags'}): the registry "
-            "refused it as a champion",
-            file=sys.stderr,
-        )
-    u0, t0, q, origin = initial_state(system, seed, init, args.sample, args.warmup, meta, overrides)
+    system = _at_params(args.model, system, resolved, overrides)
+    _warn_if_refused(args.model, resolved)
+    sampled = {k: v for k, v in overrides.items() if k in system.sample_params}
+    u0, t0, q, origin = initial_state(system, seed, init, args.sample, args.warmup, meta, sampled)
     ds = hybrid_simulation(
         model,
         system,

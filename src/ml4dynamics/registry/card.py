@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ml4dynamics.evaluation.result import EvaluationResult, or_none
+from ml4dynamics.registry.envelope_record import card_lines
 
 
 def _fmt(value: Any) -> str:
@@ -119,7 +120,7 @@ def _limits(
     limits = [
         "trained at the system parameters above"
         + (f" (drawn per trajectory: {', '.join(ranges)})" if ranges else "")
-        + "; beyond them only the ood rollouts above speak for it",
+        + "; beyond them the ood rollouts above and the validity envelope speak for it",
     ]
     limits += [f"{g['name']}: {g['detail']}" for g in checks if not g["passed"]]
     unstable = [s for s, summary in result.splits.items() if summary.stable_fraction < 1]
@@ -139,9 +140,11 @@ def model_card(
     training: Mapping[str, Any] | None = None,
     data_hash: str | None = None,
     speedup: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """The card of version ``version`` of ``name`` (Markdown); ``checks`` are the gates as
-    promotion.json records them (``name``, ``passed``, ``detail``)."""
+    promotion.json records them (``name``, ``passed``, ``detail``); ``tags``, the version's, add
+    its validity envelope."""
     checks = list(checks)
     parts = [
         f"# {name} v{version}",
@@ -163,5 +166,6 @@ def model_card(
             f"{_fmt(speedup.get('speedup'))}×, as accurate as the plain solver at resolution "
             f"{_fmt(speedup.get('resolution'))}.",
         ]
+    parts += ["", *card_lines(tags or {})]
     parts += ["", *_limits(meta, result, checks)]
     return "\n".join(parts) + "\n"

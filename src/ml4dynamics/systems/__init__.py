@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from ml4dynamics.core.discovery import concrete_subclasses
 from ml4dynamics.core.errors import ML4DError
-from ml4dynamics.systems.base import CoarseGridClosure, ExactClosure, System, SystemConfig
+from ml4dynamics.systems.base import (
+    CoarseGridClosure,
+    ExactClosure,
+    Physical,
+    System,
+    SystemConfig,
+)
 from ml4dynamics.systems.linear import Linear, LinearConfig
 from ml4dynamics.systems.ns_channel import ChannelFlow, ChannelFlowConfig
 from ml4dynamics.systems.reaction_diffusion import ReactionDiffusion, ReactionDiffusionConfig
@@ -44,6 +50,7 @@ __all__ = [
     "ExactClosure",
     "Linear",
     "LinearConfig",
+    "Physical",
     "ReactionDiffusion",
     "ReactionDiffusionConfig",
     "System",

@@ -35,6 +35,11 @@ Conventions (float64 throughout; see ``ml4dynamics/__init__.py``):
   one split, an inflow position drawn per trajectory. One compiled step then serves a whole
   split. Their values travel with the data (a coordinate along ``sample``) and reach the physics
   through ``bind``; a system without them (the default) never needs binding.
+- *physical parameters* (``physical_params``) are the config fields a user may change when
+  running a trained closure (``ml4d simulate --param``, ``ml4d envelope``): coefficients of the
+  physics that keep the state's shape (a diffusion coefficient, a Reynolds number, a domain
+  length), each with the range over which it makes sense to scan a closure's validity. Grid
+  sizes and time steps are not among them: a closure is trained for one grid.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ml4dynamics.core.errors import ConfigError
 from ml4dynamics.core.fields import FieldSpec
 from ml4dynamics.systems.rollout import rollout
 
@@ -78,6 +84,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Physical:
+    """A physical parameter of a system: the range ``[low, high]`` a validity envelope scans
+    (on a log scale where ``log``; whole numbers where ``integer``)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(f"bad range [{self.low}, {self.high}] (log: {self.log})")
+
+
 class System(abc.ABC):
     """A discrete dynamical system with one unresolved (learnable) part.
 
@@ -95,6 +117,9 @@ class System(abc.ABC):
     #: per-trajectory parameters read through ``param`` (see the module docstring): config fields
     #: that a split may sweep, and quantities drawn per trajectory by ``draw_params``
     sample_params: ClassVar[tuple[str, ...]] = ()
+
+    #: the physical parameters a user may set (see the module docstring), in scanning order
+    physical_params: ClassVar[Mapping[str, Physical]] = {}
 
     #: whether the true dynamics are chaotic: two solvers that differ by truncation error
     #: decorrelate within an evaluation horizon (KS on L = 128 by t ~ 50), so a pointwise error
@@ -163,6 +188,29 @@ class System(abc.ABC):
             f"{self.name}: {name!r} is drawn per trajectory; bind the trajectory's sample "
             "parameters first (system.bind(q))"
         )
+
+    def with_physical(self, values: Mapping[str, float]) -> System:
+        """This system with physical parameters replaced (``values``: name → number); a name
+        that is not one of ``physical_params``, or a value the config refuses, raises
+        ``ConfigError`` naming it."""
+        unknown = sorted(set(values) - set(self.physical_params))
+        if unknown:
+            known = ", ".join(self.physical_params) or "none"
+            raise ConfigError(
+                unknown[0], f"is not a physical parameter of {self.name}", f"use one of: {known}"
+            )
+        changes: dict[str, Any] = {}
+        for name, value in values.items():
+            if self.physical_params[name].integer:
+                if float(value) != round(float(value)):
+                    raise ConfigError(name, f"must be a whole number, got {value}", "e.g. 4")
+                value = round(float(value))
+            changes[name] = type(getattr(self.config, name))(value)
+        return type(self)(dataclasses.replace(self.config, **changes))
+
+    def physical_values(self) -> dict[str, float]:
+        """The config's value of every physical parameter."""
+        return {name: float(getattr(self.config, name)) for name in self.physical_params}
 
     @property
     def dt(self) -> float:

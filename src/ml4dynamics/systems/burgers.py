@@ -12,12 +12,13 @@ the reference run, the solver ladder) is ``SpectralCoarseGrid``'s (``systems/coa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
 
 from ml4dynamics.core.validation import require_positive
-from ml4dynamics.systems.base import SystemConfig
+from ml4dynamics.systems.base import Physical, SystemConfig
 from ml4dynamics.systems.coarse_grid import CoarseGridConfig, SpectralCoarseGrid
 from ml4dynamics.systems.spectral import Convection1D, Dealiasing
 
@@ -51,6 +52,9 @@ class SpectralBurgers(Convection1D):
 
 class Burgers(SpectralCoarseGrid):
     name: ClassVar[str] = "burgers"
+    physical_params: ClassVar[Mapping[str, Physical]] = {
+        "viscosity": Physical(0.005, 0.04, log=True, description="the kinematic viscosity"),
+    }
     config_class: ClassVar[type[SystemConfig]] = BurgersConfig
     spectrum_weight: ClassVar[int | None] = 0  # u is the velocity
     flux_description: ClassVar[str] = "stress R(u^2) - (R u)^2"

@@ -33,6 +33,7 @@ Re = 1000 on 2048² with finite volumes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import jax
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
-from ml4dynamics.systems.base import SystemConfig
+from ml4dynamics.systems.base import Physical, SystemConfig
 from ml4dynamics.systems.coarse_grid import CoarseGridConfig, SpectralCoarseGrid
 from ml4dynamics.systems.spectral import Dealiasing, PeriodicGrid, SpectralSolver
 
@@ -139,6 +140,10 @@ class SpectralKolmogorov(SpectralSolver):
 
 class Kolmogorov(SpectralCoarseGrid):
     name: ClassVar[str] = "kolmogorov"
+    physical_params: ClassVar[Mapping[str, Physical]] = {
+        "viscosity": Physical(2.5e-4, 4e-3, log=True, description="1/Re"),
+        "forcing_wavenumber": Physical(2, 6, integer=True, description="of the body force"),
+    }
     config_class: ClassVar[type[SystemConfig]] = KolmogorovConfig
     chaotic: ClassVar[bool] = True  # turbulence: two solvers decorrelate within a few time units
     spectrum_weight: ClassVar[int | None] = -2  # the state is the vorticity: E = |w_k|^2/|k|^2

@@ -13,12 +13,13 @@ spatio-temporally chaotic.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
 
 from ml4dynamics.core.validation import require_positive
-from ml4dynamics.systems.base import SystemConfig
+from ml4dynamics.systems.base import Physical, SystemConfig
 from ml4dynamics.systems.coarse_grid import CoarseGridConfig, SpectralCoarseGrid
 from ml4dynamics.systems.spectral import Convection1D, Dealiasing
 
@@ -51,6 +52,9 @@ class SpectralKS(Convection1D):
 
 class KuramotoSivashinsky(SpectralCoarseGrid):
     name: ClassVar[str] = "ks"
+    physical_params: ClassVar[Mapping[str, Physical]] = {
+        "length": Physical(96.0, 192.0, description="the period of the domain"),
+    }
     config_class: ClassVar[type[SystemConfig]] = KuramotoSivashinskyConfig
     chaotic: ClassVar[bool] = True  # spatio-temporal chaos at L = 128
     spectrum_weight: ClassVar[int | None] = 0  # u is the velocity

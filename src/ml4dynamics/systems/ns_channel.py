@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
-from ml4dynamics.systems.base import ExactClosure, SystemConfig
+from ml4dynamics.systems.base import ExactClosure, Physical, SystemConfig
 from ml4dynamics.systems.poisson import ChannelPoisson
 
 
@@ -115,6 +115,9 @@ def _round_down(x: float, digits: int = 3) -> float:
 
 class ChannelFlow(ExactClosure):
     name: ClassVar[str] = "ns_channel"
+    physical_params: ClassVar[Mapping[str, Physical]] = {
+        "re": Physical(50.0, 1000.0, log=True, description="the Reynolds number"),
+    }
     config_class: ClassVar[type[SystemConfig]] = ChannelFlowConfig
     sample_params: ClassVar[tuple[str, ...]] = ("re", "y0")
     config: ChannelFlowConfig

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ml4dynamics.core.validation import require, require_non_negative, require_positive
-from ml4dynamics.systems.base import ExactClosure, SystemConfig
+from ml4dynamics.systems.base import ExactClosure, Physical, SystemConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,11 @@ def laplacian_symbol(n: int, length: float, kind: str) -> np.ndarray:
 
 class ReactionDiffusion(ExactClosure):
     name: ClassVar[str] = "rd"
+    physical_params: ClassVar[Mapping[str, Physical]] = {
+        "gamma_u": Physical(0.0125, 0.4, log=True, description="diffusion of u"),
+        # the uniform state is Turing-unstable (spots) for |alpha| below ~0.005, stable above
+        "alpha": Physical(0.0, 0.02, description="the reaction's offset"),
+    }
     config_class: ClassVar[type[SystemConfig]] = ReactionDiffusionConfig
     config: ReactionDiffusionConfig
 
