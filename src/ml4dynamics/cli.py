@@ -93,6 +93,11 @@ COMMANDS: dict[str, Command] = {
             "the plain coarse solver alone at several coarse grids: where a closure is needed",
         ),
         (
+            "convergence",
+            "convergence",
+            "closures trained at several coarse grids vs the plain solver and the oracle, and cost",
+        ),
+        (
             "timing",
             "bench",
             "time one training step of every estimator side by side (or our solvers vs peers)",

@@ -9,8 +9,10 @@ points are neighbours when they differ in one parameter only and no evaluated po
 between them on that line; the interval between them is halved (geometrically on a log scale)
 where one is trusted and the other is not, where one blew up, or where their errors differ by
 more than ``error_jump`` — a hole too narrow for the grid shows first as a rise of the error at
-its neighbours. The widest such interval is split first, until ``refinements`` points were
-added or every interval is narrower than ``min_width`` of the range.
+its neighbours. A change of trust comes before an error jump, an interval on a line through the
+training point (where the trusted range of each parameter is read) before the others, and the
+widest first, until ``refinements`` points were added or every interval is narrower than
+``min_width`` of the range.
 
 A point is *trusted* when every rollout stays bounded to the report time, the mean relative
 error at the report time is at most ``max_error``, the excess shift at most ``max_shift``
@@ -121,7 +123,7 @@ def scan(
     for combo in np.array(np.meshgrid(*grids, indexing="ij")).reshape(len(axes), -1).T:
         add({a.name: float(v) for a, v in zip(axes, combo, strict=True)}, "grid")
     for _ in range(rules.refinements):
-        split = _widest_change(axes, points, rules)
+        split = _widest_change(axes, points, rules, trained)
         if split is None:
             break
         add(split, "refined")
@@ -141,12 +143,19 @@ def _lines(axes: Sequence[Axis], points: Sequence[dict[str, Any]]):
 
 
 def _widest_change(
-    axes: Sequence[Axis], points: Sequence[dict[str, Any]], rules: Rules
+    axes: Sequence[Axis],
+    points: Sequence[dict[str, Any]],
+    rules: Rules,
+    trained: Point | None = None,
 ) -> Point | None:
     """The midpoint of the widest interval between neighbours whose outcome changes (a change
-    of trust or stability before an error jump), or None."""
-    best: tuple[int, float, Point] | None = None
+    of trust or stability before an error jump; on the lines through the training point, which
+    give the trusted ranges, before the others), or None."""
+    best: tuple[int, int, float, Point] | None = None
     for axis, line in _lines(axes, points):
+        through = trained is not None and all(
+            line[0]["params"][a.name] == trained[a.name] for a in axes if a is not axis
+        )
         for a, b in zip(line, line[1:], strict=False):
             ua, ub = axis.unit(a["params"][axis.name]), axis.unit(b["params"][axis.name])
             if ub - ua < 2 * rules.min_width:
@@ -160,10 +169,10 @@ def _widest_change(
             mid = _clean(axis.value((ua + ub) / 2))
             if mid in (a["params"][axis.name], b["params"][axis.name]):
                 continue  # (whole numbers: nothing between them)
-            candidate = (rank, -(ub - ua), {**a["params"], axis.name: mid})
-            if best is None or candidate[:2] < best[:2]:
+            candidate = (rank, 0 if through else 1, -(ub - ua), {**a["params"], axis.name: mid})
+            if best is None or candidate[:3] < best[:3]:
                 best = candidate
-    return None if best is None else best[2]
+    return None if best is None else best[3]
 
 
 def _jump(e1: float | None, e2: float | None) -> float:

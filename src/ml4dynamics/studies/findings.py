@@ -241,13 +241,63 @@ def _speedup(root: Path) -> str:
     )
 
 
+def _arrow(values: list[float]) -> str:
+    return " → ".join(f"{v:.2g}" for v in values)
+
+
+def _convergence(root: Path) -> str:
+    path = "bench/ks_convergence.md"
+    study = json.loads((root / path).with_suffix(".json").read_text())
+    sizes = sorted(study["sizes"], key=int)
+    ((name, _),) = list(study["sizes"][sizes[0]]["hybrids"].items())[:1]
+    hybrid = [study["sizes"][n]["hybrids"][name]["error_mean"] for n in sizes]
+    plain = [study["sizes"][n]["plain"]["error_at_report"] for n in sizes]
+    falls = all(b < a for a, b in zip(hybrid, hybrid[1:], strict=False))
+    loses = [n for n, h, p in zip(sizes, hybrid, plain, strict=True) if h >= p]
+    verdict = "the closure converges" if falls else "the closure does not converge"
+    if loses:
+        verdict += f", but the plain solver overtakes it at n = {', '.join(loses)}"
+    return (
+        f"**ks with resolution: {verdict}.** At n = {', '.join(sizes)} points the {name} "
+        f"hybrid errs {_arrow(hybrid)} at t = {study['report_time']:g} (mean of "
+        f"{len(study['sizes'][sizes[0]]['hybrids'][name]['seeds'])} seeds), the alias-free "
+        f"solver alone {_arrow(plain)}, the exact correction round-off ([{path}]({path}))."
+    )
+
+
+def _envelope(root: Path) -> str:
+    path = "metrics/rd/envelope.json"
+    envelope = json.loads((root / path).read_text())
+    if not envelope.get("points"):
+        return f"**rd has no champion, so no validity envelope** ([{path}]({path}))."
+    points = envelope["points"]
+    untrusted = [p for p in points if not p["trusted"]]
+    ranges = ", ".join(
+        f"{name} {'nowhere' if span is None else f'{span[0]:.3g}–{span[1]:.3g}'}"
+        for name, span in envelope["trusted_range"].items()
+    )
+    trained = ", ".join(f"{k} = {v:g}" for k, v in envelope["training"].items())
+    words = {"error": "error above the gate", "blew": "blow-up", "shift": "shift"}
+    reasons = sorted({words.get(p["why"].split(" ")[0], "the plain solver") for p in untrusted})
+    holes = "; ".join(", ".join(f"{k} = {v:g}" for k, v in h.items()) for h in envelope["holes"])
+    return (
+        f"**Where rd's champion can be trusted: {ranges}** along each parameter through its "
+        f"training point ({trained}). {len(untrusted)} of {len(points)} scanned points are "
+        f"untrusted ({', '.join(reasons) or 'none'}); holes inside the trusted region: "
+        f"{holes or 'none'} ([{path}]({path}), "
+        f"[figure](plots/rd/envelope.png))."
+    )
+
+
 FINDINGS: tuple[Callable[[Path], str], ...] = (
     _rd,
     _ks,
     _unrolled,
+    _convergence,
     _kolmogorov,
     _ns_channel,
     _registry,
+    _envelope,
     _linear,
     _speedup,
 )
