@@ -261,7 +261,8 @@ def _convergence(root: Path) -> str:
         f"**ks with resolution: {verdict}.** At n = {', '.join(sizes)} points the {name} "
         f"hybrid errs {_arrow(hybrid)} at t = {study['report_time']:g} (mean of "
         f"{len(study['sizes'][sizes[0]]['hybrids'][name]['seeds'])} seeds), the alias-free "
-        f"solver alone {_arrow(plain)}, the exact correction round-off ([{path}]({path}))."
+        f"solver alone {_arrow(plain)}, the exact correction round-off ([{path}]({path}), "
+        f"[figure]({path.replace('.md', '.png')}))."
     )
 
 
