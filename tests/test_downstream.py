@@ -142,6 +142,9 @@ def test_the_champion_carries_its_envelope_and_simulate_warns_outside_it(workspa
     assert {0.0125, 0.05, 0.4} <= set(scanned)
     assert len(envelope["points"]) in (3, 4)  # grid ends + training value, one refinement
     assert (repo / "plots/rd/envelope.png").read_bytes()[:4] == b"\x89PNG"
+    table = (repo / "metrics/rd/envelope.md").read_text()
+    assert table.startswith(f"The validity envelope of rd-closure v{champion.version} ")
+    assert table.count("\n| ") == len(envelope["points"]) + 1  # a row per point, the header
     tags = champion.tags
     assert tags["envelope.points"] == str(len(envelope["points"]))
     assert tags["envelope.key"] == envelope["key"] and "envelope.trusted.gamma_u" in tags
@@ -218,4 +221,4 @@ def test_envelope_refuses_bad_input_in_one_line_before_rolling_out(workspace, tm
     result = ml4d(["envelope", *args, "--trajectories", "1"], tmp_path, store)
     assert result.returncode == 0, result.stderr
     assert len(json.loads((tmp_path / "old.json").read_text())["points"]) == 3
-    assert (tmp_path / "old.png").is_file()
+    assert (tmp_path / "old.png").is_file() and (tmp_path / "old.md").is_file()

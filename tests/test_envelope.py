@@ -190,6 +190,23 @@ def test_the_envelope_section_of_params_is_checked():
             EnvelopeConfig(**{**base, **change})
 
 
+def test_the_table_has_a_row_per_point_and_says_how_it_was_scanned():
+    envelope = as_envelope(scanned(6)) | {
+        "model": {"name": "toy-closure", "version": 3},
+        "settings": {"report_time": 20.0, "trajectories": 2, "seed": 91, "max_error": 0.5,
+                     "max_shift": 2.0},
+        "plain_solver": "none: the reference solver is the plain solver",
+    }  # fmt: skip
+    text = env.markdown(envelope)
+    head, table = text.split("\n\n")
+    assert head.startswith("The validity envelope of toy-closure v3 (trained at p=0.2): 12 points")
+    assert "6 of them placed by refinement" in head and "Holes: p=0.53125; " in head
+    rows = table.strip().splitlines()[2:]
+    assert len(rows) == 12 and [r.split(" | ")[0] for r in rows][:2] == ["| 0", "| 0.2"]
+    assert sum(r.endswith("| yes |") for r in rows) == 8
+    assert all("| no: blew up" in r or "| no: error" in r for r in rows if "| no" in r)
+
+
 def test_the_model_card_carries_the_envelope_paragraph_once():
     envelope = as_envelope(scanned(6))
     tags = summary_tags(envelope)

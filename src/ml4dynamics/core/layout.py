@@ -150,6 +150,9 @@ class Layout:
     def envelope_plot(self, system: str) -> Path:
         return self.root / "plots" / system / "envelope.png"
 
+    def envelope_table(self, system: str) -> Path:
+        return self.root / "metrics" / system / "envelope.md"
+
     @property
     def shift_correlation(self) -> Path:
         return self.root / "metrics" / "shift_correlation.json"
@@ -214,7 +217,7 @@ class Layout:
                 self.headline(s, e),
             ],
             "promote": lambda: [self.promotion(s), self.gates(s)],
-            "envelope": lambda: [self.envelope(s), self.envelope_plot(s)],
+            "envelope": lambda: [self.envelope(s), self.envelope_plot(s), self.envelope_table(s)],
             "shift-correlation": lambda: [self.shift_correlation],
             "report": lambda: [self.results_page, self.readme, self.findings_page],
             "linear-theory": lambda: [

@@ -274,3 +274,42 @@ def verdict(envelope: Mapping[str, Any], values: Point) -> tuple[bool, Point | N
 
 def describe_point(point: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in point.items())
+
+
+def markdown(envelope: Mapping[str, Any]) -> str:
+    """The envelope as Markdown: one sentence saying what was scanned and how, then a row per
+    point (in the order of the parameters, the trusted ones marked)."""
+    names = list(envelope["parameters"])
+    s = envelope["settings"]
+    model = envelope["model"]
+    trained = describe_point(envelope["training"])
+    ranges = "; ".join(
+        f"{name} {'nowhere' if span is None else f'{span[0]:.3g}–{span[1]:.3g}'}"
+        for name, span in envelope["trusted_range"].items()
+    )
+    holes = "; ".join(describe_point(h) for h in envelope["holes"]) or "none"
+    head = (
+        f"The validity envelope of {model['name']} v{model['version']} (trained at {trained}): "
+        f"{len(envelope['points'])} points, {s['trajectories']} fresh reference trajectories "
+        f"each (seed {s['seed']}), scored at t = {s['report_time']:g}; trusted where every "
+        f"rollout stays bounded, the error is <= {s['max_error']:g}, the shift <= "
+        f"{s['max_shift']:g} and (where there is one) the plain solver errs more; "
+        f"{sum(p['stage'] == 'refined' for p in envelope['points'])} of them placed by "
+        f"refinement. Trusted along each parameter through "
+        f"the training point: {ranges}. Holes: {holes}. Plain solver: "
+        f"{envelope.get('plain_solver', 'none')}.\n\n"
+    )
+    rows = [[*names, "hybrid error", "plain solver error", "shift", "placed by", "trusted"]]
+    rows.append(["---"] * len(rows[0]))
+    order = sorted(envelope["points"], key=lambda p: [p["params"][n] for n in names])
+    for p in order:
+        rows.append(
+            [f"{p['params'][n]:g}" for n in names]
+            + [_fmt(p["error"]), _opt(p["plain_error"]), _opt(p["shift"]), p["stage"]]
+            + ["yes" if p["trusted"] else f"no: {p['why']}"]
+        )
+    return head + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
+
+
+def _opt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"

@@ -23,7 +23,7 @@ from ml4dynamics import registry
 from ml4dynamics.config import load_params
 from ml4dynamics.core.errors import ML4DError
 from ml4dynamics.core.layout import Layout
-from ml4dynamics.core.outputs import fingerprint, write_json
+from ml4dynamics.core.outputs import atomic_file, fingerprint, write_json
 from ml4dynamics.evaluation import envelope as env
 from ml4dynamics.evaluation.config import envelope_config, evaluate_config
 from ml4dynamics.evaluation.envelope_rollouts import score_point
@@ -83,11 +83,12 @@ def main(args: argparse.Namespace) -> int:
         )
     if stage:
         out, png = layout.envelope(args.system), layout.envelope_plot(args.system)
+        table = layout.envelope_table(args.system)
         if (
             registry.version_by_alias(registry.registered_name(args.system), registry.CHAMPION)
             is None
         ):
-            return _no_champion(args.system, out, png)
+            return _no_champion(args.system, out, png, table)
     model, system, meta = registry.load_registered(uri)
     if not system.physical_params:
         raise ML4DError(f"{system.name} declares no physical parameters: it has no envelope")
@@ -97,8 +98,8 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out or f"envelope/{name}-v{number}.json")
         if out.suffix != ".json":
             raise ML4DError(f"--out must name a .json file, got {out}")
-        png = out.with_suffix(".png")
-        _free(out, png, args.overwrite)
+        png, table = out.with_suffix(".png"), out.with_suffix(".md")
+        _free(out, png, table, args.overwrite)
     settings, axes, rules = _settings(args, params, system)
     trained = {a.name: float(getattr(system.config, a.name)) for a in axes}
     manifold_dir = Path(args.manifold) if args.manifold else layout.manifold(system.name)
@@ -116,11 +117,11 @@ def main(args: argparse.Namespace) -> int:
     if envelope is None:
         envelope = _measure(model, system, meta, axes, trained, rules, settings, reconstruct)
         envelope |= {"key": key, "model": {"name": name, "version": number, "uri": uri}}
-        write_json(out, envelope)
         envelope_map(png, envelope)
     else:
         envelope["model"] = {"name": name, "version": number, "uri": uri}
-        write_json(out, envelope)
+    write_json(out, envelope)
+    write_text(table, env.markdown(envelope))
     _record(name, number, envelope, png)
     print_json(
         {
@@ -131,18 +132,19 @@ def main(args: argparse.Namespace) -> int:
             "holes": envelope["holes"],
             "out": str(out),
             "figure": str(png),
+            "table": str(table),
         }
     )
     return 0
 
 
-def _free(out: Path, png: Path, overwrite: bool) -> None:
+def _free(out: Path, png: Path, table: Path, overwrite: bool) -> None:
     """Refuse (one line, before anything runs) an --out that DVC tracks, or that exists
     without --overwrite, or that --overwrite would replace though it is not an envelope."""
     tracked = dvc_tracked(out)
     if tracked is not None:
         raise ML4DError(f"--out {out}: DVC tracks {tracked}; choose a path outside its outputs")
-    existing = [p for p in (out, png) if p.exists() or p.is_symlink()]
+    existing = [p for p in (out, png, table) if p.exists() or p.is_symlink()]
     if existing and not overwrite:
         raise ML4DError(
             f"--out {out}: {existing[0]} already exists; choose another --out, or pass "
@@ -272,7 +274,12 @@ def _record(name: str, number: int, envelope: dict[str, Any], png: Path) -> None
         registry.describe(name, number, card)
 
 
-def _no_champion(system: str, out: Path, png: Path) -> int:
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def _no_champion(system: str, out: Path, png: Path, table: Path) -> int:
     """The stage's outputs where the system has no champion: nothing to measure."""
     import matplotlib
 
@@ -281,10 +288,12 @@ def _no_champion(system: str, out: Path, png: Path) -> int:
 
     reason = f"{registry.registered_name(system)} has no champion: no envelope measured"
     write_json(out, {"system": system, "champion": None, "reason": reason, "points": []})
+    write_text(table, reason + ".\n")
     fig, ax = plt.subplots(figsize=(6, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, reason, ha="center", va="center")
-    fig.savefig(png)
+    with atomic_file(png) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     print(f"ml4d: warning: {reason}", file=sys.stderr)
     print_json({"system": system, "champion": None})
