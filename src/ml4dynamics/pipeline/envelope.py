@@ -109,9 +109,10 @@ def main(args: argparse.Namespace) -> int:
         .get_model_version(name, str(number))
         .tags.get("closure_fingerprint", version["run_id"])
     )
-    key = fingerprint(
+    package = Path(__file__).parents[1]
+    key = fingerprint(  # the sources only: compiled files differ between machines and clones
         {"closure": closure_id, "settings": settings, "shift": reconstruct is not None},
-        [Path(__file__).parents[1] / part for part in CODE],
+        sorted(p for part in CODE for p in (package / part).rglob("*.py")),
     )
     envelope = _reused(out, key) if stage else None
     if envelope is None:
