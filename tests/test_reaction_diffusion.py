@@ -150,11 +150,21 @@ def test_laplacian_symbols_vanish_only_on_the_mean_mode():
 
 @pytest.mark.parametrize(
     ("alpha", "gamma_u", "unstable"),
-    [(0.01, 0.05, 0), (0.01, 0.25, 0), (0.001, 0.05, 28), (0.001, 0.25, 4), (-0.001, 0.05, 28)],
+    [
+        (0.01, 0.05, 0),
+        (0.01, 0.25, 0),
+        (0.001, 0.05, 28),
+        (0.001, 0.25, 4),
+        (-0.001, 0.05, 28),
+        (0.004, 0.05, 12),
+        (0.005, 0.05, 0),
+    ],
 )
 def test_turing_instability_of_the_uniform_state(alpha, gamma_u, unstable):
     """At |α| = 0.01 (γ_v = 2γ_u) the uniform state is linearly stable for every mode; at
-    |α| = 0.001 a band of modes grows (Turing patterns); the sign of α does not matter."""
+    |α| = 0.001 a band of modes grows (Turing patterns); the band closes between |α| = 0.004
+    and 0.005 (at γ_u = 0.05: where rd's validity envelope crosses from spots to decay); the sign
+    of α does not matter."""
     system = ReactionDiffusion(ReactionDiffusionConfig(alpha=alpha, gamma_u=gamma_u))
     u_star = system.uniform_state()
     y = np.asarray(system.closure(jnp.full((2, 64, 64), u_star), 0.0))
