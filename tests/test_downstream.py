@@ -144,7 +144,7 @@ def test_the_champion_carries_its_envelope_and_simulate_warns_outside_it(workspa
     assert (repo / "plots/rd/envelope.png").read_bytes()[:4] == b"\x89PNG"
     table = (repo / "metrics/rd/envelope.md").read_text()
     assert table.startswith(f"The validity envelope of rd-closure v{champion.version} ")
-    assert table.count("\n| ") == len(envelope["points"]) + 1  # a row per point, the header
+    assert table.count("\n| ") == len(envelope["points"]) + 2  # a row per point, the header
     tags = champion.tags
     assert tags["envelope.points"] == str(len(envelope["points"]))
     assert tags["envelope.key"] == envelope["key"] and "envelope.trusted.gamma_u" in tags
@@ -198,27 +198,27 @@ def test_a_fresh_registry_gets_the_envelope_without_a_second_scan(workspace, tmp
 
 
 def test_envelope_refuses_bad_input_in_one_line_before_rolling_out(workspace, tmp_path):
-    repo, env = workspace
-    store = {**env, **store_env(repo)}
+    repo, env = workspace  # (run in the workspace: its params.yaml says how to scan)
     uri = "models:/rd-closure@champion"
     (tmp_path / "mine.json").write_text('{"a user": "file"}\n')
     (tmp_path / "old.json").write_text((repo / "metrics/rd/envelope.json").read_text())
     for args, message in (
         ([uri, "--points", "nonsense=2"], "--points nonsense: not a physical parameter of rd"),
         ([uri, "--points", "gamma_u=1"], "--points 'gamma_u=1': write NAME=COUNT with COUNT >= 2"),
-        ([uri, "--out", "mine.json"], "--out mine.json: mine.json already exists"),
-        ([uri, "--out", "mine.json", "--overwrite"], "is not an envelope `ml4d envelope` wrote"),
-        ([uri, "--out", "x.txt"], "--out must name a .json file"),
+        ([uri, "--out", f"{tmp_path}/mine.json"], f"{tmp_path}/mine.json already exists"),
+        ([uri, "--out", f"{tmp_path}/mine.json", "--overwrite"], "is not an envelope `ml4d"),
+        ([uri, "--out", f"{tmp_path}/x.txt"], "--out must name a .json file"),
+        ([uri, "--out", "metrics/rd/envelope.json"], "DVC tracks"),
         (["rd-closure"], "'rd-closure' is neither a registry URI"),
     ):
-        result = ml4d(["envelope", *args], tmp_path, store)
+        result = ml4d(["envelope", *args], repo, env)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
     assert (tmp_path / "mine.json").read_text() == '{"a user": "file"}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "old.json"]
     # an earlier envelope is replaced with --overwrite (here: one point, no refinement)
-    args = [uri, "--out", "old.json", "--overwrite", "--points", "gamma_u=2", "--refinements", "0"]
-    result = ml4d(["envelope", *args, "--trajectories", "1"], tmp_path, store)
+    args = [uri, "--out", f"{tmp_path}/old.json", "--overwrite", "--points", "gamma_u=2"]
+    result = ml4d(["envelope", *args, "--refinements", "0", "--trajectories", "1"], repo, env)
     assert result.returncode == 0, result.stderr
     assert len(json.loads((tmp_path / "old.json").read_text())["points"]) == 3
     assert (tmp_path / "old.png").is_file() and (tmp_path / "old.md").is_file()

@@ -16,7 +16,7 @@ LINK = re.compile(r"\]\(([^)#]+)(#[^)]*)?\)")
 
 def test_every_finding_has_its_numbers_and_links_to_the_committed_file_behind_them():
     bullets = findings.findings(REPO).splitlines()
-    assert 1 <= len(bullets) <= 8
+    assert 1 <= len(bullets) <= 10  # (the README stays within 150 lines: below)
     for bullet in bullets:
         assert bullet.startswith("- **") and re.search(r"\d", bullet), bullet
         targets = [m[1] for m in LINK.finditer(bullet)]

@@ -110,7 +110,11 @@ def _outside_envelope(uri: str, resolved: dict, values: dict, trained: dict) -> 
     inside, nearest = verdict(recorded, values)
     if inside:
         return None
-    near = describe_point(nearest) if nearest else "none (no point of the envelope is trusted)"
+    near = (
+        describe_point({k: nearest[k] for k in values if k in nearest})  # in the system's order
+        if nearest
+        else "none (no point of the envelope is trusted)"
+    )
     return f"{at} is outside the validity envelope of {where}; nearest trusted point: {near}"
 
 
