@@ -139,6 +139,17 @@ def test_two_parameters_are_refined_along_lines_and_judged_per_point():
     assert ranges == {"p": [0.0, 1.0], "q": [0.0, 1.0]}  # along the axes through (0, 0)
 
 
+def test_a_point_where_the_reference_fails_is_untrusted_and_says_why():
+    scores = {"stable": False, "error": None, "shift": None, "plain_error": None}
+    failed = RULES.judge(scores | {"reference_failed": True})
+    assert failed == (False, "the reference solver does not stay finite here")
+    assert RULES.judge(scores) == (False, "blew up before the report time")
+    beaten = {"stable": True, "error": 0.3, "shift": 0.1, "plain_error": 0.2}
+    assert RULES.judge(beaten) == (False, "the plain solver errs less (0.2 <= 0.3)")
+    assert RULES.judge(beaten | {"plain_error": 0.4}) == (True, "within the gates")
+    assert RULES.judge(beaten | {"plain_error": None, "shift": 2.5})[1] == "shift 2.5 > 2"
+
+
 def test_axes_scan_on_their_scale_with_the_training_value_on_the_grid():
     log = env.Axis("gamma_u", 0.0125, 0.4, log=True, points=5)
     grid = log.grid(0.05)

@@ -98,6 +98,16 @@ def test_train_evaluate_promote_and_simulate(workdir, tmp_path):
     ds = open_dataset(out)
     assert ds.attrs["system"] == "ns_channel"
     assert float(ds.re.values[0]) == 250.0 and 0.3 <= float(ds.y0.values[0]) <= 0.7
+    assert ds.attrs["system.re"] == 250.0  # a physical parameter: the solver's own Re too
+    # the envelope over Re, a parameter that is also drawn per trajectory in the data
+    args = ["envelope", "models:/ns_channel-closure@champion", "--points", "re=2"]
+    args += ["--refinements", "0", "--trajectories", "1", "--out", str(tmp_path / "env.json")]
+    result = run_cli(args, cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    envelope = json.loads((tmp_path / "env.json").read_text())
+    scanned = {p["params"]["re"] for p in envelope["points"]}
+    assert scanned == {50.0, 1000.0, envelope["training"]["re"]}
+    assert all(p["plain_error"] is None for p in envelope["points"])  # its reference is exact
     assert ds.u.shape == (1, 5, 2, 8, 32) and ds.y.shape == (1, 5, 1, 8, 32)
     assert np.all(ds.u.values[0, :, 1, 0] == 0.0)  # the wall holds in the hybrid too
 

@@ -85,6 +85,8 @@ class Rules:
     def judge(self, scores: Mapping[str, Any]) -> tuple[bool, str]:
         """(trusted, why) of a point's scores (``envelope_rollouts.score_point``)."""
         error, shift, plain = scores["error"], scores.get("shift"), scores.get("plain_error")
+        if scores.get("reference_failed"):
+            return False, "the reference solver does not stay finite here"
         if not scores["stable"]:
             return False, "blew up before the report time"
         if error is None or error > self.max_error:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ml4dynamics.config import DataConfig, SplitConfig, SystemSetup
 from ml4dynamics.datasets.generation import generate_split
 from ml4dynamics.evaluation.baselines import coarse_alone
@@ -63,9 +65,14 @@ def score_point(
     """The closure's scores at ``values``: whether every rollout stayed bounded, the mean
     relative error and the excess shift at the report time (shift: None without
     ``reconstruct``), and the plain solver's error there (None where the system has no plain
-    solver apart from its reference)."""
+    solver apart from its reference). Where the reference itself does not stay finite (a
+    parameter beyond what the system's solver resolves) the point says so
+    (``reference_failed``) instead of scoring against it."""
     setup = point_setup(system, values, data, trajectories, seed, report_time)
     ds = generate_split(setup, "test", {})
+    if not np.isfinite(ds.u.values).all():  # the system's own solver fails here: no truth
+        return {"stable": False, "stable_fraction": 0.0, "error": None, "shift": None,
+                "plain_error": None, "reference_failed": True}  # fmt: skip
     summaries, _, _ = evaluate_splits(
         {"envelope": ds}, closure, reconstruct, bound, report_time, with_ablation=False
     )
