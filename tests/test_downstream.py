@@ -190,9 +190,11 @@ def test_a_fresh_registry_gets_the_envelope_without_a_second_scan(workspace, tmp
     shutil.rmtree(copy / "mlruns")
     sh(["git", "checkout", "--", "dvc.yaml"], copy, env)  # (another test lists a model there)
     before = (copy / "metrics/rd/envelope.json").read_text()
+    table = (copy / "metrics/rd/envelope.md").read_text()
     result = sh(["dvc", "repro"], copy, env)
     assert ran(result) == {"promote@rd", "envelope@rd"}
     assert (copy / "metrics/rd/envelope.json").read_text() == before
+    assert (copy / "metrics/rd/envelope.md").read_text() == table
     champion = registry(copy).get_model_version_by_alias("rd-closure", "champion")
     assert champion.tags["envelope.key"] == json.loads(before)["key"]
 

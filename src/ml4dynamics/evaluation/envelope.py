@@ -281,13 +281,13 @@ def describe_point(point: Mapping[str, float]) -> str:
 def markdown(envelope: Mapping[str, Any]) -> str:
     """The envelope as Markdown: one sentence saying what was scanned and how, then a row per
     point (in the order of the parameters, the trusted ones marked)."""
-    names = list(envelope["parameters"])
+    names = sorted(envelope["parameters"])  # (as the JSON keeps them: one table either way)
     s = envelope["settings"]
     model = envelope["model"]
-    trained = describe_point(envelope["training"])
+    trained = describe_point({n: envelope["training"][n] for n in names})
     ranges = "; ".join(
         f"{name} {'nowhere' if span is None else f'{span[0]:.3g}–{span[1]:.3g}'}"
-        for name, span in envelope["trusted_range"].items()
+        for name, span in sorted(envelope["trusted_range"].items())
     )
     holes = "; ".join(describe_point(h) for h in envelope["holes"]) or "none"
     head = (
