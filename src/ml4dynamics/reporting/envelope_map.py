@@ -73,7 +73,7 @@ def _line(ax, envelope: Mapping[str, Any], name: str, errors: np.ndarray) -> Non
     ax.set_ylabel(f"relative L2 error at t = {envelope['settings']['report_time']:g}")
     ax.set_yscale("log")
     if envelope["parameters"][name]["log"]:
-        ax.set_xscale("log")
+        _log_axis(ax.xaxis, ax.set_xscale, xs)
 
 
 def _map(fig, ax, envelope: Mapping[str, Any], names: list[str], errors: np.ndarray, norm) -> None:
@@ -102,6 +102,23 @@ def _map(fig, ax, envelope: Mapping[str, Any], names: list[str], errors: np.ndar
     )  # fmt: skip
     ax.set_xlabel(f"{x} (non-dimensional)")
     ax.set_ylabel(f"{y} (non-dimensional)")
-    for name, set_scale in ((x, ax.set_xscale), (y, ax.set_yscale)):
+    for name, axis, set_scale, values in (
+        (x, ax.xaxis, ax.set_xscale, xs),
+        (y, ax.yaxis, ax.set_yscale, ys),
+    ):
         if envelope["parameters"][name]["log"]:
-            set_scale("log")
+            _log_axis(axis, set_scale, values)
+
+
+def _log_axis(axis, set_scale, values: np.ndarray) -> None:
+    """A log-scaled parameter axis labelled at the grid's values only (3 digits), no minor
+    labels: the default labels every minor tick in powers of ten and they overlap."""
+    import matplotlib.ticker as ticker
+
+    set_scale("log")
+    ticks = np.unique(values)
+    if len(ticks) > 8:
+        ticks = ticks[:: int(np.ceil(len(ticks) / 8))]
+    axis.set_major_locator(ticker.FixedLocator(ticks))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
