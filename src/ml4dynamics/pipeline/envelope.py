@@ -118,9 +118,9 @@ def main(args: argparse.Namespace) -> int:
     if envelope is None:
         envelope = _measure(model, system, meta, axes, trained, rules, settings, reconstruct)
         envelope |= {"key": key, "model": {"name": name, "version": number, "uri": uri}}
-        envelope_map(png, envelope)
     else:
         envelope["model"] = {"name": name, "version": number, "uri": uri}
+    envelope_map(png, envelope)  # (drawn from the JSON either way: the figure's code may change)
     write_json(out, envelope)
     write_text(table, env.markdown(envelope))
     _record(name, number, envelope, png)
